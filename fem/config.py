@@ -1,0 +1,133 @@
+"""Config validation: the JSON schema plus the cross-key rules a schema cannot express.
+
+The Snakefile calls `check_config` before any job is planned, so a bad config stops the
+run with one message naming each offending key and what is allowed. This module must stay
+cheap to import (no torch): it runs on every `snakemake` invocation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from fem.masking import resolve_segments
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown, of the wrong type or impossible."""
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with an error naming the file when it is not one."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
+    """Raise ConfigError listing every problem in `config`; return None when it is valid."""
+    schema = load_yaml(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [
+        _describe(error, schema) for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    ]
+    if not problems:  # cross-key rules only make sense on a well-typed config
+        problems = _cross_key_problems(config)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"invalid config ({len(problems)} problem(s)):\n{lines}")
+
+
+def _key_name(path: list[Any]) -> str:
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "<top level>"
+
+
+def _subschema(schema: dict, path: list[Any]) -> dict:
+    """The schema node that describes the value at `path` (following $ref and items)."""
+    node = schema
+    for part in path:
+        node = _deref(schema, node)
+        if isinstance(part, int):
+            node = node.get("items", {})
+        else:
+            node = node.get("properties", {}).get(part, {})
+    return _deref(schema, node)
+
+
+def _deref(schema: dict, node: dict) -> dict:
+    if "$ref" in node:
+        target = schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _allowed(schema: dict, path: list[Any]) -> str:
+    node = _subschema(schema, path)
+    if "description" in node:
+        return " ".join(str(node["description"]).split())
+    parent = _subschema(schema, path[:-1]) if path else {}
+    if "enum" in node:
+        return "one of " + ", ".join(map(str, node["enum"]))
+    return " ".join(str(parent.get("description", "see workflow/schemas/config.schema.yaml")).split())
+
+
+def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(_subschema(schema, path).get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        return "; ".join(
+            f"{_key_name([*path, key])}: unknown key; allowed keys here: {', '.join(allowed)}" for key in unknown
+        )
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        key = [*path, missing]
+        return f"{_key_name(key)}: missing; expected {_allowed(schema, key)}"
+    if error.validator == "enum":
+        return f"{_key_name(path)}: {error.instance!r} is not allowed; expected one of " + ", ".join(
+            map(str, error.validator_value)
+        )
+    return f"{_key_name(path)}: {error.instance!r} is not allowed; expected {_allowed(schema, path)}"
+
+
+def _cross_key_problems(config: dict[str, Any]) -> list[str]:
+    problems = []
+    pre, model = config["pretrain"], config["model"]
+    total = sum(pre["replacement"].values())
+    if abs(total - 1.0) > 1e-6:
+        problems.append(f"pretrain.replacement: mask + random + keep = {total:g}; expected them to sum to 1")
+    if model["hidden_size"] % model["num_attention_heads"]:
+        problems.append(
+            f"model.num_attention_heads: {model['num_attention_heads']} does not divide "
+            f"model.hidden_size = {model['hidden_size']}"
+        )
+    if pre["warmup_steps"] > pre["steps"]:
+        problems.append(f"pretrain.warmup_steps: {pre['warmup_steps']} exceeds pretrain.steps = {pre['steps']}")
+    segments = resolve_segments(pre["mask_ratio"], pre["segments"])
+    maskable = config["tokenizer"]["block_size"] - 2
+    if segments > maskable:
+        problems.append(
+            f"pretrain.segments: K = {segments} exceeds the {maskable} maskable positions of a "
+            f"block (tokenizer.block_size - 2)"
+        )
+    if pre["rows_per_step"] % segments:
+        problems.append(
+            f"pretrain.rows_per_step: {pre['rows_per_step']} is not a multiple of K = {segments} "
+            "(each fully-explored sequence contributes K rows to a step)"
+        )
+    return problems

