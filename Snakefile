@@ -1,0 +1,26 @@
+# fem: reproduce "Improving Self-supervised Pre-training via a Fully-Explored Masked
+# Language Model" (arXiv 2010.06040). This file only wires things together: the config,
+# its validation (in common.smk, before any job is planned) and one rule file per stage.
+#
+#   snakemake results/table2.csv                  # default config: tiny scale, CPU
+#   snakemake results/table2.csv --configfile config/paper.yaml --profile workflow/profiles/slurm
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/tokenize.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        "results/table2.csv",

@@ -1,0 +1,189 @@
+"""The `fem` command. Every Snakemake rule runs one of these sub-commands.
+
+The CLI is the edge where configuration enters: it parses flags (values written as YAML,
+so `0.15`, `auto`, `null` and `{mask: 0.8, random: 0.1, keep: 0.1}` all work), calls one
+library function with plain arguments, and writes provenance.json beside the outputs.
+Heavy imports (torch, transformers) happen inside the sub-commands, so `fem check-config`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from fem.settings import FinetuneSettings, PretrainSettings
+
+
+def _yaml_value(text: str):
+    return yaml.safe_load(text)
+
+
+def _add_settings(parser: argparse.ArgumentParser, settings_class, skip: tuple[str, ...] = ()) -> None:
+    """One required --flag per field of a settings dataclass."""
+    for field in dataclasses.fields(settings_class):
+        if field.name not in skip:
+            parser.add_argument("--" + field.name.replace("_", "-"), type=_yaml_value, required=True)
+
+
+def _settings(settings_class, args: argparse.Namespace):
+    return settings_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)})
+
+
+def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list, start: float) -> None:
+    from fem.provenance import write_provenance
+
+    parameters = {k: v for k, v in vars(args).items() if k != "handler"}
+    write_provenance(out, sys.argv, parameters, inputs, outputs, time.perf_counter() - start)
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    from fem.config import check_config, load_yaml
+
+    config: dict = {}
+    for path in args.configs:  # later files override earlier ones, key by key (as Snakemake)
+        _deep_update(config, load_yaml(path))
+    check_config(config)
+    print(f"config OK: {' + '.join(args.configs)}")
+
+
+def _deep_update(base: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from fem.data import download_corpus, download_task
+
+    start = time.perf_counter()
+    if args.kind == "corpus":
+        count = download_corpus(args.name, args.out, args.mirror)
+        print(f"corpus {args.name}: {count} documents -> {args.out}")
+    else:
+        counts = download_task(args.name, args.out, args.mirror)
+        print(f"task {args.name}: {counts} -> {args.out}")
+    _provenance(Path(args.out) / "provenance.json", args, [], [args.out], start)
+
+
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    from fem.tokenization import tokenize_corpus
+
+    start = time.perf_counter()
+    tokenize_corpus(
+        args.corpus_dir,
+        args.out,
+        args.tokenizer,
+        args.block_size,
+        args.validation_fraction,
+        args.max_documents,
+    )
+    _provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from fem.pretraining import pretrain
+
+    start = time.perf_counter()
+    pretrain(args.data, args.out, _settings(PretrainSettings, args), threads=args.threads)
+    _provenance(Path(args.out) / "provenance.json", args, [args.data], [args.out], start)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from fem.data import get_task
+    from fem.finetuning import finetune
+
+    start = time.perf_counter()
+    labels = dict(item.split("=", 1) for item in args.label)
+    labels = {k: _yaml_value(v) for k, v in labels.items()}
+    finetune(
+        get_task(args.task), args.task_dir, args.checkpoint, args.out,
+        _settings(FinetuneSettings, args), threads=args.threads, run_labels=labels,
+    )  # fmt: skip
+    inputs = [args.task_dir, args.checkpoint]
+    _provenance(Path(args.out) / "provenance.json", args, inputs, [args.out], start)
+
+
+def cmd_table2(args: argparse.Namespace) -> None:
+    from fem.tables import glue_table, load_runs, write_table
+
+    start = time.perf_counter()
+    table = glue_table(load_runs(args.metrics), args.tasks, args.strategies)
+    write_table(table, args.csv, args.md, "Table 2: BERT pre-trained from scratch, GLUE dev", args.caption)
+    print(table.drop(columns=["runs"]).to_string(index=False))
+    provenance = Path(args.csv).with_suffix(".provenance.json")
+    _provenance(provenance, args, args.metrics, [args.csv, args.md], start)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fem", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    p = sub.add_parser("check-config", help="validate config files (later ones override earlier)")
+    p.add_argument("configs", nargs="+")
+    p.set_defaults(handler=cmd_check_config)
+
+    p = sub.add_parser("download", help="save a corpus or task from the hub / mirror / package")
+    p.add_argument("kind", choices=["corpus", "task"])
+    p.add_argument("name")
+    p.add_argument("--out", required=True)
+    p.add_argument("--mirror", default=None, help="folder holding <hub id> copies (default: $FEM_HUB_MIRROR)")
+    p.set_defaults(handler=cmd_download)
+
+    p = sub.add_parser("tokenize", help="tokenize a corpus and pack it into fixed-length blocks")
+    p.add_argument("--corpus-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--tokenizer", required=True, help="hub id, folder, or pip:<package>")
+    p.add_argument("--block-size", type=int, required=True)
+    p.add_argument("--validation-fraction", type=float, required=True)
+    p.add_argument("--max-documents", type=_yaml_value, default=None)
+    p.set_defaults(handler=cmd_tokenize)
+
+    p = sub.add_parser("pretrain", help="pre-train a BERT from scratch with one masking strategy")
+    p.add_argument("--data", required=True, help="folder written by `fem tokenize`")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    _add_settings(p, PretrainSettings)
+    p.set_defaults(handler=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint on a GLUE task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--task-dir", required=True, help="folder written by `fem download task`")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--label", action="append", default=[], help="key=value stored under 'run' in metrics.json")
+    _add_settings(p, FinetuneSettings)
+    p.set_defaults(handler=cmd_finetune)
+
+    p = sub.add_parser("table2", help="build results/table2.csv and .md from fine-tuning metrics")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--tasks", nargs="+", required=True)
+    p.add_argument("--strategies", nargs="+", required=True)
+    p.add_argument("--caption", required=True)
+    p.add_argument("metrics", nargs="+", help="metrics.json files of fine-tuning runs")
+    p.set_defaults(handler=cmd_table2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from fem.config import ConfigError
+    from fem.data import DataSourceError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (ConfigError, DataSourceError) as err:  # expected failures: one clear message, no traceback
+        sys.exit(f"fem {sys.argv[1] if len(sys.argv) > 1 else ''}: error: {err}")
+
+
+if __name__ == "__main__":
+    main()

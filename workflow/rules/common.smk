@@ -1,0 +1,48 @@
+# Helpers shared by the rule files: config validation, paths, CLI flags.
+import json
+import os
+import shlex
+import sys
+
+sys.path.insert(0, workflow.basedir)  # the fem package of this checkout, even if not installed
+
+from fem.config import ConfigError, check_config
+from fem.masking import resolve_segments
+
+try:
+    check_config(config)
+except ConfigError as err:
+    # One message naming each bad key, and no job starts.
+    raise SystemExit(f"fem: {err}") from None
+
+
+wildcard_constraints:
+    setting="scratch",
+    strategy="[a-z_]+",
+    seed=r"\d+",
+    ftseed=r"\d+",
+    task="[a-z0-9]+",
+    corpus="[A-Za-z0-9_.-]+",
+
+
+PRETRAIN_SEEDS = config["seeds"]["pretrain"]
+FINETUNE_SEEDS = config["seeds"]["finetune"]
+STRATEGIES = config["pretrain"]["strategies"]
+TASKS = config["finetune"]["tasks"]
+CORPUS = config["corpus"]["name"]
+SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]["segments"])
+
+
+def code(*modules):
+    """The fem/ modules a rule runs, as inputs: editing one reruns the rule."""
+    return [os.path.relpath(os.path.join(workflow.basedir, "fem", f"{m}.py")) for m in modules]
+
+
+def cli_flags(settings):
+    """{"mask_ratio": 0.15} -> "--mask-ratio 0.15"; values as JSON, which the CLI reads as YAML."""
+    return " ".join(f"--{key.replace('_', '-')} {shlex.quote(json.dumps(value))}" for key, value in settings.items())
+
+
+def mirror_flag():
+    """--mirror <folder> when the config names a hub mirror; else the CLI reads $FEM_HUB_MIRROR."""
+    return f"--mirror {shlex.quote(config['hub_mirror'])}" if config["hub_mirror"] else ""

