@@ -1,0 +1,35 @@
+# Entry points of the README's quick start. Everything runs inside .venv.
+#   make table2   set up, then build results/table2.csv on the default (tiny) config
+#   make test     set up, then run the whole test suite (as CI does)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+# torch is pinned here (a CPU build of 2.13.0 on the dev machines); a bare `torch`
+# requirement would pull a multi-GB CUDA build. On a GPU cluster set TORCH_SPEC.
+TORCH_SPEC ?= torch==2.13.0
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup table2 test test-fast lint clean-results
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[offline,dev]"
+	touch $@
+
+table2: setup
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/table2.csv
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check fem tests && $(BIN)/ruff format --check fem tests
+
+clean-results:
+	rm -rf results logs .snakemake
