@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
-# torch is pinned here (a CPU build of 2.13.0 on the dev machines); a bare `torch`
-# requirement would pull a multi-GB CUDA build. On a GPU cluster set TORCH_SPEC.
+# torch is pinned and installed first, so no other requirement can pull another build.
+# On this project's dev and CI machines pip finds a CPU build of 2.13.0 on local disk.
+# Elsewhere PyPI's Linux wheel of torch is a multi-GB CUDA build: on a CPU-only Linux
+# laptop, run `PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make setup`.
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(BIN):$(PATH)
 

@@ -26,6 +26,7 @@ class MaskedRows:
     sequences: int  # distinct sequences in the step
 
     def to(self, device: torch.device) -> MaskedRows:
+        """The same rows with every tensor on `device`."""
         return MaskedRows(self.input_ids.to(device), self.masked.to(device), self.targets.to(device), self.sequences)
 
 

@@ -18,6 +18,16 @@ from fem.masking import resolve_segments
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 
+# JSON Schema counts 1.0 as an integer; a config's `steps: 300.0` or `seeds: [1.0]` is a
+# mistake we want named, so "integer" means a Python int here (and never a bool).
+_STRICT_VALIDATOR = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
 class ConfigError(ValueError):
     """A config value is missing, unknown, of the wrong type or impossible."""
 
@@ -37,7 +47,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
     """Raise ConfigError listing every problem in `config`; return None when it is valid."""
     schema = load_yaml(schema_path)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _STRICT_VALIDATOR(schema)
     problems = [
         _describe(error, schema) for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     ]

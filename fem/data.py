@@ -87,10 +87,12 @@ def _lookup(registry: dict, name: str, kind: str):
 
 
 def get_corpus(name: str) -> Corpus:
+    """The registry entry of corpus `name`; DataSourceError listing the known names otherwise."""
     return _lookup(CORPORA, name, "corpus")
 
 
 def get_task(name: str) -> Task:
+    """The registry entry of task `name`; DataSourceError listing the known names otherwise."""
     return _lookup(TASKS, name, "task")
 
 
@@ -103,26 +105,30 @@ def resolve_mirror(mirror: str | None) -> Path | None:
 def load_hub_dataset(hub_id: str, config: str | None, mirror: str | None = None, split=None):
     """`datasets.load_dataset(hub_id, config)`, from `<mirror>/<hub_id>` when that exists.
 
-    Raises DataSourceError naming the hub id, the config and the mirror path tried.
+    The mirror is tried first, then the hub. When both fail, DataSourceError names the hub
+    id, the config, the mirror path tried and each cause.
     """
     import datasets
 
     mirror_dir = resolve_mirror(mirror)
-    candidate = mirror_dir / hub_id if mirror_dir else None
-    source = str(candidate) if candidate is not None and candidate.is_dir() else hub_id
+    attempts = []
+    if mirror_dir is None:
+        attempts.append(f"no mirror was set (config key hub_mirror or ${MIRROR_ENV})")
+    elif not (mirror_dir / hub_id).is_dir():
+        attempts.append(f"mirror path {mirror_dir / hub_id} does not exist")
+    else:
+        try:
+            return datasets.load_dataset(str(mirror_dir / hub_id), config, split=split)
+        except Exception as err:  # datasets raises many types; all mean "not loadable"
+            attempts.append(f"mirror path {mirror_dir / hub_id} failed: {type(err).__name__}: {err}")
     try:
-        return datasets.load_dataset(source, config, split=split)
-    except Exception as err:  # datasets raises many types; all mean "not loadable"
-        if candidate is None:
-            tried = f"no mirror was set (config key hub_mirror or ${MIRROR_ENV})"
-        elif source == hub_id:
-            tried = f"mirror path {candidate} does not exist"
-        else:
-            tried = f"mirror path {candidate} was tried and failed"
-        raise DataSourceError(
-            f"cannot load hub dataset {hub_id!r} (config {config!r}) from the hub or a "
-            f"local mirror; {tried}. Cause: {type(err).__name__}: {err}"
-        ) from err
+        return datasets.load_dataset(hub_id, config, split=split)
+    except Exception as err:
+        attempts.append(f"the hub failed: {type(err).__name__}: {err}")
+    raise DataSourceError(
+        f"cannot load hub dataset {hub_id!r} (config {config!r}) from a local mirror or the hub:\n  - "
+        + "\n  - ".join(attempts)
+    )
 
 
 def package_files(package: str, pattern: str) -> list[Path]:

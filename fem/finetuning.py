@@ -1,6 +1,9 @@
 """Fine-tuning a pre-trained checkpoint on a GLUE task and scoring it on the dev set.
 
 A plain loop: AdamW, linear warm-up and decay, batches padded to their longest example.
+The classifier is transformers' BertForSequenceClassification: a fresh linear head on the
+pooler output ([CLS] -> dense -> tanh). An MLM-only checkpoint has no trained pooler (BERT
+trained it with next-sentence prediction), so the pooler starts random and is trained here.
 The training subsample (tiny scale) is drawn with a fixed seed so that every strategy and
 seed sees the same examples; the fine-tuning seed changes the head's initialisation,
 dropout and the order of examples.
@@ -136,6 +139,11 @@ def finetune(
     score = task_score(metrics, task.metrics)
     wall = time.perf_counter() - start
     print(f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+    counts = None
+    if not task.is_regression:
+        counts = {name: int(np.sum(predictions == i)) for i, name in enumerate(task.label_names)}
+        if max(counts.values()) == len(predictions):
+            print(f"warning: {task.name}: every dev prediction is the same class {counts}", flush=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.csv", "w", newline="") as handle:
@@ -148,6 +156,7 @@ def finetune(
         "metrics": metrics,
         "metric_names": list(task.metrics),
         "score": score,
+        "prediction_counts": counts,  # predicted dev labels per class (None for regression)
         "train_examples": len(train_ids),
         "train_examples_available": len(data["train"]),
         "eval_examples": len(dev_ids),

@@ -8,6 +8,7 @@ import numpy as np
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Share of exact matches, in [0, 1]."""
     return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
 
 

@@ -68,8 +68,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 @torch.no_grad()
 def validation_loss(model, blocks: np.ndarray, mask_ratio: float, special_ids, meta: dict) -> float:
-    """Mean MLM loss over fixed masks of `blocks`: a random 15%-style masking with
-    VALIDATION_SEED, identical for every strategy, so the numbers compare across runs."""
+    """Mean MLM loss (nats per masked token) over fixed masks of `blocks` (int [N, L]): a
+    random masking at `mask_ratio` with VALIDATION_SEED and 80/10/10 corruption, identical
+    for every strategy, so the numbers compare across runs."""
     spec = MaskingSpec(
         "random", VALIDATION_SEED, mask_ratio, 1, {"mask": 0.8, "random": 0.1, "keep": 0.1},
         meta["mask_token_id"], meta["vocab_size"], tuple(special_ids),
@@ -99,7 +100,7 @@ def pretrain(data_dir: str | Path, out_dir: str | Path, settings: PretrainSettin
     train = np.load(data_dir / "train.npy", mmap_mode="r")
     validation = np.load(data_dir / "validation.npy", mmap_mode="r")[: settings.validation_blocks]
     block_size = train.shape[1]
-    special = tuple(meta["special_token_ids"])
+    special = tuple(meta["unmaskable_token_ids"])
     spec = MaskingSpec(
         strategy=settings.strategy,
         seed=settings.seed,
@@ -151,12 +152,13 @@ def pretrain(data_dir: str | Path, out_dir: str | Path, settings: PretrainSettin
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]  # the rate this step used
         optimizer.step()
         scheduler.step()
 
         log["step"].append(step + 1)
         log["loss"].append(loss.item())
-        log["lr"].append(scheduler.get_last_lr()[0])
+        log["lr"].append(lr)
         log["sequences"].append(rows.sequences)
         log["rows"].append(len(rows.input_ids))
         log["predictions"].append(len(rows.targets))

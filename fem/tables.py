@@ -77,6 +77,7 @@ def to_markdown(table: pd.DataFrame, title: str, caption: str) -> str:
 
 
 def write_table(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str, caption: str) -> None:
+    """Write the table as CSV (with the runs column) and as Markdown (with the caption)."""
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv_path, index=False)
     Path(md_path).write_text(to_markdown(table, title, caption))

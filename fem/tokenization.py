@@ -3,8 +3,11 @@
 Documents are split into train/validation (by document, seeded), tokenized without special
 tokens, concatenated, and cut into blocks of `block_size` tokens: [CLS] + block_size-2
 corpus tokens + [SEP]. No padding and no separators inside a block, so every block has
-exactly block_size-2 maskable positions: mask counts and tensor shapes are static. The
-trailing tokens that do not fill a block are dropped (counted in meta.json).
+exactly block_size-2 maskable positions: mask counts and tensor shapes are static. A block
+can run across the end of one document into the next (choice: static shapes over document
+boundaries; cramming and RoBERTa pack the same way, with a separator). [UNK] stays
+maskable, as in BERT. The trailing tokens that do not fill a block are dropped (counted in
+meta.json).
 
 Output folder:
   train.npy, validation.npy   uint16 [blocks, block_size] (int32 if the vocabulary needs it),
@@ -102,7 +105,10 @@ def tokenize_corpus(
         "sep_token_id": tokenizer.sep_token_id,
         "pad_token_id": tokenizer.pad_token_id,
         "mask_token_id": tokenizer.mask_token_id,
-        "special_token_ids": sorted(set(tokenizer.all_special_ids)),
+        # never masked; only [CLS] and [SEP] occur in packed blocks
+        "unmaskable_token_ids": sorted(
+            {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id}
+        ),
         "dtype": np.dtype(dtype).name,
         "split_seed": SPLIT_SEED,
         "validation_fraction": validation_fraction,

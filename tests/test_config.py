@@ -28,6 +28,8 @@ def test_default_and_micro_configs_are_valid(config):
         (lambda c: c["pretrain"].update(strategies=["random", "bogus"]), "pretrain.strategies[1]: 'bogus' is not allowed; expected one of random, fe"),
         (lambda c: c["pretrain"].update(steps=-5), "pretrain.steps: -5 is not allowed; expected optimizer steps, a positive integer"),
         (lambda c: c["pretrain"].update(steps="many"), "pretrain.steps: 'many' is not allowed"),
+        (lambda c: c["pretrain"].update(steps=300.0), "pretrain.steps: 300.0 is not allowed"),
+        (lambda c: c["seeds"].update(pretrain=[1.0]), "seeds.pretrain[0]: 1.0 is not allowed"),
         (lambda c: c.update(typo_key=1), "typo_key: unknown key; allowed keys here:"),
         (lambda c: c["model"].update(hidden=64), "model.hidden: unknown key"),
         (lambda c: c["finetune"].pop("epochs"), "finetune.epochs: missing; expected passes over the training set"),

@@ -1,5 +1,6 @@
 """End to end: the real `snakemake` on the micro config, in a copy of the repository."""
 
+import json
 import os
 import re
 import shutil
@@ -59,10 +60,15 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror):
     assert table.task.tolist() == ["sst2", "stsb", "average"]
     assert table.metric.tolist()[:2] == ["accuracy", "pearson/spearman"]
     assert table[["random", "fe"]].notna().all().all()
-    assert table.loc[0, "random"] >= 0 and table.loc[0, "fe"] <= 100
+    for strategy in ["random", "fe"]:  # the average row is the mean of the task rows
+        assert table.loc[2, strategy] == pytest.approx(table.loc[:1, strategy].mean(), abs=0.01)
+    stsb = json.loads((workdir / "results/scratch/finetune/stsb/fe-s1-f1/metrics.json").read_text())
+    expected = 100 * (stsb["metrics"]["pearson"] + stsb["metrics"]["spearman"]) / 2
+    assert table.loc[1, "fe"] == pytest.approx(expected, abs=0.01)
     assert (table.pretrain_seeds == 1).all() and (table.finetune_seeds == 1).all()
     assert "results/scratch/finetune/sst2/fe-s1-f1/metrics.json" in table.runs[0]
-    assert "Scale 'micro'" in (workdir / "results" / "table2.md").read_text()
+    markdown = (workdir / "results" / "table2.md").read_text()
+    assert "Scale 'micro'" in markdown and "| stsb | pearson/spearman |" in markdown
     for run in ["pretrain/fe-s1", "pretrain/random-s1", "finetune/stsb/fe-s1-f1"]:
         assert (workdir / "results" / "scratch" / run / "provenance.json").is_file()
 

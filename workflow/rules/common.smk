@@ -33,14 +33,21 @@ CORPUS = config["corpus"]["name"]
 SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]["segments"])
 
 
-def code(*modules):
-    """The fem/ modules a rule runs, as inputs: editing one reruns the rule."""
+def fem_modules(*modules):
+    """The fem/ modules a rule runs, as inputs: editing one reruns the rule (Snakemake's
+    code trigger only sees the rule's own shell command, not the Python it imports)."""
     return [os.path.relpath(os.path.join(workflow.basedir, "fem", f"{m}.py")) for m in modules]
 
 
 def cli_flags(settings):
-    """{"mask_ratio": 0.15} -> "--mask-ratio 0.15"; values as JSON, which the CLI reads as YAML."""
-    return " ".join(f"--{key.replace('_', '-')} {shlex.quote(json.dumps(value))}" for key, value in settings.items())
+    """{"mask_ratio": 0.15} -> "--mask-ratio 0.15"; values as JSON, which the CLI reads as YAML.
+
+    Sorted, so reordering keys in a config file does not change the params (and rerun jobs).
+    """
+    return " ".join(
+        f"--{key.replace('_', '-')} {shlex.quote(json.dumps(value, sort_keys=True))}"
+        for key, value in sorted(settings.items())
+    )
 
 
 def mirror_flag():

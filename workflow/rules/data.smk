@@ -3,7 +3,7 @@
 
 rule download_corpus:
     input:
-        code("data", "cli"),
+        fem_modules("data", "cli"),
     output:
         directory("data/raw/corpus/{corpus}"),
     log:
@@ -18,7 +18,7 @@ rule download_corpus:
 
 rule download_task:
     input:
-        code("data", "cli"),
+        fem_modules("data", "cli"),
     output:
         directory("data/raw/glue/{task}"),
     log:
