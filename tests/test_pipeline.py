@@ -22,7 +22,8 @@ def snakemake(workdir: Path, *args: str, mirror: Path) -> str:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "micro.yaml", *args],
+        # --configfile takes several values, so it goes after the targets
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "micro.yaml"],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     output = done.stdout + done.stderr
