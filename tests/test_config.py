@@ -52,6 +52,8 @@ def test_snakemake_refuses_a_bad_config_fast_and_starts_no_job(tmp_path):
     bad["pretrain"]["mask_ratio"] = 1.5
     bad["pretrain"]["strategies"] = ["random", "unknown_strategy"]
     bad["finetune"]["epochs"] = -1
+    bad["model"]["hidden_size"] = "big"
+    bad["unknown_section"] = {"x": 1}
     bad_file = tmp_path / "bad.yaml"
     import yaml
 
@@ -69,5 +71,22 @@ def test_snakemake_refuses_a_bad_config_fast_and_starts_no_job(tmp_path):
     assert "pretrain.mask_ratio: 1.5 is not allowed" in output
     assert "pretrain.strategies[1]: 'unknown_strategy' is not allowed" in output
     assert "finetune.epochs: -1 is not allowed" in output
+    assert "model.hidden_size: 'big' is not allowed; expected width of the encoder, a positive integer" in output
+    assert "unknown_section: unknown key; allowed keys here:" in output
     assert "Traceback" not in output
     assert not (tmp_path / "logs").exists() and not (tmp_path / "data").exists()
+
+
+def test_schema_documents_every_key():
+    schema = load_yaml(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    undocumented = []
+
+    def walk(node: dict, path: str) -> None:
+        for key, child in node.get("properties", {}).items():
+            if not isinstance(child.get("description"), str) or not child["description"].strip():
+                undocumented.append(f"{path}{key}")
+            assert None not in child.values(), f"{path}{key}: a null value (unquoted comma in a YAML flow mapping?)"
+            walk(child, f"{path}{key}.")
+
+    walk(schema, "")
+    assert undocumented == []
