@@ -196,6 +196,9 @@ def pretrain(data_dir: str | Path, out_dir: str | Path, settings: PretrainSettin
         "validation_perplexity": math.exp(final_loss),
         "final_train_loss": float(np.mean(log["loss"][-settings.log_every :])),
         "train_tokens": tokens,
+        # rows are matched across strategies; predictions differ slightly by design
+        # (random: round(p*n) per row; fe: n/K per row, with K = round(1/p))
+        "predictions_per_step": float(np.mean(log["predictions"])),
         "wall_seconds": wall,
         "tokens_per_second": tokens / wall,
         "settings": asdict(settings),
