@@ -24,11 +24,10 @@ def _yaml_value(text: str):
     return yaml.safe_load(text)
 
 
-def _add_settings(parser: argparse.ArgumentParser, settings_class, skip: tuple[str, ...] = ()) -> None:
+def _add_settings(parser: argparse.ArgumentParser, settings_class) -> None:
     """One required --flag per field of a settings dataclass."""
     for field in dataclasses.fields(settings_class):
-        if field.name not in skip:
-            parser.add_argument("--" + field.name.replace("_", "-"), type=_yaml_value, required=True)
+        parser.add_argument("--" + field.name.replace("_", "-"), type=_yaml_value, required=True)
 
 
 def _settings(settings_class, args: argparse.Namespace):

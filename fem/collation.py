@@ -55,6 +55,7 @@ def mask_rows(blocks: np.ndarray, epochs: np.ndarray, indices: np.ndarray, spec:
     are adjacent) for `fe`.
     """
     blocks = np.asarray(blocks, dtype=np.int64)
+    sequences = len(blocks)
     maskable = ~np.isin(blocks, spec.special_ids)
     if spec.strategy == "random":
         masks = random_masks(spec.seed, epochs, indices, maskable, spec.mask_ratio)
@@ -74,5 +75,5 @@ def mask_rows(blocks: np.ndarray, epochs: np.ndarray, indices: np.ndarray, spec:
         input_ids=torch.from_numpy(corrupted),
         masked=torch.from_numpy(masks),
         targets=torch.from_numpy(blocks[masks]),
-        sequences=len(np.unique(indices)) if spec.strategy == "fe" else len(indices),
+        sequences=sequences,
     )

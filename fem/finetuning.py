@@ -23,7 +23,7 @@ import torch
 from fem.data import Task
 from fem.metrics import compute_metrics, task_score
 from fem.modeling import default_device
-from fem.pretraining import linear_schedule, param_groups
+from fem.optimization import linear_schedule, param_groups
 from fem.settings import FinetuneSettings
 
 SUBSAMPLE_SEED = 0

@@ -19,6 +19,7 @@ import torch
 from fem.collation import MaskingSpec, mask_rows
 from fem.masking import resolve_segments
 from fem.modeling import build_bert, default_device, sparse_mlm_loss
+from fem.optimization import linear_schedule, param_groups
 from fem.settings import PretrainSettings
 
 VALIDATION_SEED = 12345  # the fixed masks every strategy is evaluated on
@@ -46,24 +47,6 @@ def sequence_schedule(
         in_epoch = epochs == epoch
         indices[in_epoch] = cache[epoch][positions[in_epoch]]
     return epochs, indices
-
-
-def linear_schedule(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate multiplier: linear warm-up to 1, then linear decay to 0."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and LayerNorm weights (BERT convention)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
 
 
 @torch.no_grad()

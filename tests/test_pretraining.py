@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
-from fem.pretraining import linear_schedule, pretrain, sequence_schedule
+from fem.optimization import linear_schedule
+from fem.pretraining import pretrain, sequence_schedule
 from fem.settings import PretrainSettings
 from fem.tokenization import tokenize_corpus
 

@@ -5,7 +5,7 @@ rule finetune:
     input:
         checkpoint="results/{setting}/pretrain/{strategy}-s{seed}/model",
         task="data/raw/glue/{task}",
-        code=fem_modules("finetuning", "metrics", "data", "modeling", "pretraining", "settings", "cli"),
+        code=fem_modules("finetuning", "metrics", "data", "modeling", "optimization", "settings", "cli"),
     output:
         metrics="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
         predictions="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/predictions.csv",

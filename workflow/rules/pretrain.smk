@@ -7,7 +7,7 @@ rule pretrain:
         validation=f"data/tokenized/{CORPUS}/validation.npy",
         meta=f"data/tokenized/{CORPUS}/meta.json",
         tokenizer=f"data/tokenized/{CORPUS}/tokenizer",
-        code=fem_modules("pretraining", "masking", "collation", "modeling", "settings", "cli"),
+        code=fem_modules("pretraining", "masking", "collation", "modeling", "optimization", "settings", "cli"),
     output:
         model=directory("results/{setting}/pretrain/{strategy}-s{seed}/model"),
         metrics="results/{setting}/pretrain/{strategy}-s{seed}/metrics.json",
