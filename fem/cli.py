@@ -17,17 +17,21 @@ from pathlib import Path
 
 import yaml
 
-from fem.settings import FinetuneSettings, PretrainSettings
+from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings
 
 
 def _yaml_value(text: str):
     return yaml.safe_load(text)
 
 
-def _add_settings(parser: argparse.ArgumentParser, settings_class) -> None:
-    """One required --flag per field of a settings dataclass."""
+def _add_settings(parser: argparse.ArgumentParser, settings_class, required: bool = True) -> None:
+    """One --flag per field of a settings dataclass: required, or defaulting to the field's default."""
     for field in dataclasses.fields(settings_class):
-        parser.add_argument("--" + field.name.replace("_", "-"), type=_yaml_value, required=True)
+        flag = "--" + field.name.replace("_", "-")
+        if required:
+            parser.add_argument(flag, type=_yaml_value, required=True)
+        else:
+            parser.add_argument(flag, type=_yaml_value, default=field.default, help=f"default {field.default}")
 
 
 def _settings(settings_class, args: argparse.Namespace):
@@ -91,7 +95,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from fem.pretraining import pretrain
 
     start = time.perf_counter()
-    pretrain(args.data, args.out, _settings(PretrainSettings, args), threads=args.threads)
+    pretrain(args.data, args.out, _settings(PretrainSettings, args), _settings(PretrainImplementation, args))
     _provenance(Path(args.out) / "provenance.json", args, [args.data], [args.out], start)
 
 
@@ -148,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pre-train a BERT from scratch with one masking strategy")
     p.add_argument("--data", required=True, help="folder written by `fem tokenize`")
     p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
     _add_settings(p, PretrainSettings)
+    _add_settings(p, PretrainImplementation, required=False)
     p.set_defaults(handler=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune a checkpoint on a GLUE task")

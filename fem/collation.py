@@ -1,19 +1,19 @@
 """Turn packed blocks into masked training rows for one optimizer step.
 
-Compute is matched between strategies (DESIGN §5): a step always has `rows` rows.
-`random` fills them with `rows` distinct sequences (one mask each); `fe` with rows/K
-sequences, each repeated K times with its K disjoint masks, so all K copies of a sequence
-land in the same step.
+Compute is matched between strategies (DESIGN §5): a step always has `rows` rows. The
+one-copy strategies (random, span, whole_word) fill them with `rows` distinct sequences;
+the K-copy strategies (random_k, fe, fe_contiguous, fe_span) with rows/K sequences, each
+repeated K times with its K masks, so all K copies of a sequence land in the same step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from fem.masking import corrupt, fully_explored_masks, random_masks
+from fem.masking import SpanShape, copies_per_sequence, corrupt, strategy_masks
 
 
 @dataclass
@@ -25,16 +25,33 @@ class MaskedRows:
     targets: torch.Tensor  # int64 [M], original ids at masked positions, row-major order
     sequences: int  # distinct sequences in the step
 
-    def to(self, device: torch.device) -> MaskedRows:
+    def to(self, device: torch.device, non_blocking: bool = False) -> MaskedRows:
         """The same rows with every tensor on `device`."""
-        return MaskedRows(self.input_ids.to(device), self.masked.to(device), self.targets.to(device), self.sequences)
+        return MaskedRows(
+            self.input_ids.to(device, non_blocking=non_blocking),
+            self.masked.to(device, non_blocking=non_blocking),
+            self.targets.to(device, non_blocking=non_blocking),
+            self.sequences,
+        )
+
+    def split(self, parts: int) -> list[MaskedRows]:
+        """The rows cut into `parts` consecutive micro-batches (for gradient accumulation).
+        `sequences` is shared out so the parts add up to the whole."""
+        counts = self.masked.sum(dim=1)
+        out = []
+        for chunk in torch.arange(len(self.input_ids)).tensor_split(parts):
+            lo, hi = int(chunk[0]), int(chunk[-1]) + 1
+            first, last = int(counts[:lo].sum()), int(counts[:hi].sum())
+            out.append(MaskedRows(self.input_ids[lo:hi], self.masked[lo:hi], self.targets[first:last], 0))
+        out[0].sequences = self.sequences
+        return out
 
 
 @dataclass(frozen=True)
 class MaskingSpec:
     """Everything that decides a mask, apart from (epoch, sequence index)."""
 
-    strategy: str  # "random" | "fe"
+    strategy: str  # one of fem.masking.STRATEGIES
     seed: int
     mask_ratio: float
     segments: int  # K
@@ -42,33 +59,43 @@ class MaskingSpec:
     mask_token_id: int
     vocab_size: int
     special_ids: tuple[int, ...]
+    span: SpanShape = field(default_factory=SpanShape)
+
+    @property
+    def copies(self) -> int:
+        """Masked copies per sequence: K for the multi-copy strategies, else 1."""
+        return copies_per_sequence(self.strategy, self.segments)
 
     def sequences_per_step(self, rows: int) -> int:
         """Distinct sequences a step of `rows` rows takes under this strategy."""
-        return rows // self.segments if self.strategy == "fe" else rows
+        return rows // self.copies
 
 
-def mask_rows(blocks: np.ndarray, epochs: np.ndarray, indices: np.ndarray, spec: MaskingSpec) -> MaskedRows:
+def mask_rows(
+    blocks: np.ndarray,
+    epochs: np.ndarray,
+    indices: np.ndarray,
+    spec: MaskingSpec,
+    word_starts: np.ndarray | None = None,
+) -> MaskedRows:
     """Mask and corrupt `blocks` (int [S, L], sequence indices `indices`, epochs `epochs`).
 
-    Returns S rows for `random` and S*K rows (sequence-major: the K copies of a sequence
-    are adjacent) for `fe`.
+    Returns S*C rows, sequence-major (the C copies of a sequence are adjacent); C = K for
+    multi-copy strategies, else 1. `word_starts` (bool [S, L]) is needed by whole_word.
     """
     blocks = np.asarray(blocks, dtype=np.int64)
-    sequences = len(blocks)
+    sequences, length = blocks.shape
+    epochs = np.broadcast_to(np.asarray(epochs, dtype=np.int64), (sequences,))
     maskable = ~np.isin(blocks, spec.special_ids)
-    if spec.strategy == "random":
-        masks = random_masks(spec.seed, epochs, indices, maskable, spec.mask_ratio)
-        copies = np.zeros(len(indices), dtype=np.int64)
-    elif spec.strategy == "fe":
-        k = spec.segments
-        masks = fully_explored_masks(spec.seed, epochs, indices, maskable, k).reshape(-1, blocks.shape[1])
-        blocks, epochs, indices = (np.repeat(a, k, axis=0) for a in (blocks, epochs, indices))
-        copies = np.tile(np.arange(k), len(masks) // k)
-    else:
-        raise ValueError(f"unknown masking strategy {spec.strategy!r}; expected random or fe")
+    masks = strategy_masks(
+        spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,
+        None if word_starts is None else np.asarray(word_starts, dtype=bool),
+    ).reshape(-1, length)  # fmt: skip
+    copies = spec.copies
+    if copies > 1:
+        blocks, epochs, indices = (np.repeat(np.asarray(a), copies, axis=0) for a in (blocks, epochs, indices))
     corrupted = corrupt(
-        blocks, masks, spec.seed, epochs, indices, copies,
+        blocks, masks, spec.seed, epochs, indices, np.tile(np.arange(copies), sequences),
         spec.replacement, spec.mask_token_id, spec.vocab_size,
     )  # fmt: skip
     return MaskedRows(

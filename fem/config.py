@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from fem.masking import resolve_segments
+from fem.masking import MULTI_COPY_STRATEGIES, resolve_segments
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -135,9 +135,21 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
             f"pretrain.segments: K = {segments} exceeds the {maskable} maskable positions of a "
             f"block (tokenizer.block_size - 2)"
         )
-    if pre["rows_per_step"] % segments:
+    multi_copy = [s for s in pre["strategies"] if s in MULTI_COPY_STRATEGIES]
+    if multi_copy and pre["rows_per_step"] % segments:
         problems.append(
             f"pretrain.rows_per_step: {pre['rows_per_step']} is not a multiple of K = {segments} "
-            "(each fully-explored sequence contributes K rows to a step)"
+            f"(each sequence of {', '.join(multi_copy)} contributes K rows to a step)"
+        )
+    late = [s for s in pre["save_steps"] if s >= pre["steps"]]
+    if late:
+        problems.append(
+            f"pretrain.save_steps: {late} not below pretrain.steps = {pre['steps']} (the final model is always saved)"
+        )
+    accumulation = config["implementation"]["pretrain_accumulation_steps"]
+    if accumulation > pre["rows_per_step"]:
+        problems.append(
+            f"implementation.pretrain_accumulation_steps: {accumulation} exceeds pretrain.rows_per_step = "
+            f"{pre['rows_per_step']} (each micro-batch needs at least one row)"
         )
     return problems

@@ -5,22 +5,43 @@ position), computed with a counter-based hash (splitmix64) rather than a statefu
 generator, as in fairseq's MaskTokensDataset. The same sequence therefore gets the same
 masks whatever the batch it lands in, the number of data-loader workers or processes.
 Everything is vectorised over a whole batch with numpy; there is no Python loop over
-positions.
+positions or sequences.
 
-Shapes: B sequences, L positions, K segments (copies per sequence).
+Positions are chosen in "slot" coordinates: slot j is the j-th maskable position of a row
+(special tokens are not slots), so spans and contiguous chunks never straddle [CLS]/[SEP],
+and a row with n maskable positions has slots 0..n-1. `strategy_masks` maps the result
+back to columns.
+
+Shapes: B sequences, L positions, K segments, C copies per sequence (1 or K).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-STRATEGIES = ("random", "fe")
+STRATEGIES = ("random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word")
+# Strategies that make K masked copies of each sequence (the others make one).
+MULTI_COPY_STRATEGIES = ("random_k", "fe", "fe_contiguous", "fe_span")
 
-# Independent hash streams, so mask choice and corruption never reuse the same numbers.
+# Independent hash streams, so no two random choices reuse the same numbers.
 _STREAM_SELECT = 1
 _STREAM_REPLACE_KIND = 2
 _STREAM_REPLACE_TOKEN = 3
+_STREAM_SPAN_LENGTH = 4
+_STREAM_SPAN_PLACE = 5
+_STREAM_SPAN_ORDER = 6
+_STREAM_WORD_ORDER = 7
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True)
+class SpanShape:
+    """SpanBERT span lengths: Geometric(geometric_p) on {1, 2, ...}, clipped at max_length."""
+
+    geometric_p: float = 0.2
+    max_length: int = 10
 
 
 def resolve_segments(mask_ratio: float, segments: int | str) -> int:
@@ -30,9 +51,24 @@ def resolve_segments(mask_ratio: float, segments: int | str) -> int:
     return int(segments)
 
 
-def masked_count(maskable: int, mask_ratio: float) -> int:
-    """Positions one random mask covers: round(p * n), at least 1."""
-    return max(1, round(mask_ratio * maskable))
+def copies_per_sequence(strategy: str, segments: int) -> int:
+    """Masked copies a strategy makes of each sequence in a step: K or 1."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown masking strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    return segments if strategy in MULTI_COPY_STRATEGIES else 1
+
+
+def masked_count(maskable: int | np.ndarray, mask_ratio: float) -> int | np.ndarray:
+    """Positions one random mask covers: round(p * n), at least 1 (n may be an int array)."""
+    counts = np.maximum(1, np.rint(mask_ratio * np.asarray(maskable))).astype(np.int64)
+    return int(counts) if counts.ndim == 0 else counts
+
+
+def group_sizes(maskable: np.ndarray, segments: int) -> np.ndarray:
+    """Sizes of the K fully-explored groups of rows with `maskable` positions: int [B, K],
+    floor(n/K) or ceil(n/K), the larger ones first."""
+    n = np.asarray(maskable)[:, None]
+    return n // segments + (np.arange(segments)[None, :] < n % segments)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -66,19 +102,220 @@ def uniform_keys(
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def _ranks(seed: int, epoch: int | np.ndarray, indices: np.ndarray, maskable: np.ndarray) -> np.ndarray:
-    """A seeded random order of each row's maskable positions: int64 [B, L].
+# --- slot-space helpers -------------------------------------------------------------------
 
-    Maskable positions get ranks 0..n_b-1 (a uniform random permutation); the others get
-    ranks >= n_b, so `rank < m` never selects them.
-    """
-    batch, length = maskable.shape
-    keys = uniform_keys(seed, _STREAM_SELECT, epoch, indices, np.zeros(batch), length)
-    keys = np.where(maskable, keys, 2.0)
-    order = np.argsort(keys, axis=1, kind="stable")
+
+def _ranks(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rank of each key among the valid entries of its row: int64 [B, L]. Valid entries get
+    ranks 0..v-1 (a uniform random permutation when keys are uniform); the others get >= v."""
+    order = np.argsort(np.where(valid, keys, 2.0), axis=1, kind="stable")
     ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(length)[None, :].repeat(batch, axis=0), axis=1)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(keys.shape[1]), keys.shape), axis=1)
     return ranks
+
+
+def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
+    return np.cumsum(values, axis=1) - values
+
+
+def _span_lengths(keys: np.ndarray, span: SpanShape) -> np.ndarray:
+    """Geometric span lengths from uniform keys (inverse CDF), clipped: int64, same shape."""
+    lengths = 1 + np.floor(np.log1p(-keys) / np.log1p(-span.geometric_p))
+    return np.minimum(lengths, span.max_length).astype(np.int64)
+
+
+def _fill_budget(lengths: np.ndarray, budget: np.ndarray) -> np.ndarray:
+    """Take spans in order until their total reaches `budget` [B]; the last one is clipped so
+    the total is exactly the budget and later ones get length 0: int64 [B, S]."""
+    before = _exclusive_cumsum(lengths)
+    return np.clip(budget[:, None] - before, 0, lengths)
+
+
+def _coverage(starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """bool [B, width]: slots covered by the spans [start, start + length) (length 0 = none)."""
+    batch = len(starts)
+    delta = np.zeros((batch, width + 1), dtype=np.int64)
+    rows = np.broadcast_to(np.arange(batch)[:, None], starts.shape)
+    used = lengths > 0
+    np.add.at(delta, (rows[used], starts[used]), 1)
+    np.add.at(delta, (rows[used], starts[used] + lengths[used]), -1)
+    return np.cumsum(delta[:, :width], axis=1) > 0
+
+
+def _row_keys(seed, stream, epoch, indices, copy: int, length: int) -> np.ndarray:
+    return uniform_keys(seed, stream, epoch, indices, np.full(len(indices), copy), length)
+
+
+# --- strategies, in slot coordinates: each returns bool [B, C, L] (slot j of row b) ---------
+
+
+def _random_slots(seed, epoch, indices, n, length, mask_ratio):
+    slots = np.arange(length)[None, :]
+    ranks = _ranks(_row_keys(seed, _STREAM_SELECT, epoch, indices, 0, length), slots < n[:, None])
+    return (ranks < masked_count(n, mask_ratio)[:, None])[:, None, :]
+
+
+def _random_k_slots(seed, epoch, indices, n, length, segments):
+    """Copy c: an independent uniform subset with the size of fe group c."""
+    slots = np.arange(length)[None, :]
+    sizes = group_sizes(n, segments)
+    masks = [
+        _ranks(_row_keys(seed, _STREAM_SELECT, epoch, indices, c, length), slots < n[:, None]) < sizes[:, c : c + 1]
+        for c in range(segments)  # a loop over the K copies, not over positions
+    ]
+    return np.stack(masks, axis=1)
+
+
+def _fe_slots(seed, epoch, indices, n, length, segments):
+    """A seeded permutation of the n slots dealt round-robin into K groups: group c gets the
+    slots of rank c, c+K, c+2K, ... (sizes ceil((n-c)/K), the sizes of `group_sizes`)."""
+    slots = np.arange(length)[None, :]
+    ranks = _ranks(_row_keys(seed, _STREAM_SELECT, epoch, indices, 0, length), slots < n[:, None])
+    groups = np.where(slots < n[:, None], ranks % segments, -1)
+    return groups[:, None, :] == np.arange(segments)[None, :, None]
+
+
+def _fe_contiguous_slots(n, length, segments):
+    """K contiguous chunks in order, sizes as `group_sizes`. No randomness: the chunks of a
+    sequence are the same every epoch (only the 80/10/10 corruption varies)."""
+    starts = _exclusive_cumsum(group_sizes(n, segments))  # [B, K]
+    slots = np.arange(length)[None, None, :]
+    groups = (slots >= starts[:, :, None]).sum(axis=1) - 1  # [B, L]
+    groups = np.where(np.arange(length)[None, :] < n[:, None], groups, -1)
+    return groups[:, None, :] == np.arange(segments)[None, :, None]
+
+
+def _span_slots(seed, epoch, indices, n, length, mask_ratio, span: SpanShape):
+    """SpanBERT-style: geometric span lengths until exactly m = round(p*n) slots (the last
+    span clipped), placed uniformly at random without overlap. Placement is a uniform choice
+    of the spans' places among the n - m unmasked slots (stars and bars)."""
+    budget = masked_count(n, mask_ratio)
+    lengths = _fill_budget(_span_lengths(_row_keys(seed, _STREAM_SPAN_LENGTH, epoch, indices, 0, length), span), budget)
+    count = (lengths > 0).sum(axis=1)  # spans per row, S
+    items = n - budget + count  # unmasked slots + spans, in a row of "items"
+    slots = np.arange(length)[None, :]
+    ranks = _ranks(_row_keys(seed, _STREAM_SPAN_PLACE, epoch, indices, 0, length), slots < items[:, None])
+    chosen = np.sort(np.where(ranks < count[:, None], slots, length), axis=1)  # item index of span i
+    # span i starts after the chosen item index, shifted by the extra length of earlier spans
+    starts = chosen + _exclusive_cumsum(np.maximum(lengths - 1, 0))
+    starts = np.where(lengths > 0, starts, 0)
+    return _coverage(starts, lengths, length)[:, None, :]
+
+
+def span_partition(seed, epoch, indices, n, length, span: SpanShape) -> np.ndarray:
+    """The spans `fe_span` tiles a row with: span id of each slot, int64 [B, L] (-1 past n).
+
+    Geometric lengths laid end to end from slot 0 until they cover all n slots."""
+    lengths = _fill_budget(_span_lengths(_row_keys(seed, _STREAM_SPAN_LENGTH, epoch, indices, 0, length), span), n)
+    starts = np.where(lengths > 0, _exclusive_cumsum(lengths), length)
+    first = np.zeros((len(n), length + 1), dtype=np.int64)
+    rows = np.broadcast_to(np.arange(len(n))[:, None], starts.shape)
+    np.add.at(first, (rows, starts), 1)
+    span_of_slot = np.cumsum(first[:, :length], axis=1) - 1
+    return np.where(np.arange(length)[None, :] < n[:, None], span_of_slot, -1)
+
+
+def _fe_span_slots(seed, epoch, indices, n, length, segments, span: SpanShape):
+    """Tile the row with geometric spans, shuffle the spans, lay them end to end in that
+    order and cut the line into K equal parts; a span joins the part holding its midpoint.
+    Groups are disjoint unions of whole spans covering every slot, each within about half a
+    span of n/K slots."""
+    span_of_slot = span_partition(seed, epoch, indices, n, length, span)
+    batch = len(n)
+    lengths = np.zeros((batch, length + 1), dtype=np.int64)  # per span id; last column = "no span"
+    np.add.at(lengths, (np.broadcast_to(np.arange(batch)[:, None], span_of_slot.shape), span_of_slot), 1)
+    lengths = lengths[:, :length]
+    keys = _row_keys(seed, _STREAM_SPAN_ORDER, epoch, indices, 0, length)
+    order = np.argsort(np.where(lengths > 0, keys, 2.0), axis=1, kind="stable")
+    shuffled_starts = _exclusive_cumsum(np.take_along_axis(lengths, order, axis=1))
+    line_start = np.empty_like(shuffled_starts)
+    np.put_along_axis(line_start, order, shuffled_starts, axis=1)  # back to span-id order
+    midpoint = line_start + lengths / 2.0
+    span_group = np.minimum((midpoint * segments / np.maximum(n, 1)[:, None]).astype(np.int64), segments - 1)
+    groups = np.where(span_of_slot >= 0, np.take_along_axis(span_group, np.maximum(span_of_slot, 0), axis=1), -1)
+    return groups[:, None, :] == np.arange(segments)[None, :, None]
+
+
+def _whole_word_slots(seed, epoch, indices, n, length, mask_ratio, word_start_slots):
+    """Whole words in a seeded random order, as many as bring the masked count closest to
+    m = round(p*n) (at least one word); every sub-token of a chosen word is masked."""
+    slots = np.arange(length)[None, :]
+    in_row = slots < n[:, None]
+    starts = (word_start_slots | (slots == 0)) & in_row  # a block may start inside a word
+    word_of_slot = np.where(in_row, np.cumsum(starts, axis=1) - 1, length)
+    batch = len(n)
+    lengths = np.zeros((batch, length + 1), dtype=np.int64)
+    np.add.at(lengths, (np.broadcast_to(np.arange(batch)[:, None], word_of_slot.shape), word_of_slot), 1)
+    lengths = lengths[:, :length]  # [B, W] with W <= L, zero past the row's words
+    keys = _row_keys(seed, _STREAM_WORD_ORDER, epoch, indices, 0, length)
+    ranks = _ranks(keys, lengths > 0)
+    order = np.argsort(ranks, axis=1)
+    ordered = np.take_along_axis(lengths, order, axis=1)
+    total = np.cumsum(ordered, axis=1)  # tokens masked after taking words 0..i of the order
+    distance = np.where(ordered > 0, np.abs(total - masked_count(n, mask_ratio)[:, None]), np.iinfo(np.int64).max)
+    words_taken = np.argmin(distance, axis=1) + 1  # first minimum: the smaller count on ties
+    chosen_word = ranks < words_taken[:, None]
+    chosen_word = np.concatenate([chosen_word, np.zeros((batch, 1), bool)], axis=1)
+    return np.take_along_axis(chosen_word, word_of_slot, axis=1)[:, None, :]
+
+
+def strategy_masks(
+    strategy: str,
+    seed: int,
+    epoch: int | np.ndarray,
+    indices: np.ndarray,
+    maskable: np.ndarray,
+    mask_ratio: float,
+    segments: int,
+    span: SpanShape = SpanShape(),
+    word_starts: np.ndarray | None = None,
+) -> np.ndarray:
+    """The masks of `strategy` for a batch of sequences: bool [B, C, L].
+
+    maskable: bool [B, L] (False at special tokens); word_starts: bool [B, L], True where a
+    token begins a word (needed by `whole_word` only). C = K for the multi-copy strategies,
+    else 1. Masked positions are always maskable.
+    """
+    maskable = np.asarray(maskable, dtype=bool)
+    batch, length = maskable.shape
+    indices = np.asarray(indices)
+    epoch = np.broadcast_to(np.asarray(epoch, dtype=np.int64), (batch,))
+    n = maskable.sum(axis=1)
+    if strategy == "random":
+        slot_masks = _random_slots(seed, epoch, indices, n, length, mask_ratio)
+    elif strategy == "random_k":
+        slot_masks = _random_k_slots(seed, epoch, indices, n, length, segments)
+    elif strategy == "fe":
+        slot_masks = _fe_slots(seed, epoch, indices, n, length, segments)
+    elif strategy == "fe_contiguous":
+        slot_masks = _fe_contiguous_slots(n, length, segments)
+    elif strategy == "span":
+        slot_masks = _span_slots(seed, epoch, indices, n, length, mask_ratio, span)
+    elif strategy == "fe_span":
+        slot_masks = _fe_span_slots(seed, epoch, indices, n, length, segments, span)
+    elif strategy == "whole_word":
+        if word_starts is None:
+            raise ValueError("whole_word masking needs word_starts (bool [B, L]) from the tokenized data")
+        slot_masks = _whole_word_slots(seed, epoch, indices, n, length, mask_ratio, to_slots(word_starts, maskable))
+    else:
+        raise ValueError(f"unknown masking strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    return from_slots(slot_masks, maskable)
+
+
+def to_slots(values: np.ndarray, maskable: np.ndarray) -> np.ndarray:
+    """Column values [B, L] moved to slot coordinates (slot j = j-th maskable column);
+    slots past the row's n maskable positions get False."""
+    order = np.argsort(~maskable, axis=1, kind="stable")  # maskable columns first, in order
+    slotted = np.take_along_axis(values, order, axis=1)
+    return slotted & (np.arange(maskable.shape[1])[None, :] < maskable.sum(axis=1)[:, None])
+
+
+def from_slots(slot_masks: np.ndarray, maskable: np.ndarray) -> np.ndarray:
+    """Slot masks [B, C, L] back to columns [B, C, L]: column i of row b takes slot
+    (number of maskable columns before i); special columns are never masked."""
+    slot_of_column = np.where(maskable, np.cumsum(maskable, axis=1) - 1, 0)
+    index = np.broadcast_to(slot_of_column[:, None, :], slot_masks.shape)
+    return np.take_along_axis(slot_masks, index, axis=2) & maskable[:, None, :]
 
 
 def random_masks(
@@ -86,9 +323,7 @@ def random_masks(
 ) -> np.ndarray:
     """BERT-style masks: round(p * n_b) maskable positions per row, uniformly without
     replacement. maskable: bool [B, L]; returns bool [B, L]."""
-    ranks = _ranks(seed, epoch, indices, maskable)
-    counts = np.array([masked_count(int(n), mask_ratio) for n in maskable.sum(axis=1)])
-    return ranks < counts[:, None]
+    return strategy_masks("random", seed, epoch, indices, maskable, mask_ratio, 1)[:, 0]
 
 
 def fully_explored_masks(
@@ -100,9 +335,7 @@ def fully_explored_masks(
     maskable: bool [B, L]; returns bool [B, K, L]. The K masks of a row are disjoint and
     together cover every maskable position exactly once.
     """
-    ranks = _ranks(seed, epoch, indices, maskable)
-    groups = np.where(maskable, ranks % segments, -1)
-    return groups[:, None, :] == np.arange(segments)[None, :, None]
+    return strategy_masks("fe", seed, epoch, indices, maskable, 0.0, segments)
 
 
 def corrupt(

@@ -40,13 +40,18 @@ def build_bert(
 
 
 def sparse_mlm_loss(
-    model: BertForMaskedLM, input_ids: torch.Tensor, masked: torch.Tensor, targets: torch.Tensor
+    model: BertForMaskedLM,
+    input_ids: torch.Tensor,
+    masked: torch.Tensor,
+    targets: torch.Tensor,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Mean cross-entropy over masked positions, with the LM head applied only there.
+    """Cross-entropy (nats) over masked positions, with the LM head applied only there:
+    the mean, or the sum with reduction="sum" (for gradient accumulation).
 
     input_ids: int64 [R, L]; masked: bool [R, L]; targets: int64 [M] in row-major order of
     `masked`. Packed blocks have no padding, so no attention mask is needed.
     """
     hidden = model.bert(input_ids=input_ids).last_hidden_state  # [R, L, H]
     logits = model.cls(hidden[masked])  # [M, V]
-    return F.cross_entropy(logits.float(), targets)
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)

@@ -3,12 +3,21 @@
 Data order and masks are pure functions of (seed, epoch, sequence index): step s takes
 sequences s*S .. s*S+S-1 of an endless stream in which epoch e is a seeded permutation of
 all training blocks. Model initialisation and dropout use torch's global seed.
+
+Output folder (out_dir):
+  model/                final model, loadable with AutoModelForMaskedLM.from_pretrained
+  checkpoints/step-N/   intermediate models at the configured save_steps (+ checkpoint_metrics.json)
+  train_log.json        per step: loss, lr, sequences, rows, predictions; validation curve
+  metrics.json          validation MLM loss (fixed masks), throughput, settings
+  resume/               while running: the resumable state and finished intermediate
+                        checkpoints (removed when the run completes)
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,14 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fem.checkpointing import fingerprint, load_state, rng_state, save_model_folder, save_state, set_rng_state
 from fem.collation import MaskingSpec, mask_rows
-from fem.masking import resolve_segments
+from fem.masking import SpanShape, resolve_segments
 from fem.modeling import build_bert, default_device, sparse_mlm_loss
-from fem.optimization import linear_schedule, param_groups
-from fem.settings import PretrainSettings
+from fem.optimization import lr_multiplier, param_groups
+from fem.settings import PretrainImplementation, PretrainSettings
 
 VALIDATION_SEED = 12345  # the fixed masks every strategy is evaluated on
 VALIDATION_BATCH = 64  # blocks per forward pass during validation
+RESUME_DIR = "resume"
 
 
 def sequence_schedule(
@@ -53,7 +64,7 @@ def sequence_schedule(
 def validation_loss(model, blocks: np.ndarray, mask_ratio: float, special_ids, meta: dict) -> float:
     """Mean MLM loss (nats per masked token) over fixed masks of `blocks` (int [N, L]): a
     random masking at `mask_ratio` with VALIDATION_SEED and 80/10/10 corruption, identical
-    for every strategy, so the numbers compare across runs."""
+    for every strategy, so the numbers compare across runs. Uses no random numbers."""
     spec = MaskingSpec(
         "random", VALIDATION_SEED, mask_ratio, 1, {"mask": 0.8, "random": 0.1, "keep": 0.1},
         meta["mask_token_id"], meta["vocab_size"], tuple(special_ids),
@@ -64,24 +75,49 @@ def validation_loss(model, blocks: np.ndarray, mask_ratio: float, special_ids, m
     for start in range(0, len(blocks), VALIDATION_BATCH):
         idx = np.arange(start, min(start + VALIDATION_BATCH, len(blocks)))
         rows = mask_rows(blocks[idx], np.zeros(len(idx), dtype=np.int64), idx, spec).to(device)
-        loss = sparse_mlm_loss(model, rows.input_ids, rows.masked, rows.targets)
-        total += loss.item() * len(rows.targets)
+        total += sparse_mlm_loss(model, rows.input_ids, rows.masked, rows.targets, reduction="sum").item()
         count += len(rows.targets)
     model.train()
     return total / count
 
 
-def pretrain(data_dir: str | Path, out_dir: str | Path, settings: PretrainSettings, threads: int = 1) -> dict:
-    """Pre-train a BERT from scratch on the packed blocks in `data_dir`.
+def train_step(model, rows, optimizer, scheduler, max_grad_norm: float, accumulation_steps: int) -> float:
+    """One optimizer step on `rows`, in `accumulation_steps` micro-batches; returns the mean
+    loss over the step's masked tokens. Each micro-batch adds sum-loss / (all masked tokens)
+    to the gradient, so the step's gradient is that of the whole batch."""
+    optimizer.zero_grad(set_to_none=True)
+    total_predictions = len(rows.targets)
+    step_loss = 0.0
+    for part in rows.split(accumulation_steps):
+        if len(part.targets) == 0:
+            continue
+        loss = sparse_mlm_loss(model, part.input_ids, part.masked, part.targets, reduction="sum") / total_predictions
+        loss.backward()
+        step_loss += loss.item()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return step_loss
 
-    Writes out_dir/model (save_pretrained, with the tokenizer), out_dir/train_log.json
-    (loss per step) and out_dir/metrics.json; returns the metrics.
-    """
-    torch.set_num_threads(threads)
+
+def pretrain(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    settings: PretrainSettings,
+    implementation: PretrainImplementation | None = None,
+) -> dict:
+    """Pre-train a BERT from scratch on the packed blocks in `data_dir` (see the module
+    docstring for what lands in `out_dir`); resumes from out_dir/resume when a state of
+    the same run is there. `implementation` defaults to PretrainImplementation(). Returns
+    the metrics."""
+    implementation = implementation or PretrainImplementation()
+    torch.set_num_threads(implementation.threads)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    work = out_dir / RESUME_DIR
     meta = json.loads((data_dir / "meta.json").read_text())
     train = np.load(data_dir / "train.npy", mmap_mode="r")
     validation = np.load(data_dir / "validation.npy", mmap_mode="r")[: settings.validation_blocks]
+    word_starts = _word_starts(data_dir) if settings.strategy == "whole_word" else None
     block_size = train.shape[1]
     special = tuple(meta["unmaskable_token_ids"])
     spec = MaskingSpec(
@@ -93,6 +129,7 @@ def pretrain(data_dir: str | Path, out_dir: str | Path, settings: PretrainSettin
         mask_token_id=meta["mask_token_id"],
         vocab_size=meta["vocab_size"],
         special_ids=special,
+        span=SpanShape(settings.span["geometric_p"], int(settings.span["max_length"])),
     )
     per_step = spec.sequences_per_step(settings.rows_per_step)
 
@@ -109,82 +146,127 @@ def pretrain(data_dir: str | Path, out_dir: str | Path, settings: PretrainSettin
     device = default_device()
     model.to(device).train()
     optimizer = torch.optim.AdamW(
-        param_groups(model, settings.weight_decay),
-        lr=settings.learning_rate,
-        betas=(0.9, 0.98),
-        eps=1e-6,
+        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-6
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: linear_schedule(s, settings.warmup_steps, settings.steps)
+        optimizer, lambda s: lr_multiplier(settings.schedule, s, settings.warmup_steps, settings.steps)
     )
     print(
         f"pretrain {settings.strategy} seed {settings.seed}: {len(train)} train blocks of {block_size}, "
-        f"K={spec.segments}, per step {per_step} sequences / {settings.rows_per_step} rows, "
+        f"K={spec.segments}, per step {per_step} sequences / {settings.rows_per_step} rows "
+        f"({implementation.accumulation_steps} micro-batch(es)), "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, device {device}",
         flush=True,
     )
-    initial_loss = validation_loss(model, validation, settings.mask_ratio, special, meta)
 
-    log = {"step": [], "loss": [], "lr": [], "sequences": [], "rows": [], "predictions": []}
+    run_id = fingerprint(asdict(settings), meta)
+    state = load_state(work / "state.pt", run_id)
+    if state is None:
+        shutil.rmtree(work, ignore_errors=True)
+        first_step, elapsed = 0, 0.0
+        log = {"step": [], "loss": [], "lr": [], "sequences": [], "rows": [], "predictions": []}
+        initial = validation_loss(model, validation, settings.mask_ratio, special, meta)
+        log["validation"] = {"step": [0], "loss": [initial]}
+    else:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        first_step, elapsed, log = state["step"], state["elapsed"], state["log"]
+        print(f"resumed from step {first_step} ({work / 'state.pt'})", flush=True)
+
+    def save_resume_state(step: int) -> None:
+        save_state(work / "state.pt", {
+            "fingerprint": run_id, "step": step, "elapsed": elapsed + time.perf_counter() - start,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng_state(), "log": log,
+        })  # fmt: skip
+
     epoch_cache: dict = {}
+    masking_seconds = 0.0
     start = last = time.perf_counter()
-    for step in range(settings.steps):
+    for step in range(first_step, settings.steps):
+        done = step + 1
+        tick = time.perf_counter()
         epochs, indices = sequence_schedule(step, per_step, len(train), settings.seed, epoch_cache)
-        rows = mask_rows(train[indices], epochs, indices, spec).to(device)
-        loss = sparse_mlm_loss(model, rows.input_ids, rows.masked, rows.targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]  # the rate this step used
-        optimizer.step()
-        scheduler.step()
+        rows = mask_rows(train[indices], epochs, indices, spec, None if word_starts is None else word_starts[indices])
+        masking_seconds += time.perf_counter() - tick
+        rows = rows.to(device)
+        lr = scheduler.get_last_lr()[0]  # the rate this step uses
+        loss = train_step(model, rows, optimizer, scheduler, settings.max_grad_norm, implementation.accumulation_steps)
+        for key, value in (("step", done), ("loss", loss), ("lr", lr), ("sequences", rows.sequences),
+                           ("rows", len(rows.input_ids)), ("predictions", len(rows.targets))):  # fmt: skip
+            log[key].append(value)
 
-        log["step"].append(step + 1)
-        log["loss"].append(loss.item())
-        log["lr"].append(lr)
-        log["sequences"].append(rows.sequences)
-        log["rows"].append(len(rows.input_ids))
-        log["predictions"].append(len(rows.targets))
-        if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
+        if done % settings.log_every == 0 or done == settings.steps:
             now = time.perf_counter()
-            steps_done = (step % settings.log_every) + 1
-            tokens_per_s = steps_done * rows.input_ids.numel() / (now - last)
-            eta = (now - start) / (step + 1) * (settings.steps - step - 1)
+            recent = min(settings.log_every, done - first_step)
+            eta = (now - start) / (done - first_step) * (settings.steps - done)
             print(
-                f"step {step + 1}/{settings.steps} loss {np.mean(log['loss'][-steps_done:]):.4f} "
-                f"lr {log['lr'][-1]:.2e} seq/rows/preds {rows.sequences}/{len(rows.input_ids)}/"
-                f"{len(rows.targets)} tokens/s {tokens_per_s:,.0f} eta {eta:.0f}s",
+                f"step {done}/{settings.steps} loss {np.mean(log['loss'][-recent:]):.4f} lr {lr:.2e} "
+                f"seq/rows/preds {rows.sequences}/{len(rows.input_ids)}/{len(rows.targets)} "
+                f"tokens/s {recent * rows.input_ids.numel() / (now - last):,.0f} eta {eta:.0f}s",
                 flush=True,
             )
             last = now
-    wall = time.perf_counter() - start
-    final_loss = validation_loss(model, validation, settings.mask_ratio, special, meta)
+        validate_now = settings.validate_every and done % settings.validate_every == 0
+        if validate_now or done in settings.save_steps or done == settings.steps:
+            loss_now = validation_loss(model, validation, settings.mask_ratio, special, meta)
+            log["validation"]["step"].append(done)
+            log["validation"]["loss"].append(loss_now)
+            print(f"step {done}: validation MLM loss {loss_now:.4f}", flush=True)
+        if done in settings.save_steps and done < settings.steps:
+            save_model_folder(
+                model, work / "checkpoints" / f"step-{done}", data_dir / "tokenizer",
+                {"checkpoint_metrics.json": {"step": done, "validation_mlm_loss": log["validation"]["loss"][-1]}},
+            )  # fmt: skip
+        resume_now = implementation.resume_every and done % implementation.resume_every == 0
+        if (resume_now or done in settings.save_steps) and done < settings.steps:
+            save_resume_state(done)
+            print(f"step {done}: saved resumable state", flush=True)
+    loop_seconds = time.perf_counter() - start
+    wall = elapsed + loop_seconds
+    final_loss = log["validation"]["loss"][-1]
+    initial_loss = log["validation"]["loss"][0]
     print(f"validation MLM loss {initial_loss:.4f} -> {final_loss:.4f} ({wall:.1f}s)", flush=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir / "model"))
-    if (data_dir / "tokenizer").is_dir():
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(str(data_dir / "tokenizer")).save_pretrained(str(out_dir / "model"))
+    save_model_folder(model, out_dir / "model", data_dir / "tokenizer")
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (work / "checkpoints").rename(out_dir / "checkpoints")
     (out_dir / "train_log.json").write_text(json.dumps(log) + "\n")
     tokens = settings.steps * settings.rows_per_step * block_size
+    trained_here = (settings.steps - first_step) * settings.rows_per_step * block_size
     metrics = {
         "strategy": settings.strategy,
         "seed": settings.seed,
         "segments": spec.segments,
+        "copies_per_sequence": spec.copies,
         "validation_mlm_loss": final_loss,
         "validation_mlm_loss_init": initial_loss,
         "validation_blocks": len(validation),
         "validation_perplexity": math.exp(final_loss),
         "final_train_loss": float(np.mean(log["loss"][-settings.log_every :])),
         "train_tokens": tokens,
+        "sequences_per_step": per_step,
         # rows are matched across strategies; predictions differ slightly by design
         # (random: round(p*n) per row; fe: n/K per row, with K = round(1/p))
         "predictions_per_step": float(np.mean(log["predictions"])),
         "wall_seconds": wall,
-        "tokens_per_second": tokens / wall,
+        "resumed_from_step": first_step,
+        "tokens_per_second": trained_here / loop_seconds if loop_seconds > 0 else None,
+        "masking_share": masking_seconds / loop_seconds if loop_seconds > 0 else None,
         "settings": asdict(settings),
+        "implementation": asdict(implementation),
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)  # the run is complete; nothing left to resume
     return metrics
+
+
+def _word_starts(data_dir: Path) -> np.ndarray:
+    path = data_dir / "train_word_starts.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: whole_word masking needs the word starts `fem tokenize` writes")
+    return np.load(path, mmap_mode="r")

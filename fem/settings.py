@@ -13,23 +13,38 @@ from dataclasses import dataclass
 class PretrainSettings:
     """Science settings of one pre-training run (the config's pretrain and model keys)."""
 
-    strategy: str  # "random" | "fe"
+    strategy: str  # one of fem.masking.STRATEGIES
     seed: int
     mask_ratio: float  # p
     segments: int | str  # K, or "auto" = round(1/p)
     replacement: dict[str, float]  # {"mask", "random", "keep"} shares, summing to 1
+    span: dict[str, float]  # {"geometric_p", "max_length"} of span / fe_span lengths
     steps: int  # optimizer steps
     rows_per_step: int  # masked rows per step, equal across strategies
     learning_rate: float
+    schedule: str  # "linear" | "cosine" decay after warm-up
     warmup_steps: int
     weight_decay: float
     max_grad_norm: float
     validation_blocks: int
+    validate_every: int  # steps between validation losses (0: only at the start and end)
+    save_steps: list[int]  # steps after which an intermediate checkpoint is kept
     log_every: int
     hidden_size: int
     num_hidden_layers: int
     num_attention_heads: int
     intermediate_size: int
+
+
+@dataclass(frozen=True)
+class PretrainImplementation:
+    """Speed and robustness settings of a pre-training run: they must not change the
+    science. (Gradient accumulation gives the same gradient up to floating-point rounding,
+    but dropout then draws its random numbers in another order.)"""
+
+    threads: int = 1  # CPU threads
+    accumulation_steps: int = 1  # micro-batches per optimizer step
+    resume_every: int = 100  # steps between resumable training states (0: never)
 
 
 @dataclass(frozen=True)

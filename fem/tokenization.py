@@ -12,6 +12,8 @@ meta.json).
 Output folder:
   train.npy, validation.npy   uint16 [blocks, block_size] (int32 if the vocabulary needs it),
                               loadable with np.load(..., mmap_mode="r")
+  train_word_starts.npy,      bool [blocks, block_size]: True where a token begins a word
+  validation_word_starts.npy  (from the fast tokenizer's word ids; used by whole-word masking)
   meta.json                   sizes, special token ids, counts
   tokenizer/                  the tokenizer, saved, so later stages use exactly this one
 """
@@ -59,22 +61,43 @@ def pack_blocks(token_lists: list[list[int]], block_size: int, cls_id: int, sep_
 
     Returns (blocks int64 [N, block_size], dropped trailing tokens).
     """
-    body = block_size - 2
     stream = np.fromiter((t for tokens in token_lists for t in tokens), dtype=np.int64)
-    n_blocks = len(stream) // body
-    blocks = np.empty((n_blocks, block_size), dtype=np.int64)
+    blocks = _cut(stream, block_size)
     blocks[:, 0] = cls_id
     blocks[:, -1] = sep_id
+    return blocks, len(stream) - len(blocks) * (block_size - 2)
+
+
+def pack_word_starts(start_lists: list[list[bool]], block_size: int) -> np.ndarray:
+    """Word-start flags cut exactly as `pack_blocks` cuts the tokens: bool [N, block_size],
+    False at [CLS] and [SEP]."""
+    stream = np.fromiter((s for starts in start_lists for s in starts), dtype=bool)
+    starts = _cut(stream, block_size)
+    starts[:, 0] = starts[:, -1] = False
+    return starts
+
+
+def _cut(stream: np.ndarray, block_size: int) -> np.ndarray:
+    """[N, block_size] with the stream's first N*(block_size-2) items in columns 1..-2."""
+    body = block_size - 2
+    n_blocks = len(stream) // body
+    blocks = np.zeros((n_blocks, block_size), dtype=stream.dtype)
     blocks[:, 1:-1] = stream[: n_blocks * body].reshape(n_blocks, body)
-    return blocks, len(stream) - n_blocks * body
+    return blocks
 
 
-def tokenize_texts(tokenizer, texts: list[str], batch: int = 1000) -> list[list[int]]:
-    """Token ids of each text, without special tokens (the fast tokenizer, in batches)."""
+def tokenize_texts(tokenizer, texts: list[str], batch: int = 1000) -> tuple[list[list[int]], list[list[bool]]]:
+    """Token ids of each text without special tokens, and for each token whether it begins
+    a word (its word id differs from the previous token's). Fast tokenizer, in batches."""
     ids: list[list[int]] = []
+    starts: list[list[bool]] = []
     for start in range(0, len(texts), batch):
-        ids.extend(tokenizer(texts[start : start + batch], add_special_tokens=False, verbose=False)["input_ids"])
-    return ids
+        encoded = tokenizer(texts[start : start + batch], add_special_tokens=False, verbose=False)
+        ids.extend(encoded["input_ids"])
+        for i in range(len(encoded["input_ids"])):
+            words = encoded.word_ids(i)
+            starts.append([w is not None and (j == 0 or words[j - 1] != w) for j, w in enumerate(words)])
+    return ids, starts
 
 
 def tokenize_corpus(
@@ -115,7 +138,7 @@ def tokenize_corpus(
         "splits": {},
     }
     for split, docs in (("train", train_docs), ("validation", val_docs)):
-        ids = tokenize_texts(tokenizer, [texts[i] for i in docs])
+        ids, word_starts = tokenize_texts(tokenizer, [texts[i] for i in docs])
         blocks, dropped = pack_blocks(ids, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id)
         if len(blocks) == 0:
             raise ValueError(
@@ -123,6 +146,7 @@ def tokenize_corpus(
                 f"block of {block_size - 2}; use more documents or a smaller block_size"
             )
         np.save(out_dir / f"{split}.npy", blocks.astype(dtype))
+        np.save(out_dir / f"{split}_word_starts.npy", pack_word_starts(word_starts, block_size))
         meta["splits"][split] = {
             "documents": len(docs),
             "tokens": int(sum(map(len, ids))),

@@ -25,7 +25,7 @@ def test_default_and_micro_configs_are_valid(config):
     "change, expected",
     [
         (lambda c: c["pretrain"].update(mask_ratio=1.5), "pretrain.mask_ratio: 1.5 is not allowed; expected masking ratio"),
-        (lambda c: c["pretrain"].update(strategies=["random", "bogus"]), "pretrain.strategies[1]: 'bogus' is not allowed; expected one of random, fe"),
+        (lambda c: c["pretrain"].update(strategies=["random", "bogus"]), "pretrain.strategies[1]: 'bogus' is not allowed; expected one of random, random_k, fe, fe_contiguous, span, fe_span, whole_word"),
         (lambda c: c["pretrain"].update(steps=-5), "pretrain.steps: -5 is not allowed; expected optimizer steps, a positive integer"),
         (lambda c: c["pretrain"].update(steps="many"), "pretrain.steps: 'many' is not allowed"),
         (lambda c: c["pretrain"].update(steps=300.0), "pretrain.steps: 300.0 is not allowed"),

@@ -1,4 +1,8 @@
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import datasets
 import numpy as np
@@ -6,9 +10,12 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
-from fem.optimization import linear_schedule
-from fem.pretraining import pretrain, sequence_schedule
-from fem.settings import PretrainSettings
+from fem.collation import MaskingSpec, mask_rows
+from fem.masking import STRATEGIES
+from fem.modeling import build_bert
+from fem.optimization import cosine_schedule, linear_schedule
+from fem.pretraining import pretrain, sequence_schedule, train_step
+from fem.settings import PretrainImplementation, PretrainSettings
 from fem.tokenization import tokenize_corpus
 
 
@@ -27,9 +34,9 @@ def packed(tmp_path_factory):
 def settings(strategy: str, **overrides) -> PretrainSettings:
     values = dict(
         strategy=strategy, seed=3, mask_ratio=0.15, segments="auto",
-        replacement={"mask": 0.8, "random": 0.1, "keep": 0.1}, steps=4, rows_per_step=14,
-        learning_rate=1e-3, warmup_steps=1, weight_decay=0.01, max_grad_norm=1.0,
-        validation_blocks=8, log_every=2, hidden_size=32, num_hidden_layers=1,
+        replacement={"mask": 0.8, "random": 0.1, "keep": 0.1}, span={"geometric_p": 0.2, "max_length": 10},
+        steps=4, rows_per_step=14, learning_rate=1e-3, schedule="linear", warmup_steps=1, weight_decay=0.01,
+        max_grad_norm=1.0, validation_blocks=8, validate_every=0, save_steps=[], log_every=2, hidden_size=32, num_hidden_layers=1,
         num_attention_heads=2, intermediate_size=64,
     )  # fmt: skip
     return PretrainSettings(**(values | overrides))
@@ -50,17 +57,116 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
     assert [round(linear_schedule(s, 2, 6), 3) for s in range(7)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
 
 
-@pytest.mark.parametrize("strategy", ["random", "fe"])
+def test_cosine_schedule_warms_up_then_follows_half_a_cosine():
+    assert [round(cosine_schedule(s, 2, 6), 3) for s in range(7)] == [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_pretrain_writes_a_loadable_checkpoint_and_matched_logs(packed, tmp_path, strategy):
-    metrics = pretrain(packed, tmp_path / "run", settings(strategy))
+    metrics = pretrain(packed, tmp_path / "run", settings(strategy, steps=6, validate_every=2, save_steps=[3]))
     model = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "run" / "model"))
     assert model.config.hidden_size == 32
     log = json.loads((tmp_path / "run" / "train_log.json").read_text())
-    assert log["rows"] == [14] * 4
-    assert log["sequences"] == ([2] * 4 if strategy == "fe" else [14] * 4)
-    assert all(p > 0 for p in log["predictions"])
+    multi_copy = strategy in ("random_k", "fe", "fe_contiguous", "fe_span")
+    # compute matched: 14 rows every step; K-copy strategies take 14 / 7 sequences
+    assert log["rows"] == [14] * 6
+    assert log["sequences"] == ([2] * 6 if multi_copy else [14] * 6)
+    # 30 maskable positions per block: 30/7 -> 4 or 5 per copy (sum 30 per sequence), else round(0.15*30) = 4
+    if strategy in ("random_k", "fe", "fe_contiguous", "fe_span"):
+        assert log["predictions"] == [60] * 6
+    elif strategy in ("random", "span"):
+        assert log["predictions"] == [14 * 4] * 6
+    else:  # whole words: as close to 4 per row as words allow
+        assert all(30 <= p <= 90 for p in log["predictions"])
+    assert log["validation"]["step"] == [0, 2, 3, 4, 6]
+    assert metrics["validation_mlm_loss"] == log["validation"]["loss"][-1]
     assert np.isfinite(metrics["validation_mlm_loss"]) and metrics["tokens_per_second"] > 0
     assert metrics["validation_mlm_loss"] < metrics["validation_mlm_loss_init"]
+    assert 0 < metrics["masking_share"] < 1
+    intermediate = tmp_path / "run" / "checkpoints" / "step-3"
+    assert AutoModelForMaskedLM.from_pretrained(str(intermediate)).config.hidden_size == 32
+    assert json.loads((intermediate / "checkpoint_metrics.json").read_text())["step"] == 3
+    assert not (tmp_path / "run" / "resume").exists()  # removed once the run is complete
+
+
+def test_gradient_accumulation_gives_the_same_step(packed):
+    """Same rows in 1 or 3 micro-batches: the same gradient, so the same parameters after
+    two steps (dropout off; plain SGD, because Adam's normalisation would magnify rounding
+    noise in near-zero gradients)."""
+    blocks = np.load(packed / "train.npy")[:2].astype(np.int64)
+    meta = json.loads((packed / "meta.json").read_text())
+    spec = MaskingSpec("fe", 0, 0.15, 7, {"mask": 0.8, "random": 0.1, "keep": 0.1}, meta["mask_token_id"],
+                       meta["vocab_size"], tuple(meta["unmaskable_token_ids"]))  # fmt: skip
+    rows = mask_rows(blocks, np.zeros(2, dtype=np.int64), np.arange(2), spec)
+    results = []
+    for parts in (1, 3):
+        torch.manual_seed(0)
+        model = build_bert(meta["vocab_size"], 32, 1, 2, 64).eval()  # eval: no dropout
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        losses = [train_step(model, rows, optimizer, scheduler, 1.0, parts) for _ in range(2)]
+        results.append((losses, [p.detach().clone() for p in model.parameters()]))
+    (loss_1, params_1), (loss_3, params_3) = results
+    assert np.allclose(loss_1, loss_3, rtol=1e-6)
+    assert max((a - b).abs().max().item() for a, b in zip(params_1, params_3, strict=True)) < 1e-6
+    assert not torch.equal(
+        params_1[0], build_bert(meta["vocab_size"], 32, 1, 2, 64).bert.embeddings.word_embeddings.weight
+    )
+
+
+def cli_args(packed, out, values: PretrainSettings, **implementation) -> list[str]:
+    args = [sys.executable, "-m", "fem", "pretrain", "--data", str(packed), "--out", str(out)]
+    for key, value in {**values.__dict__, **implementation}.items():
+        args += ["--" + key.replace("_", "-"), json.dumps(value)]
+    return args
+
+
+def test_a_run_killed_with_sigkill_resumes_to_identical_parameters(packed, tmp_path):
+    """Kill a real `fem pretrain` process mid-run, start it again: it resumes from its last
+    saved state and ends with exactly the parameters of an uninterrupted run."""
+    run = settings("fe", steps=300, log_every=1000, validate_every=50, save_steps=[100])
+    reference = pretrain(packed, tmp_path / "reference", run)
+
+    out = tmp_path / "killed"
+    child = subprocess.Popen(
+        cli_args(packed, out, run, resume_every=10), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    for line in child.stdout:
+        if "step 120: saved resumable state" in line:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    state = torch.load(out / "resume" / "state.pt", weights_only=False)
+    assert 120 <= state["step"] < 300 and not (out / "metrics.json").exists()
+    assert (out / "resume" / "checkpoints" / "step-100").is_dir()  # finished work kept
+
+    resumed = subprocess.run(cli_args(packed, out, run, resume_every=10), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from step {state['step']}" in resumed.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == state["step"]
+    a = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "reference" / "model")).state_dict()
+    b = AutoModelForMaskedLM.from_pretrained(str(out / "model")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise
+    assert metrics["validation_mlm_loss"] == reference["validation_mlm_loss"]
+    log_a = json.loads((tmp_path / "reference" / "train_log.json").read_text())
+    log_b = json.loads((out / "train_log.json").read_text())
+    assert log_a["loss"] == log_b["loss"] and log_a["validation"] == log_b["validation"]
+    mid_a = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "reference" / "checkpoints" / "step-100")).state_dict()
+    mid_b = AutoModelForMaskedLM.from_pretrained(str(out / "checkpoints" / "step-100")).state_dict()
+    assert all(torch.equal(mid_a[k], mid_b[k]) for k in mid_a)
+
+
+def test_a_saved_state_of_other_settings_is_not_resumed(packed, tmp_path, capsys):
+    run = settings("random", steps=6, save_steps=[3])
+    pretrain(packed, tmp_path / "a", run, PretrainImplementation(resume_every=2))
+    # leave a state behind, as a killed run would, then change a science setting
+    state = {"fingerprint": "another run", "step": 4}
+    (tmp_path / "a" / "resume").mkdir()
+    torch.save(state, tmp_path / "a" / "resume" / "state.pt")
+    metrics = pretrain(packed, tmp_path / "a", run)
+    assert metrics["resumed_from_step"] == 0
+    assert "ignoring" in capsys.readouterr().out
 
 
 def test_pretrain_is_deterministic_for_a_seed(packed, tmp_path):

@@ -30,6 +30,10 @@ FINETUNE_SEEDS = config["seeds"]["finetune"]
 STRATEGIES = config["pretrain"]["strategies"]
 TASKS = config["finetune"]["tasks"]
 CORPUS = config["corpus"]["name"]
+PRETRAIN_IMPLEMENTATION_FLAGS = (
+    f"--accumulation-steps {config['implementation']['pretrain_accumulation_steps']}"
+    f" --resume-every {config['implementation']['pretrain_resume_every']}"
+)
 SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]["segments"])
 
 

@@ -8,6 +8,8 @@ rule tokenize:
     output:
         train="data/tokenized/{corpus}/train.npy",
         validation="data/tokenized/{corpus}/validation.npy",
+        train_word_starts="data/tokenized/{corpus}/train_word_starts.npy",
+        validation_word_starts="data/tokenized/{corpus}/validation_word_starts.npy",
         meta="data/tokenized/{corpus}/meta.json",
         tokenizer=directory("data/tokenized/{corpus}/tokenizer"),
         provenance="data/tokenized/{corpus}/provenance.json",
