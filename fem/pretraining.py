@@ -81,17 +81,23 @@ def validation_loss(model, blocks: np.ndarray, mask_ratio: float, special_ids, m
     return total / count
 
 
-def train_step(model, rows, optimizer, scheduler, max_grad_norm: float, accumulation_steps: int) -> float:
+def train_step(
+    model, rows, optimizer, scheduler, max_grad_norm: float, accumulation_steps: int, bf16: bool = False
+) -> float:
     """One optimizer step on `rows`, in `accumulation_steps` micro-batches; returns the mean
     loss over the step's masked tokens. Each micro-batch adds sum-loss / (all masked tokens)
-    to the gradient, so the step's gradient is that of the whole batch."""
+    to the gradient, so the step's gradient is that of the whole batch. bf16: forward pass
+    under bfloat16 autocast (weights and optimizer stay float32)."""
     optimizer.zero_grad(set_to_none=True)
     total_predictions = len(rows.targets)
+    device_type = rows.input_ids.device.type
     step_loss = 0.0
     for part in rows.split(accumulation_steps):
         if len(part.targets) == 0:
             continue
-        loss = sparse_mlm_loss(model, part.input_ids, part.masked, part.targets, reduction="sum") / total_predictions
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            loss = sparse_mlm_loss(model, part.input_ids, part.masked, part.targets, reduction="sum")
+        loss = loss / total_predictions
         loss.backward()
         step_loss += loss.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -145,6 +151,8 @@ def pretrain(
     )
     device = default_device()
     model.to(device).train()
+    if implementation.compile:
+        model.bert.compile()  # in place: parameter names and the saved checkpoint are unchanged
     optimizer = torch.optim.AdamW(
         param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-6
     )
@@ -183,7 +191,7 @@ def pretrain(
         })  # fmt: skip
 
     epoch_cache: dict = {}
-    masking_seconds = 0.0
+    masking_seconds = train_seconds = 0.0  # time in mask generation / in whole training steps
     start = last = time.perf_counter()
     for step in range(first_step, settings.steps):
         done = step + 1
@@ -191,9 +199,13 @@ def pretrain(
         epochs, indices = sequence_schedule(step, per_step, len(train), settings.seed, epoch_cache)
         rows = mask_rows(train[indices], epochs, indices, spec, None if word_starts is None else word_starts[indices])
         masking_seconds += time.perf_counter() - tick
-        rows = rows.to(device)
+        rows = rows.to(device, non_blocking=True)
         lr = scheduler.get_last_lr()[0]  # the rate this step uses
-        loss = train_step(model, rows, optimizer, scheduler, settings.max_grad_norm, implementation.accumulation_steps)
+        loss = train_step(
+            model, rows, optimizer, scheduler, settings.max_grad_norm, implementation.accumulation_steps,
+            bf16=implementation.bf16,
+        )  # fmt: skip
+        train_seconds += time.perf_counter() - tick  # .item() in train_step waited for the device
         for key, value in (("step", done), ("loss", loss), ("lr", lr), ("sequences", rows.sequences),
                            ("rows", len(rows.input_ids)), ("predictions", len(rows.targets))):  # fmt: skip
             log[key].append(value)
@@ -255,8 +267,10 @@ def pretrain(
         "predictions_per_step": float(np.mean(log["predictions"])),
         "wall_seconds": wall,
         "resumed_from_step": first_step,
-        "tokens_per_second": trained_here / loop_seconds if loop_seconds > 0 else None,
-        "masking_share": masking_seconds / loop_seconds if loop_seconds > 0 else None,
+        # throughput of the training steps (masking included; validation and saving not)
+        "tokens_per_second": trained_here / train_seconds if train_seconds > 0 else None,
+        "masking_share": masking_seconds / train_seconds if train_seconds > 0 else None,
+        "attention": model.config._attn_implementation,
         "settings": asdict(settings),
         "implementation": asdict(implementation),
     }

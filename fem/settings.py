@@ -45,6 +45,8 @@ class PretrainImplementation:
     threads: int = 1  # CPU threads
     accumulation_steps: int = 1  # micro-batches per optimizer step
     resume_every: int = 100  # steps between resumable training states (0: never)
+    bf16: bool = False  # bfloat16 autocast of the forward pass (GPU)
+    compile: bool = False  # torch.compile the encoder
 
 
 @dataclass(frozen=True)

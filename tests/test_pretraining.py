@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -17,6 +18,8 @@ from fem.optimization import cosine_schedule, linear_schedule
 from fem.pretraining import pretrain, sequence_schedule, train_step
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.tokenization import tokenize_corpus
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +92,25 @@ def test_pretrain_writes_a_loadable_checkpoint_and_matched_logs(packed, tmp_path
     assert not (tmp_path / "run" / "resume").exists()  # removed once the run is complete
 
 
-def test_gradient_accumulation_gives_the_same_step(packed):
-    """Same rows in 1 or 3 micro-batches: the same gradient, so the same parameters after
-    two steps (dropout off; plain SGD, because Adam's normalisation would magnify rounding
-    noise in near-zero gradients)."""
+@pytest.fixture
+def fe_rows(packed):
+    """(one step's rows: 2 real blocks x 7 fe copies, vocabulary size)."""
     blocks = np.load(packed / "train.npy")[:2].astype(np.int64)
     meta = json.loads((packed / "meta.json").read_text())
     spec = MaskingSpec("fe", 0, 0.15, 7, {"mask": 0.8, "random": 0.1, "keep": 0.1}, meta["mask_token_id"],
                        meta["vocab_size"], tuple(meta["unmaskable_token_ids"]))  # fmt: skip
-    rows = mask_rows(blocks, np.zeros(2, dtype=np.int64), np.arange(2), spec)
+    return mask_rows(blocks, np.zeros(2, dtype=np.int64), np.arange(2), spec), meta["vocab_size"]
+
+
+def test_gradient_accumulation_gives_the_same_step(fe_rows):
+    """Same rows in 1 or 3 micro-batches: the same gradient, so the same parameters after
+    two steps (dropout off; plain SGD, because Adam's normalisation would magnify rounding
+    noise in near-zero gradients)."""
+    rows, vocab = fe_rows
     results = []
     for parts in (1, 3):
         torch.manual_seed(0)
-        model = build_bert(meta["vocab_size"], 32, 1, 2, 64).eval()  # eval: no dropout
+        model = build_bert(vocab, 32, 1, 2, 64).eval()  # eval: no dropout
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
         losses = [train_step(model, rows, optimizer, scheduler, 1.0, parts) for _ in range(2)]
@@ -109,9 +118,7 @@ def test_gradient_accumulation_gives_the_same_step(packed):
     (loss_1, params_1), (loss_3, params_3) = results
     assert np.allclose(loss_1, loss_3, rtol=1e-6)
     assert max((a - b).abs().max().item() for a, b in zip(params_1, params_3, strict=True)) < 1e-6
-    assert not torch.equal(
-        params_1[0], build_bert(meta["vocab_size"], 32, 1, 2, 64).bert.embeddings.word_embeddings.weight
-    )
+    assert not torch.equal(params_1[0], build_bert(vocab, 32, 1, 2, 64).bert.embeddings.word_embeddings.weight)
 
 
 def cli_args(packed, out, values: PretrainSettings, **implementation) -> list[str]:
@@ -181,3 +188,34 @@ def test_pretrain_is_deterministic_for_a_seed(packed, tmp_path):
     a = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "a" / "model")).state_dict()
     b = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "b" / "model")).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bf16_autocast_changes_the_loss_only_by_rounding(fe_rows):
+    """The bf16 switch is a speed setting: the first step's loss matches float32 closely."""
+    rows, vocab = fe_rows
+    losses = []
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        model = build_bert(vocab, 32, 1, 2, 64).eval()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        losses.append(train_step(model, rows, optimizer, scheduler, 1.0, 1, bf16=bf16))
+    assert losses[0] != losses[1] and abs(losses[0] - losses[1]) / losses[0] < 0.01
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_runs_both_engines_and_every_strategy(packed):
+    """A few steps of benchmarks/pretrain_throughput.py: it must keep working (the numbers
+    themselves are measured by running it in full, not asserted here)."""
+    script = ROOT / "benchmarks" / "pretrain_throughput.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--data", str(packed), "--steps", "3", "--masking-steps", "2", "--rows", "7"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ratio = [line for line in done.stdout.splitlines() if line.startswith("ratio fem / Hugging Face:")]
+    assert len(ratio) == 1 and float(ratio[0].split(":")[1]) > 0
+    for strategy in STRATEGIES:
+        assert any(
+            line.split()[:1] == [strategy] and line.split()[1].endswith("%") for line in done.stdout.splitlines()
+        )
