@@ -73,9 +73,18 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror):
     for run in ["pretrain/fe-s1", "pretrain/random-s1", "finetune/stsb/fe-s1-f1"]:
         assert (workdir / "results" / "scratch" / run / "provenance.json").is_file()
 
+    pretrained = workdir / "results" / "scratch" / "pretrain" / "fe-s1"
+    assert (pretrained / "checkpoints" / "step-3" / "config.json").is_file()  # pretrain.save_steps: [3]
+    assert not (pretrained / "resume").exists()  # resumable state removed once the job is complete
+
     assert planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror)) == {}
 
+    # speed settings do not rerun finished jobs; science settings do
     config = yaml.safe_load((workdir / "micro.yaml").read_text())
+    config["implementation"]["pretrain_resume_every"] = 1
+    config["implementation"]["pretrain_accumulation_steps"] = 2
+    (workdir / "micro.yaml").write_text(yaml.safe_dump(config))
+    assert planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror)) == {}
     config["pretrain"]["learning_rate"] = 5e-4
     (workdir / "micro.yaml").write_text(yaml.safe_dump(config))
     plan = planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror))
