@@ -67,6 +67,9 @@ def load_state(path: str | Path, expected_fingerprint: str) -> dict | None:
 def save_model_folder(model, path: str | Path, tokenizer_dir: str | Path | None = None, extra: dict | None = None):
     """model.save_pretrained into `path` atomically, with the tokenizer files of
     `tokenizer_dir` and `extra` as JSON files ({file name: content})."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a carriage-return bar per save clutters job logs
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
