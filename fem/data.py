@@ -36,19 +36,26 @@ class Corpus:
 
 @dataclass(frozen=True)
 class Task:
-    """A fine-tuning task (GLUE). `label_names` is None for regression."""
+    """A fine-tuning task: GLUE classification or regression (`label_names` None), or
+    extractive question answering (kind "squad")."""
 
     name: str
     hub_id: str
-    hub_config: str
-    text_columns: tuple[str, ...]  # one column (single sentence) or two (sentence pair)
+    hub_config: str | None
+    text_columns: tuple[str, ...]  # one column (single sentence) or two (pair / question, context)
     label_names: tuple[str, ...] | None
-    metrics: tuple[str, ...]  # the task's standard metrics; the score is their mean
-    validation_split: str = "validation"
+    metrics: tuple[str, ...]  # the task's standard metrics (the config pins them per task)
+    eval_splits: tuple[str, ...] = ("validation",)  # dev splits scored; MNLI has two
+    kind: str = "glue"  # "glue" | "squad"
+    unanswerable: bool = False  # SQuAD v2: questions may have no answer in the context
 
     @property
     def is_regression(self) -> bool:
-        return self.label_names is None
+        return self.kind == "glue" and self.label_names is None
+
+    @property
+    def is_qa(self) -> bool:
+        return self.kind == "squad"
 
 
 CORPORA: dict[str, Corpus] = {
@@ -72,10 +79,14 @@ TASKS: dict[str, Task] = {
         Task("qqp", _GLUE, "qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), ("f1", "accuracy")),
         Task("stsb", _GLUE, "stsb", ("sentence1", "sentence2"), None, ("pearson", "spearman")),
         Task("mnli", _GLUE, "mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-             ("accuracy",), validation_split="validation_matched"),
+             ("accuracy",), eval_splits=("validation_matched", "validation_mismatched")),
         Task("qnli", _GLUE, "qnli", ("question", "sentence"), _PAIR_LABELS, ("accuracy",)),
         Task("rte", _GLUE, "rte", ("sentence1", "sentence2"), _PAIR_LABELS, ("accuracy",)),
         Task("wnli", _GLUE, "wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ("accuracy",)),
+        Task("squad", "rajpurkar/squad", "plain_text", ("question", "context"), None, ("exact_match", "f1"),
+             kind="squad"),
+        Task("squad_v2", "rajpurkar/squad_v2", "squad_v2", ("question", "context"), None, ("exact_match", "f1"),
+             kind="squad", unanswerable=True),
     ]
 }  # fmt: skip
 
@@ -110,6 +121,51 @@ def load_hub_dataset(hub_id: str, config: str | None, mirror: str | None = None,
     """
     import datasets
 
+    def load(path: str, from_mirror: bool):
+        # datasets names its cache after the folder's name and config, not its full path or
+        # content: two mirrors with the same layout would share a cache entry, and the second
+        # would silently get the first one's rows. So a mirror gets a cache of its own,
+        # named by a fingerprint of its files.
+        cache_dir = mirror_cache_dir(Path(path)) if from_mirror else None
+        return datasets.load_dataset(path, config, split=split, cache_dir=cache_dir)
+
+    return _from_mirror_or_hub(hub_id, config, mirror, load)
+
+
+def mirror_cache_dir(folder: Path) -> str:
+    """A datasets cache folder for the local dataset at `folder`, named by the sha256 of its
+    absolute path and the relative path, size and mtime of every file in it."""
+    import hashlib
+
+    from datasets import config as datasets_config
+
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return str(Path(datasets_config.HF_DATASETS_CACHE) / "fem-mirrors" / digest.hexdigest()[:16])
+
+
+def check_hub_dataset(hub_id: str, config: str | None, mirror: str | None = None) -> None:
+    """Raise DataSourceError, worded as `load_hub_dataset` would, unless the dataset can be
+    found: in the mirror, or on the hub when it is not switched off (HF_HUB_OFFLINE /
+    HF_DATASETS_OFFLINE). Reads only the dataset's description, never its data, so the
+    Snakefile can run it for every missing task before any job starts."""
+    import datasets
+
+    _from_mirror_or_hub(hub_id, config, mirror, lambda path, _: datasets.load_dataset_builder(path, config))
+
+
+def _hub_switched_off() -> str | None:
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return name
+    return None
+
+
+def _from_mirror_or_hub(hub_id: str, config: str | None, mirror: str | None, load):
+    """load(<mirror>/<hub_id>, True) or else load(hub_id, False); DataSourceError listing
+    every attempt."""
     mirror_dir = resolve_mirror(mirror)
     attempts = []
     if mirror_dir is None:
@@ -118,11 +174,14 @@ def load_hub_dataset(hub_id: str, config: str | None, mirror: str | None = None,
         attempts.append(f"mirror path {mirror_dir / hub_id} does not exist")
     else:
         try:
-            return datasets.load_dataset(str(mirror_dir / hub_id), config, split=split)
+            return load(str(mirror_dir / hub_id), True)
         except Exception as err:  # datasets raises many types; all mean "not loadable"
             attempts.append(f"mirror path {mirror_dir / hub_id} failed: {type(err).__name__}: {err}")
+    switch = _hub_switched_off()
     try:
-        return datasets.load_dataset(hub_id, config, split=split)
+        if switch:  # fail at once rather than let the library retry a blocked network
+            raise ConnectionError(f"the hub is switched off ({switch}=1)")
+        return load(hub_id, False)
     except Exception as err:
         attempts.append(f"the hub failed: {type(err).__name__}: {err}")
     raise DataSourceError(
@@ -169,12 +228,14 @@ def download_corpus(name: str, out_dir: str | Path, mirror: str | None = None) -
 
 
 def download_task(name: str, out_dir: str | Path, mirror: str | None = None) -> dict[str, int]:
-    """Save the train and validation splits of task `name` to `out_dir`; returns row counts."""
+    """Save the train split and the dev split(s) of task `name` to `out_dir` (split names as
+    on the hub: "validation", or MNLI's "validation_matched" / "validation_mismatched");
+    returns row counts."""
     import datasets
 
     task = get_task(name)
     loaded = load_hub_dataset(task.hub_id, task.hub_config, mirror)
-    splits = {"train": "train", "validation": task.validation_split}
+    splits = {"train": "train"} | {split: split for split in task.eval_splits}
     missing = [s for s in splits.values() if s not in loaded]
     if missing:
         raise DataSourceError(

@@ -4,14 +4,37 @@ import datasets
 import pandas as pd
 import pytest
 
-from fem.data import CORPORA, TASKS, DataSourceError, download_corpus, download_task, load_corpus, load_hub_dataset
+from fem.data import (
+    CORPORA,
+    TASKS,
+    DataSourceError,
+    check_hub_dataset,
+    download_corpus,
+    download_task,
+    load_corpus,
+    load_hub_dataset,
+)
 
 GLUE = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
 
 
-def test_registry_has_all_glue_tasks_and_the_corpora():
-    assert sorted(TASKS) == sorted(GLUE)
-    assert all(TASKS[t].hub_id == "nyu-mll/glue" and TASKS[t].hub_config == t for t in GLUE)
+def write_hub_mirror(root, hub_id: str, config: str, splits: dict[str, dict]) -> None:
+    """A folder laid out like a hub dataset repository: <config>/<split>-*.parquet + README."""
+    repo = root / hub_id
+    (repo / config).mkdir(parents=True)
+    for split, columns in splits.items():
+        pd.DataFrame(columns).to_parquet(repo / config / f"{split}-00000-of-00001.parquet")
+    readme = {"configs": [{"config_name": config,
+                           "data_files": [{"split": s, "path": f"{config}/{s}-*"} for s in splits]}]}  # fmt: skip
+    (repo / "README.md").write_text("---\n" + json.dumps(readme) + "\n---\n")
+
+
+def test_registry_has_all_glue_tasks_squad_and_the_corpora():
+    assert sorted(TASKS) == sorted([*GLUE, "squad", "squad_v2"])
+    assert TASKS["squad"].hub_id == "rajpurkar/squad" and TASKS["squad_v2"].hub_id == "rajpurkar/squad_v2"
+    assert TASKS["squad_v2"].unanswerable and TASKS["squad"].is_qa and not TASKS["squad"].unanswerable
+    assert TASKS["mnli"].eval_splits == ("validation_matched", "validation_mismatched")
+    assert all(TASKS[t].hub_id == "nyu-mll/glue" and TASKS[t].hub_config == t and not TASKS[t].is_qa for t in GLUE)
     assert TASKS["stsb"].is_regression and not TASKS["cola"].is_regression
     assert TASKS["cola"].metrics == ("matthews_correlation",)
     assert TASKS["mrpc"].metrics == ("f1", "accuracy")
@@ -69,3 +92,44 @@ def test_hub_corpus_loads_through_a_mirror(tmp_path):
     (repo / "README.md").write_text("---\n" + json.dumps(readme) + "\n---\n")
     corpus = load_corpus("wikitext-103-raw-v1", mirror=str(tmp_path / "mirror"))
     assert corpus["text"] == [" = Title = \n", " First paragraph . \n", " Second one . \n"]
+
+
+def test_mnli_downloads_both_dev_sets(tmp_path):
+    rows = {"premise": ["a b", "c d"], "hypothesis": ["a", "d"], "label": [0, 2], "idx": [0, 1]}
+    write_hub_mirror(tmp_path / "mirror", "nyu-mll/glue", "mnli",
+                     {"train": rows, "validation_matched": rows, "validation_mismatched": rows,
+                      "test_matched": rows})  # fmt: skip
+    counts = download_task("mnli", tmp_path / "mnli", mirror=str(tmp_path / "mirror"))
+    assert counts == {"train": 2, "validation_matched": 2, "validation_mismatched": 2}
+
+
+def test_squad_downloads_through_a_mirror_in_hub_layout(tmp_path):
+    rows = {"id": ["q1"], "title": ["T"], "context": ["Paris is in France."], "question": ["Where is Paris?"],
+            "answers": [{"text": ["France"], "answer_start": [12]}]}  # fmt: skip
+    write_hub_mirror(tmp_path / "mirror", "rajpurkar/squad", "plain_text", {"train": rows, "validation": rows})
+    assert download_task("squad", tmp_path / "squad", mirror=str(tmp_path / "mirror")) == {"train": 1, "validation": 1}
+    saved = datasets.load_from_disk(str(tmp_path / "squad"))
+    assert saved["validation"][0]["answers"] == {"text": ["France"], "answer_start": [12]}
+
+
+def test_check_finds_mirrored_tasks_and_names_what_is_missing(mirror, tmp_path):
+    check_hub_dataset("nyu-mll/glue", "sst2", str(mirror))  # no error
+    with pytest.raises(DataSourceError) as raised:
+        check_hub_dataset("nyu-mll/glue", "qnli", str(mirror))
+    message = str(raised.value)
+    assert "'nyu-mll/glue'" in message and "'qnli'" in message
+    assert (
+        f"mirror path {mirror / 'nyu-mll' / 'glue'} failed" in message and "BuilderConfig 'qnli' not found" in message
+    )
+    assert "the hub is switched off (HF_HUB_OFFLINE=1)" in message
+    with pytest.raises(DataSourceError, match=f"mirror path {tmp_path / 'rajpurkar' / 'squad'} does not exist"):
+        check_hub_dataset("rajpurkar/squad", "plain_text", str(tmp_path))
+
+
+def test_two_mirrors_with_the_same_layout_do_not_share_a_cache(tmp_path):
+    for name, text in (("a", "first"), ("b", "second")):
+        rows = {"id": ["q"], "title": ["T"], "context": [text], "question": ["?"],
+                "answers": [{"text": [text], "answer_start": [0]}]}  # fmt: skip
+        write_hub_mirror(tmp_path / name, "rajpurkar/squad", "plain_text", {"train": rows, "validation": rows})
+        loaded = load_hub_dataset("rajpurkar/squad", "plain_text", str(tmp_path / name), split="train")
+        assert loaded["context"] == [text]
