@@ -1,8 +1,12 @@
-"""GLUE metrics, computed here (the `evaluate` package downloads its metric scripts at run
-time, which fails offline). Inputs are 1-D arrays of equal length; outputs are floats in
-the metric's natural unit (fractions, not percentages)."""
+"""GLUE and SQuAD metrics, computed here (the `evaluate` package downloads its metric scripts
+at run time, which fails offline). GLUE inputs are 1-D arrays of equal length; SQuAD inputs are
+answer strings. Outputs are floats in the metric's natural unit (fractions, not percentages)."""
 
 from __future__ import annotations
+
+import re
+import string
+from collections import Counter
 
 import numpy as np
 
@@ -73,3 +77,66 @@ def compute_metrics(names: tuple[str, ...], predictions: np.ndarray, labels: np.
 def task_score(metrics: dict[str, float], names: tuple[str, ...]) -> float:
     """One number per task: the mean of its metrics (GLUE convention for MRPC, QQP, STS-B)."""
     return float(np.mean([metrics[name] for name in names]))
+
+
+# SQuAD: a port of the official v2.0 evaluation script (evaluate-v2.0.py), which also scores
+# v1.1 (there every question has an answer). Scores are fractions, not percentages.
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """The official normalisation, in its order: lower case, remove punctuation, remove the
+    articles a/an/the (whole words), collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def _gold_or_empty(gold_answers: list[str]) -> list[str]:
+    """Gold answers that survive normalisation; [""] for an unanswerable question (official rule)."""
+    return [a for a in gold_answers if normalize_answer(a)] or [""]
+
+
+def _f1(prediction: str, gold: str) -> float:
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)  # 1 iff both are empty
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_exact_match(prediction: str, gold_answers: list[str]) -> float:
+    """1.0 if the normalised prediction equals a normalised gold answer, else 0.0. An
+    unanswerable question (no gold answer, or [""]) matches only the empty prediction."""
+    return float(max(normalize_answer(prediction) == normalize_answer(a) for a in _gold_or_empty(gold_answers)))
+
+
+def squad_f1(prediction: str, gold_answers: list[str]) -> float:
+    """Token-level F1 of the normalised prediction, the best over gold answers, in [0, 1]."""
+    return max(_f1(prediction, a) for a in _gold_or_empty(gold_answers))
+
+
+def squad_metrics(predictions: dict[str, str], gold: dict[str, list[str]]) -> dict[str, float]:
+    """exact_match and f1: means over the questions in `gold` (a question without a
+    prediction counts as predicted ""). Plus has_answer_exact_match / has_answer_f1 and
+    no_answer_exact_match / no_answer_f1 over the answerable and the unanswerable
+    questions, each pair only when that subset is non-empty (as the official script)."""
+    if not gold:
+        raise ValueError("squad_metrics needs at least one gold question")
+    exact, f1, has_answer = {}, {}, {}
+    for qid, answers in gold.items():
+        prediction = predictions.get(qid, "")
+        exact[qid], f1[qid] = squad_exact_match(prediction, answers), squad_f1(prediction, answers)
+        has_answer[qid] = any(answers)
+    result = {"exact_match": float(np.mean(list(exact.values()))), "f1": float(np.mean(list(f1.values())))}
+    for prefix, wanted in (("has_answer", True), ("no_answer", False)):
+        subset = [qid for qid in gold if has_answer[qid] == wanted]
+        if subset:
+            result[f"{prefix}_exact_match"] = float(np.mean([exact[qid] for qid in subset]))
+            result[f"{prefix}_f1"] = float(np.mean([f1[qid] for qid in subset]))
+    return result

