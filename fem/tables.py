@@ -1,8 +1,12 @@
 """Paper tables, built from the metrics files of finished runs (never appended to).
 
-Table 2: GLUE dev scores of BERT pre-trained from scratch, one row per task plus the
-average, one column per masking strategy; each cell is the mean over seeds of the task
-score x 100. Every row names the runs it came from.
+Table 2: dev scores of BERT pre-trained from scratch. One row per GLUE task (its score: the
+mean of its metrics, e.g. MRPC F1 and accuracy, MNLI matched and mismatched accuracy), the
+GLUE average (the mean of the task scores, WNLI excluded by default), then one row per
+SQuAD metric (exact match, F1). Per strategy: the mean and standard deviation over all
+(pre-training seed, fine-tuning seed) runs, x 100. Per strategy other than the baseline:
+the difference of means and the p-value of a paired test over pre-training seeds
+(fem/statistics.py). Every row names the runs it came from.
 """
 
 from __future__ import annotations
@@ -10,11 +14,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from fem.statistics import mean_and_std, paired_test
+
+AVERAGE = "glue average"
 
 
 def load_runs(metrics_files: list[str | Path]) -> pd.DataFrame:
-    """One row per fine-tuning run: task, strategy, seeds, score, the metrics file."""
+    """One row per fine-tuning run: task, strategy, seeds, metrics, score, the file."""
     rows = []
     for path in metrics_files:
         data = json.loads(Path(path).read_text())
@@ -25,6 +34,7 @@ def load_runs(metrics_files: list[str | Path]) -> pd.DataFrame:
                 "pretrain_seed": data["run"]["pretrain_seed"],
                 "finetune_seed": data["run"]["finetune_seed"],
                 "metric": "/".join(data["metric_names"]),
+                "metrics": data.get("metrics", {}),
                 "score": data["score"],
                 "source": str(path),
             }
@@ -32,52 +42,135 @@ def load_runs(metrics_files: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def glue_table(runs: pd.DataFrame, tasks: list[str], strategies: list[str]) -> pd.DataFrame:
-    """Rows: tasks in order, then "average"; columns: task, metric, one per strategy,
-    pretrain_seeds, finetune_seeds, runs. Scores are x 100, rounded to 2 decimals."""
+def _table_values(runs: pd.DataFrame, tasks: list[str], per_metric: set[str]) -> pd.DataFrame:
+    """Long format, one value per (row, run): columns task, metric, strategy, pretrain_seed,
+    finetune_seed, value, source. Tasks in `per_metric` (SQuAD) get one row per metric."""
+    long = []
+    for run in runs.itertuples(index=False):
+        if run.task not in tasks:
+            continue
+        common = {"task": run.task, "strategy": run.strategy, "pretrain_seed": run.pretrain_seed,
+                  "finetune_seed": run.finetune_seed, "source": run.source}  # fmt: skip
+        if run.task in per_metric:
+            long += [common | {"metric": name, "value": run.metrics[name]} for name in run.metric.split("/")]
+        else:
+            long.append(common | {"metric": run.metric, "value": run.score})
+    return pd.DataFrame(long)
+
+
+def _average_values(values: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    """The GLUE average per run-seed pair: the mean of the task scores of `tasks`."""
+    of_tasks = values[values.task.isin(tasks)]
+    keys = ["strategy", "pretrain_seed", "finetune_seed"]
+    counts = of_tasks.groupby(keys).value.count()
+    incomplete = counts[counts != len(tasks)]
+    if len(incomplete):
+        raise ValueError(f"the GLUE average needs every task for each run; incomplete: {list(incomplete.index)}")
+    average = of_tasks.groupby(keys, as_index=False).value.mean()
+    return average.assign(task=AVERAGE, metric="mean of task scores", source="")
+
+
+def _compare(of_row: pd.DataFrame, strategy: str, baseline: str) -> tuple[float, float, str, int]:
+    """(difference of means x 100, p-value, test, pairs) of `strategy` against `baseline`,
+    paired by pre-training seed (fine-tuning seeds averaged within a pair)."""
+    per_seed = of_row.groupby(["strategy", "pretrain_seed", "finetune_seed"]).value.mean().unstack("strategy")
+    per_seed = per_seed[[baseline, strategy]].dropna()  # fine-tuning seeds run under both
+    by_pretrain_seed = per_seed.groupby(level="pretrain_seed").mean()
+    differences = (by_pretrain_seed[strategy] - by_pretrain_seed[baseline]).to_numpy()
+    p_value, test = paired_test(differences)
+    mean_difference = 100 * (
+        of_row[of_row.strategy == strategy].value.mean() - of_row[of_row.strategy == baseline].value.mean()
+    )
+    return mean_difference, p_value, test, len(differences)
+
+
+def glue_table(
+    runs: pd.DataFrame,
+    tasks: list[str],
+    strategies: list[str],
+    baseline: str = "random",
+    average_exclude: tuple[str, ...] = ("wnli",),
+    per_metric: tuple[str, ...] = ("squad", "squad_v2"),
+) -> pd.DataFrame:
+    """Table 2 (see the module docstring). Columns: task, metric; per strategy `<s>` (mean)
+    and `<s>_std`; per strategy other than `baseline` `<s>_minus_<baseline>` and `p_<s>`;
+    test, pairs, pretrain_seeds, finetune_seeds, runs. Scores x 100, rounded to 2 decimals."""
     missing = [
         (t, s) for t in tasks for s in strategies
         if runs.empty or not ((runs.task == t) & (runs.strategy == s)).any()
     ]  # fmt: skip
     if missing:
         raise ValueError(f"no runs for (task, strategy) pairs {missing}")
+    values = _table_values(runs, tasks, set(per_metric))
+    glue_tasks = [t for t in tasks if t not in per_metric and t not in average_exclude]
+    row_keys = [(t, m) for t in tasks if t not in per_metric for m in values[values.task == t].metric.unique()]
+    if glue_tasks:
+        values = pd.concat([values, _average_values(values, glue_tasks)], ignore_index=True)
+        row_keys.append((AVERAGE, "mean of task scores"))
+    row_keys += [(t, m) for t in tasks if t in per_metric for m in values[values.task == t].metric.unique()]
+    compared = [s for s in strategies if s != baseline] if baseline in strategies else []
+
     rows = []
-    for task in tasks:
-        of_task = runs[runs.task == task]
-        row = {"task": task, "metric": of_task.metric.iloc[0]}
+    for task, metric in row_keys:
+        of_row = values[(values.task == task) & (values.metric == metric)]
+        row: dict = {"task": task, "metric": metric}
         for strategy in strategies:
-            row[strategy] = 100 * of_task[of_task.strategy == strategy].score.mean()
-        row["pretrain_seeds"] = of_task.pretrain_seed.nunique()
-        row["finetune_seeds"] = of_task.finetune_seed.nunique()
-        row["runs"] = ";".join(sorted(of_task.source))
+            mean, std = mean_and_std(of_row[of_row.strategy == strategy].value)
+            row[strategy], row[f"{strategy}_std"] = 100 * mean, 100 * std
+        test, pairs = "", 0
+        for strategy in compared:
+            difference, p_value, test, pairs = _compare(of_row, strategy, baseline)
+            row[f"{strategy}_minus_{baseline}"], row[f"p_{strategy}"] = difference, p_value
+        used = of_row if task != AVERAGE else values[values.task.isin(glue_tasks)]
+        row.update(
+            test=test,
+            pairs=pairs,
+            pretrain_seeds=used.pretrain_seed.nunique(),
+            finetune_seeds=used.finetune_seed.nunique(),
+            runs=";".join(sorted(set(of_row.source) - {""})),
+        )
         rows.append(row)
     table = pd.DataFrame(rows)
-    average = {"task": "average", "metric": "mean of task scores"}
-    average.update({s: table[s].mean() for s in strategies})
-    average.update(
-        pretrain_seeds=runs.pretrain_seed.nunique(),
-        finetune_seeds=runs.finetune_seed.nunique(),
-        runs="",
-    )
-    table = pd.concat([table, pd.DataFrame([average])], ignore_index=True)
-    table[strategies] = table[strategies].round(2)
+    score_columns = [c for c in table.columns if c in strategies or c.endswith("_std") or "_minus_" in c]
+    table[score_columns] = table[score_columns].round(2)
+    p_columns = [c for c in table.columns if c.startswith("p_")]
+    table[p_columns] = table[p_columns].round(4)
     return table
 
 
-def to_markdown(table: pd.DataFrame, title: str, caption: str) -> str:
-    """A readable Markdown rendering (without the runs column) with a caption."""
-    shown = table.drop(columns=["runs"])
+def to_markdown(table: pd.DataFrame, title: str, caption: str, strategies: list[str] | None = None) -> str:
+    """A readable Markdown rendering with a caption: without the runs column, and with each
+    strategy's cell as "mean ± std" when `strategies` are given."""
+    shown = table.drop(columns=["runs"]).copy()
+    for strategy in strategies or []:
+        std = shown.pop(f"{strategy}_std")
+        shown[strategy] = [
+            f"{m:.2f}" if np.isnan(s) else f"{m:.2f} ± {s:.2f}" for m, s in zip(shown[strategy], std, strict=True)
+        ]
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "|".join("---" for _ in shown.columns) + "|"
     body = [
-        "| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |"
+        "| " + " | ".join(_cell(column, v) for column, v in zip(shown.columns, row, strict=True)) + " |"
         for row in shown.itertuples(index=False)
     ]
     return "\n".join([f"## {title}", "", caption, "", header, rule, *body, ""])
 
 
-def write_table(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str, caption: str) -> None:
+def _cell(column: str, value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if column.startswith("p_") else f"{value:.2f}"
+    return str(value)
+
+
+def write_table(
+    table: pd.DataFrame,
+    csv_path: str | Path,
+    md_path: str | Path,
+    title: str,
+    caption: str,
+    strategies: list[str] | None = None,
+) -> None:
     """Write the table as CSV (with the runs column) and as Markdown (with the caption)."""
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv_path, index=False)
-    Path(md_path).write_text(to_markdown(table, title, caption))
+    Path(md_path).write_text(to_markdown(table, title, caption, strategies))
