@@ -17,16 +17,20 @@ from pathlib import Path
 
 import yaml
 
-from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings
+from fem.config import ConfigError
+from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings, SquadSettings
 
 
 def _yaml_value(text: str):
     return yaml.safe_load(text)
 
 
-def _add_settings(parser: argparse.ArgumentParser, settings_class, required: bool = True) -> None:
-    """One --flag per field of a settings dataclass: required, or defaulting to the field's default."""
+def _add_settings(parser: argparse.ArgumentParser, settings_class, required: bool = True, exclude=()) -> None:
+    """One --flag per field of a settings dataclass (but `exclude`): required, or defaulting
+    to the field's default."""
     for field in dataclasses.fields(settings_class):
+        if field.name in exclude:
+            continue
         flag = "--" + field.name.replace("_", "-")
         if required:
             parser.add_argument(flag, type=_yaml_value, required=True)
@@ -34,8 +38,9 @@ def _add_settings(parser: argparse.ArgumentParser, settings_class, required: boo
             parser.add_argument(flag, type=_yaml_value, default=field.default, help=f"default {field.default}")
 
 
-def _settings(settings_class, args: argparse.Namespace):
-    return settings_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)})
+def _settings(settings_class, args: argparse.Namespace, **values):
+    fields = [f.name for f in dataclasses.fields(settings_class) if f.name not in values]
+    return settings_class(**{name: getattr(args, name) for name in fields}, **values)
 
 
 def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list, start: float) -> None:
@@ -99,17 +104,46 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     _provenance(Path(args.out) / "provenance.json", args, [args.data], [args.out], start)
 
 
+def _labels(args: argparse.Namespace) -> dict:
+    labels = dict(item.split("=", 1) for item in args.label)
+    return {k: _yaml_value(v) for k, v in labels.items()}
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
     from fem.data import get_task
-    from fem.finetuning import finetune
+    from fem.finetuning import finetune, sweep_learning_rates
 
     start = time.perf_counter()
-    labels = dict(item.split("=", 1) for item in args.label)
-    labels = {k: _yaml_value(v) for k, v in labels.items()}
-    finetune(
-        get_task(args.task), args.task_dir, args.checkpoint, args.out,
-        _settings(FinetuneSettings, args), threads=args.threads, run_labels=labels,
-    )  # fmt: skip
+    task = get_task(args.task)
+    if task.is_qa:
+        raise ConfigError(f"task {args.task} is extractive QA: use `fem finetune-squad`")
+
+    def run(learning_rate: float, out: Path) -> dict:
+        settings = _settings(FinetuneSettings, args, learning_rate=learning_rate)
+        return finetune(task, args.task_dir, args.checkpoint, out, settings, threads=args.threads,
+                        run_labels=_labels(args), metric_names=tuple(args.metrics))  # fmt: skip
+
+    sweep_learning_rates(run, args.learning_rates, args.out)
+    inputs = [args.task_dir, args.checkpoint]
+    _provenance(Path(args.out) / "provenance.json", args, inputs, [args.out], start)
+
+
+def cmd_finetune_squad(args: argparse.Namespace) -> None:
+    from fem.data import get_task
+    from fem.finetuning import sweep_learning_rates
+    from fem.squad import finetune_squad
+
+    start = time.perf_counter()
+    task = get_task(args.task)
+    if not task.is_qa:
+        raise ConfigError(f"task {args.task} is not extractive QA: use `fem finetune`")
+
+    def run(learning_rate: float, out: Path) -> dict:
+        settings = _settings(SquadSettings, args, learning_rate=learning_rate)
+        return finetune_squad(task, args.task_dir, args.checkpoint, out, settings, threads=args.threads,
+                              run_labels=_labels(args))  # fmt: skip
+
+    sweep_learning_rates(run, args.learning_rates, args.out)
     inputs = [args.task_dir, args.checkpoint]
     _provenance(Path(args.out) / "provenance.json", args, inputs, [args.out], start)
 
@@ -118,8 +152,9 @@ def cmd_table2(args: argparse.Namespace) -> None:
     from fem.tables import glue_table, load_runs, write_table
 
     start = time.perf_counter()
-    table = glue_table(load_runs(args.metrics), args.tasks, args.strategies)
-    write_table(table, args.csv, args.md, "Table 2: BERT pre-trained from scratch, GLUE dev", args.caption)
+    table = glue_table(load_runs(args.metrics), args.tasks, args.strategies, args.baseline, tuple(args.average_exclude))
+    title = "Table 2: BERT pre-trained from scratch, GLUE and SQuAD dev"
+    write_table(table, args.csv, args.md, title, args.caption, args.strategies)
     print(table.drop(columns=["runs"]).to_string(index=False))
     provenance = Path(args.csv).with_suffix(".provenance.json")
     _provenance(provenance, args, args.metrics, [args.csv, args.md], start)
@@ -156,21 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, PretrainImplementation, required=False)
     p.set_defaults(handler=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune a checkpoint on a GLUE task")
-    p.add_argument("--task", required=True)
-    p.add_argument("--task-dir", required=True, help="folder written by `fem download task`")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--label", action="append", default=[], help="key=value stored under 'run' in metrics.json")
-    _add_settings(p, FinetuneSettings)
-    p.set_defaults(handler=cmd_finetune)
+    for name, settings_class, handler, what in [
+        ("finetune", FinetuneSettings, cmd_finetune, "a GLUE task"),
+        ("finetune-squad", SquadSettings, cmd_finetune_squad, "SQuAD v1.1 or v2.0"),
+    ]:
+        p = sub.add_parser(name, help=f"fine-tune a checkpoint on {what}")
+        p.add_argument("--task", required=True)
+        p.add_argument("--task-dir", required=True, help="folder written by `fem download task`")
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--out", required=True)
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--label", action="append", default=[], help="key=value stored under 'run' in metrics.json")
+        p.add_argument("--learning-rates", type=_yaml_value, required=True, help="a list; several: best on dev")
+        if settings_class is FinetuneSettings:
+            p.add_argument("--metrics", type=_yaml_value, required=True, help="the task's metric names, a list")
+        _add_settings(p, settings_class, exclude=("learning_rate",))
+        p.set_defaults(handler=handler)
 
     p = sub.add_parser("table2", help="build results/table2.csv and .md from fine-tuning metrics")
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
     p.add_argument("--tasks", nargs="+", required=True)
     p.add_argument("--strategies", nargs="+", required=True)
+    p.add_argument("--baseline", default="random", help="strategy the others are compared with")
+    p.add_argument("--average-exclude", nargs="*", default=["wnli"], help="tasks left out of the GLUE average")
     p.add_argument("--caption", required=True)
     p.add_argument("metrics", nargs="+", help="metrics.json files of fine-tuning runs")
     p.set_defaults(handler=cmd_table2)
@@ -178,7 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fem.config import ConfigError
     from fem.data import DataSourceError
 
     args = build_parser().parse_args(argv)

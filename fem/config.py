@@ -72,8 +72,11 @@ def _subschema(schema: dict, path: list[Any]) -> dict:
         node = _deref(schema, node)
         if isinstance(part, int):
             node = node.get("items", {})
-        else:
-            node = node.get("properties", {}).get(part, {})
+        elif part in node.get("properties", {}):
+            node = node["properties"][part]
+        else:  # a free key of a mapping (finetune.metrics.<task>)
+            extra = node.get("additionalProperties")
+            node = extra if isinstance(extra, dict) else {}
     return _deref(schema, node)
 
 
@@ -151,5 +154,41 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
         problems.append(
             f"implementation.pretrain_accumulation_steps: {accumulation} exceeds pretrain.rows_per_step = "
             f"{pre['rows_per_step']} (each micro-batch needs at least one row)"
+        )
+    problems += _finetune_problems(config["finetune"])
+    return problems
+
+
+# Which metrics make sense for which kind of task.
+_CLASSIFICATION_METRICS = {"accuracy", "matthews_correlation", "f1"}
+_BINARY_ONLY = {"f1", "matthews_correlation"}
+_MULTI_CLASS_TASKS = {"mnli"}
+_REGRESSION_TASKS = {"stsb"}
+_QA_TASKS = {"squad", "squad_v2"}
+
+
+def _finetune_problems(finetune: dict[str, Any]) -> list[str]:
+    problems = []
+    for task in finetune["tasks"]:
+        names = finetune["metrics"].get(task)
+        if names is None:
+            problems.append(f"finetune.metrics.{task}: missing; every task in finetune.tasks needs its metric(s)")
+            continue
+        if task in _QA_TASKS:
+            allowed = {"exact_match", "f1"}
+        elif task in _REGRESSION_TASKS:
+            allowed = {"pearson", "spearman"}
+        elif task in _MULTI_CLASS_TASKS:
+            allowed = _CLASSIFICATION_METRICS - _BINARY_ONLY
+        else:
+            allowed = _CLASSIFICATION_METRICS
+        wrong = [n for n in names if n not in allowed]
+        if wrong:
+            problems.append(f"finetune.metrics.{task}: {wrong} do not apply to {task}; expected from {sorted(allowed)}")
+    squad = finetune["squad"]
+    if squad["doc_stride"] >= squad["max_length"]:
+        problems.append(
+            f"finetune.squad.doc_stride: {squad['doc_stride']} must be below finetune.squad.max_length = "
+            f"{squad['max_length']}"
         )
     return problems

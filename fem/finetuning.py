@@ -1,4 +1,5 @@
-"""Fine-tuning a pre-trained checkpoint on a GLUE task and scoring it on the dev set.
+"""Fine-tuning a pre-trained checkpoint on a GLUE task and scoring it on the dev set(s),
+and the learning-rate sweep shared with SQuAD (fem/squad.py).
 
 A plain loop: AdamW, linear warm-up and decay, batches padded to their longest example.
 The classifier is transformers' BertForSequenceClassification: a fresh linear head on the
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import torch
 from fem.data import Task
 from fem.metrics import compute_metrics, task_score
 from fem.modeling import default_device
-from fem.optimization import linear_schedule, param_groups
+from fem.optimization import finetuning_optimizer, optimizer_step
 from fem.settings import FinetuneSettings
 
 SUBSAMPLE_SEED = 0
@@ -68,30 +71,41 @@ def finetune(
     settings: FinetuneSettings,
     threads: int = 1,
     run_labels: dict | None = None,
+    metric_names: tuple[str, ...] | None = None,
 ) -> dict:
-    """Fine-tune `checkpoint_dir` on `task` (data saved at `task_dir`), evaluate on the
-    validation split. Writes out_dir/metrics.json and out_dir/predictions.csv.
+    """Fine-tune `checkpoint_dir` on `task` (data saved at `task_dir`), evaluate on each of
+    the task's dev splits with `metric_names` (default: the task's). Writes
+    out_dir/metrics.json and out_dir/predictions.csv; returns the metrics.
 
-    `run_labels` (strategy, seeds, ...) are stored under "run" in metrics.json so tables
-    can group runs without parsing paths."""
+    With one dev split the metrics are named as given ("accuracy"); with several (MNLI) they
+    get the split's suffix ("accuracy_matched", "accuracy_mismatched"). The score is the mean
+    of all of them. `run_labels` (strategy, seeds, ...) are stored under "run" in
+    metrics.json so tables can group runs without parsing paths."""
     import datasets
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    metric_names = tuple(metric_names or task.metrics)
     torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     data = datasets.load_from_disk(str(task_dir))
-    train, dev = data["train"], data["validation"]
+    missing = [split for split in ("train", *task.eval_splits) if split not in data]
+    if missing:
+        raise ValueError(f"{task_dir}: no split(s) {missing} for task {task.name}; it has {list(data)}")
+    train = data["train"]
     if settings.max_train_examples is not None and len(train) > settings.max_train_examples:
         keep = np.random.default_rng(SUBSAMPLE_SEED).permutation(len(train))[: settings.max_train_examples]
         train = train.select(np.sort(keep))
-    if settings.max_eval_examples is not None and len(dev) > settings.max_eval_examples:
-        dev = dev.select(range(settings.max_eval_examples))
+    devs = {}
+    for split in task.eval_splits:
+        dev = data[split]
+        if settings.max_eval_examples is not None and len(dev) > settings.max_eval_examples:
+            dev = dev.select(range(settings.max_eval_examples))
+        devs[split] = dev
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
-    train_ids, dev_ids = (encode(tokenizer, split, task, settings.max_length) for split in (train, dev))
+    train_ids = encode(tokenizer, train, task, settings.max_length)
     dtype = torch.float32 if task.is_regression else torch.long
     train_labels = torch.tensor(list(train["label"]), dtype=dtype)
-    dev_labels = np.asarray(list(dev["label"]))
 
     torch.manual_seed(settings.seed)
     num_labels = 1 if task.is_regression else len(task.label_names)
@@ -105,12 +119,14 @@ def finetune(
     train_labels = train_labels.to(device)
     steps_per_epoch = -(-len(train_ids) // settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch
-    warmup = round(settings.warmup_ratio * total_steps)
-    optimizer = torch.optim.AdamW(param_groups(model, settings.weight_decay), lr=settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, total_steps))
+    optimizer, scheduler = finetuning_optimizer(
+        model, settings.learning_rate, settings.weight_decay, settings.warmup_ratio, total_steps
+    )
     order_rng = np.random.default_rng(settings.seed)
     print(
-        f"finetune {task.name}: {len(train_ids)} train / {len(dev_ids)} dev examples, {total_steps} steps",
+        f"finetune {task.name}: {len(train_ids)} train / "
+        + " + ".join(f"{len(d)} {split}" for split, d in devs.items())
+        + f" examples, {total_steps} steps, lr {settings.learning_rate:g}",
         flush=True,
     )
 
@@ -123,48 +139,81 @@ def finetune(
             ids, attention = pad_batch([train_ids[i] for i in batch], tokenizer.pad_token_id)
             batch_labels = train_labels[torch.from_numpy(batch).to(device)]
             loss = model(input_ids=ids.to(device), attention_mask=attention.to(device), labels=batch_labels).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimizer_step(model, loss, optimizer, scheduler))
         print(
             f"epoch {epoch + 1}/{settings.epochs} mean loss {np.mean(losses[-steps_per_epoch:]):.4f}",
             flush=True,
         )
 
-    predictions = predict(model, dev_ids, tokenizer.pad_token_id, task.is_regression)
-    metrics = compute_metrics(task.metrics, predictions, dev_labels)
-    score = task_score(metrics, task.metrics)
+    metrics: dict[str, float] = {}
+    counts: dict[str, dict] = {}
+    prediction_rows = []
+    for split, dev in devs.items():
+        dev_labels = np.asarray(list(dev["label"]))
+        predictions = predict(model, encode(tokenizer, dev, task, settings.max_length), tokenizer.pad_token_id,
+                              task.is_regression)  # fmt: skip
+        suffix = "" if len(devs) == 1 else "_" + split.removeprefix("validation_")
+        for name, value in compute_metrics(metric_names, predictions, dev_labels).items():
+            metrics[name + suffix] = value
+        if not task.is_regression:
+            counts[split] = {name: int(np.sum(predictions == i)) for i, name in enumerate(task.label_names)}
+            if max(counts[split].values()) == len(predictions):
+                print(f"warning: {task.name} {split}: every prediction is the same class {counts[split]}", flush=True)
+        prediction_rows += [(split, i, y, p) for i, y, p in zip(list(dev["idx"]), dev_labels.tolist(),
+                                                                predictions.tolist(), strict=True)]  # fmt: skip
+    score = task_score(metrics, tuple(metrics))
     wall = time.perf_counter() - start
     print(f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
-    counts = None
-    if not task.is_regression:
-        counts = {name: int(np.sum(predictions == i)) for i, name in enumerate(task.label_names)}
-        if max(counts.values()) == len(predictions):
-            print(f"warning: {task.name}: every dev prediction is the same class {counts}", flush=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["idx", "label", "prediction"])
-        writer.writerows(zip(list(dev["idx"]), dev_labels.tolist(), predictions.tolist(), strict=True))
+        writer.writerow(["split", "idx", "label", "prediction"])
+        writer.writerows(prediction_rows)
     result = {
         "task": task.name,
         "run": run_labels or {},
         "metrics": metrics,
-        "metric_names": list(task.metrics),
+        "metric_names": list(metrics),
         "score": score,
-        "prediction_counts": counts,  # predicted dev labels per class (None for regression)
+        "prediction_counts": counts or None,  # predicted dev labels per split and class (None for regression)
         "train_examples": len(train_ids),
         "train_examples_available": len(data["train"]),
-        "eval_examples": len(dev_ids),
-        "eval_split": task.validation_split,
+        "eval_examples": {split: len(dev) for split, dev in devs.items()},
+        "eval_splits": list(devs),
         "steps": total_steps,
         "final_train_loss": float(np.mean(losses[-steps_per_epoch:])),
         "wall_seconds": wall,
         "settings": asdict(settings),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def sweep_learning_rates(run: Callable[[float, Path], dict], learning_rates: list[float], out_dir: str | Path) -> dict:
+    """Fine-tune once per learning rate and keep the run with the best dev score (the BERT
+    recipe; note that the reported dev score is then the maximum over the sweep).
+
+    `run(lr, folder)` trains with rate `lr`, writes its files into `folder` and returns its
+    metrics. With one rate it writes straight into `out_dir`. With several, each run goes
+    to out_dir/sweep/lr-<lr>/ (kept for audit) and the best run's files are copied up.
+    Either way metrics.json records "learning_rate" (the chosen one) and
+    "learning_rate_sweep" ({rate: dev score})."""
+    out_dir = Path(out_dir)
+    if len(learning_rates) == 1:
+        results = {learning_rates[0]: run(learning_rates[0], out_dir)}
+        best = learning_rates[0]
+    else:
+        results = {lr: run(lr, out_dir / "sweep" / f"lr-{lr:g}") for lr in learning_rates}
+        best = max(learning_rates, key=lambda lr: results[lr]["score"])  # the first of equal scores
+        for file in (out_dir / "sweep" / f"lr-{best:g}").iterdir():
+            if file.is_file():
+                shutil.copy2(file, out_dir / file.name)
+        print(f"learning rate {best:g} chosen on dev: " + ", ".join(
+            f"{lr:g} -> {r['score']:.4f}" for lr, r in results.items()), flush=True)  # fmt: skip
+    result = results[best] | {
+        "learning_rate": best,
+        "learning_rate_sweep": {f"{lr:g}": r["score"] for lr, r in results.items()},
     }
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -3,23 +3,11 @@ import csv
 import datasets
 import numpy as np
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from fem.data import get_task
-from fem.finetuning import finetune
-from fem.modeling import build_bert
+from fem.finetuning import finetune, sweep_learning_rates
 from fem.settings import FinetuneSettings
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer):
-    """A tiny randomly initialised BERT saved like a pre-training checkpoint."""
-    path = tmp_path_factory.mktemp("ckpt") / "model"
-    torch.manual_seed(0)
-    build_bert(len(tokenizer), 32, 1, 2, 64).save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
 
 
 def task_data(tmp_path, mirror, name: str, n_train: int = 40, n_dev: int = 30):
@@ -43,7 +31,7 @@ def test_finetune_produces_valid_metrics(tmp_path, mirror, checkpoint, name, met
     task_dir = task_data(tmp_path, mirror, name)
     result = finetune(get_task(name), task_dir, checkpoint, tmp_path / "out", SETTINGS, run_labels={"strategy": "fe"})
     assert list(result["metrics"]) == metric_names
-    assert result["train_examples"] == 32 and result["eval_examples"] == 24
+    assert result["train_examples"] == 32 and result["eval_examples"] == {"validation": 24}
     assert result["run"] == {"strategy": "fe"}
     assert all(np.isfinite(value) for value in result["metrics"].values())
     assert result["score"] == pytest.approx(np.mean(list(result["metrics"].values())))
@@ -54,7 +42,7 @@ def test_finetune_produces_valid_metrics(tmp_path, mirror, checkpoint, name, met
         return
     predicted = np.array([int(r["prediction"]) for r in rows])
     gold = np.array([int(r["label"]) for r in rows])
-    assert sum(result["prediction_counts"].values()) == 24
+    assert sum(result["prediction_counts"]["validation"].values()) == 24
     if "accuracy" in result["metrics"]:
         assert result["metrics"]["accuracy"] == pytest.approx(np.mean(predicted == gold))
     if name == "mrpc":  # F1 of the positive class, by hand from the predictions file
@@ -82,3 +70,56 @@ def test_finetune_is_deterministic(tmp_path, mirror, checkpoint):
     assert first["final_train_loss"] == second["final_train_loss"]
     assert (tmp_path / "a" / "predictions.csv").read_text() == (tmp_path / "b" / "predictions.csv").read_text()
     assert AutoTokenizer.from_pretrained(str(checkpoint)).cls_token == "[CLS]"
+
+
+def test_mnli_scores_matched_and_mismatched_dev_sets(tmp_path, checkpoint):
+    """A three-class sentence-pair task with two dev splits (MNLI is not in the offline
+    mirror: a fixture in its hub format)."""
+    rng = np.random.default_rng(0)
+    words = ["cats", "dogs", "sleep", "run", "often", "never", "the", "park", "at", "night"]
+
+    def split(n, offset):
+        return datasets.Dataset.from_dict({
+            "premise": [" ".join(rng.choice(words, 6)) for _ in range(n)],
+            "hypothesis": [" ".join(rng.choice(words, 4)) for _ in range(n)],
+            "label": [int(i % 3) for i in range(n)],
+            "idx": list(range(offset, offset + n)),
+        })  # fmt: skip
+
+    datasets.DatasetDict({"train": split(30, 0), "validation_matched": split(12, 100),
+                          "validation_mismatched": split(9, 200)}).save_to_disk(str(tmp_path / "mnli"))  # fmt: skip
+    result = finetune(get_task("mnli"), tmp_path / "mnli", checkpoint, tmp_path / "out", SETTINGS)
+    assert result["metric_names"] == ["accuracy_matched", "accuracy_mismatched"]
+    assert result["eval_examples"] == {"validation_matched": 12, "validation_mismatched": 9}
+    assert result["score"] == pytest.approx(np.mean(list(result["metrics"].values())))
+    with open(tmp_path / "out" / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for name, count in (("validation_matched", 12), ("validation_mismatched", 9)):
+        of_split = [r for r in rows if r["split"] == name]
+        assert len(of_split) == count
+        accuracy = np.mean([r["label"] == r["prediction"] for r in of_split])
+        assert result["metrics"]["accuracy_" + name.removeprefix("validation_")] == pytest.approx(accuracy)
+    assert all(0 <= int(r["prediction"]) <= 2 for r in rows)
+
+
+def test_a_missing_dev_split_is_named(tmp_path, checkpoint, mirror):
+    task_dir = task_data(tmp_path, mirror, "rte")
+    with pytest.raises(ValueError, match=r"no split\(s\) \['validation_matched', 'validation_mismatched'\]"):
+        finetune(get_task("mnli"), task_dir, checkpoint, tmp_path / "out", SETTINGS)
+
+
+def test_learning_rate_sweep_keeps_the_best_dev_score(tmp_path):
+    scores = {1e-4: 0.6, 3e-4: 0.8, 1e-3: 0.7}
+
+    def run(lr, out):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "predictions.csv").write_text(f"lr {lr}\n")
+        return {"score": scores[lr], "settings": {"learning_rate": lr}}
+
+    result = sweep_learning_rates(run, list(scores), tmp_path / "out")
+    assert result["learning_rate"] == 3e-4
+    assert result["learning_rate_sweep"] == {"0.0001": 0.6, "0.0003": 0.8, "0.001": 0.7}
+    assert (tmp_path / "out" / "predictions.csv").read_text() == "lr 0.0003\n"
+    assert (tmp_path / "out" / "sweep" / "lr-0.001" / "predictions.csv").is_file()
+    single = sweep_learning_rates(run, [1e-3], tmp_path / "single")
+    assert single["learning_rate"] == 1e-3 and not (tmp_path / "single" / "sweep").exists()

@@ -40,9 +40,7 @@ def planned(output: str) -> dict[str, int]:
     return {rule: int(count) for rule, count in rows if rule != "total"}
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("pipeline")
+def copy_workflow(work: Path) -> Path:
     for name in COPIED:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
@@ -51,22 +49,78 @@ def workdir(tmp_path_factory) -> Path:
     return work
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("pipeline"))
+
+
+def test_a_task_neither_mirrored_nor_reachable_stops_before_any_job(tmp_path, mirror):
+    work = copy_workflow(tmp_path)
+    config = yaml.safe_load((work / "micro.yaml").read_text())
+    config["finetune"]["tasks"] = ["sst2", "qnli"]
+    config["finetune"]["metrics"]["qnli"] = ["accuracy"]
+    (work / "micro.yaml").write_text(yaml.safe_dump(config))
+    env = os.environ | {"FEM_HUB_MIRROR": str(mirror), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "results/table2.csv", "--configfile", "micro.yaml"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "fem: task qnli: cannot load hub dataset 'nyu-mll/glue' (config 'qnli')" in output
+    assert f"mirror path {mirror / 'nyu-mll' / 'glue'} failed" in output
+    assert not (work / "data").exists() and not (work / "results").exists()  # nothing ran
+
+
+def mirror_with_squad(root: Path, glue_mirror: Path) -> Path:
+    """The GLUE mirror plus a SQuAD v1.1 fixture laid out like the hub's rajpurkar/squad."""
+    from test_squad import DEV_QA, TRAIN_QA, rows
+
+    (root / "nyu-mll").mkdir(parents=True)
+    (root / "nyu-mll" / "glue").symlink_to(glue_mirror / "nyu-mll" / "glue")
+    repo = root / "rajpurkar" / "squad"
+    (repo / "plain_text").mkdir(parents=True)
+    for split, qa, prefix in (("train", TRAIN_QA, "t"), ("validation", DEV_QA, "d")):
+        pd.DataFrame(rows(qa, prefix)).to_parquet(repo / "plain_text" / f"{split}-00000-of-00001.parquet")
+    configs = [{"config_name": "plain_text", "data_files": [
+        {"split": split, "path": f"plain_text/{split}-*"} for split in ("train", "validation")]}]  # fmt: skip
+    (repo / "README.md").write_text("---\n" + yaml.safe_dump({"configs": configs}) + "---\n")
+    return root
+
+
 @pytest.mark.slow
-def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror):
+def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tmp_path):
+    mirror = mirror_with_squad(tmp_path / "mirror", mirror)
+    config = yaml.safe_load((workdir / "micro.yaml").read_text())
+    config["finetune"]["tasks"] = ["sst2", "stsb", "squad"]
+    config["finetune"]["metrics"]["squad"] = ["exact_match", "f1"]
+    (workdir / "micro.yaml").write_text(yaml.safe_dump(config))
     plan = planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror))
-    assert plan == {"download_corpus": 1, "download_task": 2, "tokenize": 1, "pretrain": 2, "finetune": 4, "table2": 1}
+    assert plan == {"download_corpus": 1, "download_task": 3, "tokenize": 1, "pretrain": 4, "finetune": 8,
+                    "finetune_squad": 4, "table2": 1}  # fmt: skip
 
     snakemake(workdir, "results/table2.csv", mirror=mirror)
     table = pd.read_csv(workdir / "results" / "table2.csv")
-    assert table.task.tolist() == ["sst2", "stsb", "average"]
-    assert table.metric.tolist()[:2] == ["accuracy", "pearson/spearman"]
-    assert table[["random", "fe"]].notna().all().all()
+    assert table.task.tolist() == ["sst2", "stsb", "glue average", "squad", "squad"]
+    assert table.metric.tolist() == ["accuracy", "pearson/spearman", "mean of task scores", "exact_match", "f1"]
+    squad = json.loads((workdir / "results/scratch/finetune/squad/fe-s2-f1/metrics.json").read_text())
+    assert set(json.loads((workdir / "results/scratch/finetune/squad/fe-s2-f1/predictions.json").read_text())) == {
+        f"d{i}" for i in range(12)
+    }
+    assert 0 <= squad["metrics"]["exact_match"] <= squad["metrics"]["f1"] <= 1
+    columns = ["random", "random_std", "fe", "fe_std", "fe_minus_random", "p_fe", "test", "pairs"]
+    assert table[columns].notna().all().all()
     for strategy in ["random", "fe"]:  # the average row is the mean of the task rows
         assert table.loc[2, strategy] == pytest.approx(table.loc[:1, strategy].mean(), abs=0.01)
-    stsb = json.loads((workdir / "results/scratch/finetune/stsb/fe-s1-f1/metrics.json").read_text())
-    expected = 100 * (stsb["metrics"]["pearson"] + stsb["metrics"]["spearman"]) / 2
-    assert table.loc[1, "fe"] == pytest.approx(expected, abs=0.01)
-    assert (table.pretrain_seeds == 1).all() and (table.finetune_seeds == 1).all()
+    stsb = [
+        json.loads((workdir / f"results/scratch/finetune/stsb/fe-s{seed}-f1/metrics.json").read_text())
+        for seed in (1, 2)
+    ]
+    expected = [100 * (m["metrics"]["pearson"] + m["metrics"]["spearman"]) / 2 for m in stsb]
+    assert table.loc[1, "fe"] == pytest.approx(sum(expected) / 2, abs=0.01)
+    assert table.loc[1, "fe_std"] == pytest.approx(abs(expected[0] - expected[1]) / 2**0.5, abs=0.01)
+    assert (table.pairs == 2).all() and set(table.p_fe) <= {0.5, 1.0}  # 2 seeds: 4 sign flips
+    assert (table.pretrain_seeds == 2).all() and (table.finetune_seeds == 1).all()
     assert "results/scratch/finetune/sst2/fe-s1-f1/metrics.json" in table.runs[0]
     markdown = (workdir / "results" / "table2.md").read_text()
     assert "Scale 'micro'" in markdown and "| stsb | pearson/spearman |" in markdown
@@ -88,4 +142,4 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror):
     config["pretrain"]["learning_rate"] = 5e-4
     (workdir / "micro.yaml").write_text(yaml.safe_dump(config))
     plan = planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror))
-    assert plan == {"pretrain": 2, "finetune": 4, "table2": 1}
+    assert plan == {"pretrain": 4, "finetune": 8, "finetune_squad": 4, "table2": 1}

@@ -21,7 +21,7 @@ wildcard_constraints:
     strategy="[a-z_]+",
     seed=r"\d+",
     ftseed=r"\d+",
-    task="[a-z0-9]+",
+    task="[a-z0-9_]+",
     corpus="[A-Za-z0-9_.-]+",
 
 
@@ -35,6 +35,34 @@ PRETRAIN_IMPLEMENTATION_FLAGS = (
     f" --resume-every {config['implementation']['pretrain_resume_every']}"
 )
 SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]["segments"])
+
+
+GLUE_TASKS = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
+
+
+def glue_settings():
+    """The finetune keys that are FinetuneSettings flags (learning_rates included)."""
+    per_task = ("tasks", "metrics", "average_exclude", "squad")
+    return {k: v for k, v in config["finetune"].items() if k not in per_task}
+
+
+def check_task_sources():
+    """Before any job starts: every configured task that is not downloaded yet must be
+    findable in the hub mirror or on the hub, else stop with a message naming the hub id
+    and the mirror path tried (fem.data.check_hub_dataset reads descriptions, not data)."""
+    from fem.data import DataSourceError, check_hub_dataset, get_task
+
+    for name in TASKS:
+        if os.path.isdir(f"data/raw/tasks/{name}"):
+            continue
+        task = get_task(name)
+        try:
+            check_hub_dataset(task.hub_id, task.hub_config, config["hub_mirror"])
+        except DataSourceError as err:
+            raise SystemExit(f"fem: task {name}: {err}") from None
+
+
+check_task_sources()
 
 
 def fem_modules(*modules):

@@ -20,7 +20,7 @@ rule download_task:
     input:
         fem_modules("data", "cli"),
     output:
-        directory("data/raw/glue/{task}"),
+        directory("data/raw/tasks/{task}"),
     log:
         "logs/download_task/{task}.log",
     benchmark:

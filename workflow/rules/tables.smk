@@ -4,15 +4,28 @@
 def table2_caption():
     pre, model, ft = config["pretrain"], config["model"], config["finetune"]
     subsample = ft["max_train_examples"] or "all"
+    rates = "/".join(f"{lr:g}" for lr in ft["learning_rates"])
+    rate_note = "" if len(ft["learning_rates"]) == 1 else " (best on dev)"
+    excluded = ", ".join(ft["average_exclude"]) or "none"
+    compared = [s for s in STRATEGIES if s != "random"] if "random" in STRATEGIES else []
+    n_pre = len(PRETRAIN_SEEDS)
+    test = (
+        f" '<s>_minus_random' is the difference of means and 'p_<s>' the two-sided p-value of an exact "
+        f"sign-flip test of the paired differences over the {n_pre} pre-training seed(s) (fine-tuning "
+        f"seeds averaged within each; the smallest p attainable is {2 / 2**n_pre:.4g})."
+        if compared
+        else ""
+    )
     return (
-        f"Scale '{config['scale']}'. GLUE dev score x 100 (the mean of the task's metrics where it "
-        f"has two) of a BERT ({model['num_hidden_layers']} layers, hidden {model['hidden_size']}) "
-        f"pre-trained from scratch on '{CORPUS}' for {pre['steps']} steps of {pre['rows_per_step']} "
-        f"rows with each masking strategy (p = {pre['mask_ratio']}, fe: K = {SEGMENTS} disjoint "
-        f"masks per sequence; compute matched per step), then fine-tuned per task ({subsample} training "
-        f"examples, {ft['epochs']} epochs, learning rate {ft['learning_rate']}). Each cell is the mean "
-        f"over {len(PRETRAIN_SEEDS)} pre-training x {len(FINETUNE_SEEDS)} fine-tuning seed(s); "
-        f"'average' is the unweighted mean of the task rows."
+        f"Scale '{config['scale']}'. Dev scores x 100 of a BERT ({model['num_hidden_layers']} layers, "
+        f"hidden {model['hidden_size']}) pre-trained from scratch on '{CORPUS}' for {pre['steps']} steps "
+        f"of {pre['rows_per_step']} rows with each masking strategy (p = {pre['mask_ratio']}, K = {SEGMENTS} "
+        f"masks per sequence for the K-copy strategies; compute matched per step), then fine-tuned per task "
+        f"({subsample} training examples, {ft['epochs']} epochs, learning rate {rates}{rate_note}). A GLUE "
+        f"task's score is the mean of its metrics (MRPC, QQP: F1 and accuracy; STS-B: Pearson and Spearman; "
+        f"MNLI: matched and mismatched accuracy); 'glue average' is the mean of the task scores, excluding "
+        f"{excluded}. SQuAD rows give exact match and F1 separately. Each cell is mean ± standard deviation "
+        f"over {n_pre} pre-training x {len(FINETUNE_SEEDS)} fine-tuning seed(s).{test}"
     )
 
 
@@ -25,7 +38,7 @@ rule table2:
             seed=PRETRAIN_SEEDS,
             ftseed=FINETUNE_SEEDS,
         ),
-        code=fem_modules("tables", "cli"),
+        code=fem_modules("tables", "statistics", "cli"),
     output:
         csv="results/table2.csv",
         md="results/table2.md",
@@ -37,7 +50,9 @@ rule table2:
     params:
         tasks=" ".join(TASKS),
         strategies=" ".join(STRATEGIES),
+        average_exclude=" ".join(config["finetune"]["average_exclude"]),
         caption=table2_caption(),
     shell:
         "fem table2 --csv {output.csv} --md {output.md} --tasks {params.tasks}"
-        " --strategies {params.strategies} --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
+        " --strategies {params.strategies} --baseline random --average-exclude {params.average_exclude}"
+        " --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
