@@ -1,6 +1,9 @@
 # Entry points of the README's quick start. Everything runs inside .venv.
 #   make table2   set up, then build results/table2.csv on the default (tiny) config
 #   make test     set up, then run the whole test suite (as CI does)
+#   make dvc-repro   build Table 2 through DVC (`dvc repro table2`), hashes into dvc.lock
+#   make cluster-table2   on a SLURM submit host: every job through Snakemake's SLURM
+#                 executor, then one `dvc commit` and one `dvc push` (never DVC inside jobs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -11,7 +14,10 @@ BIN := $(abspath $(VENV))/bin
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup table2 test test-fast lint clean-results
+# The cluster profile (a later issue adds workflow/profiles/slurm); override for your site.
+SLURM_PROFILE ?= workflow/profiles/slurm
+
+.PHONY: setup table2 dvc-yaml dvc-repro cluster-table2 test test-fast lint clean-results
 
 setup: $(VENV)/.installed
 
@@ -23,6 +29,17 @@ $(VENV)/.installed: pyproject.toml
 
 table2: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/table2.csv
+
+dvc-yaml: setup  # regenerate dvc.yaml from the Snakemake DAG (after changing rules or config)
+	$(BIN)/fem dvc generate results/table2.csv
+
+dvc-repro: setup
+	$(BIN)/dvc repro table2
+
+cluster-table2: setup
+	$(BIN)/snakemake --profile $(SLURM_PROFILE) results/table2.csv
+	$(BIN)/dvc commit --force
+	$(BIN)/dvc push
 
 test: setup
 	$(BIN)/python -m pytest

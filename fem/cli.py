@@ -51,21 +51,13 @@ def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from fem.config import check_config, load_yaml
+    from fem.config import check_config, deep_update, load_yaml
 
     config: dict = {}
     for path in args.configs:  # later files override earlier ones, key by key (as Snakemake)
-        _deep_update(config, load_yaml(path))
+        deep_update(config, load_yaml(path))
     check_config(config)
     print(f"config OK: {' + '.join(args.configs)}")
-
-
-def _deep_update(base: dict, new: dict) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -160,6 +152,32 @@ def cmd_table2(args: argparse.Namespace) -> None:
     _provenance(provenance, args, args.metrics, [args.csv, args.md], start)
 
 
+def cmd_dvc_generate(args: argparse.Namespace) -> None:
+    from fem.dvc_stages import drift, generate
+
+    text = generate(args.targets, args.configfile, ".")
+    if args.check:
+        difference = drift(text, args.out)
+        if difference:
+            sys.exit(f"{args.out} differs from a fresh generation (run `fem dvc generate`):\n{difference}")
+        print(f"{args.out} is up to date with the Snakemake DAG")
+        return
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}: {len(yaml.safe_load(text)['stages'])} stages")
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    from fem.audit import audit, format_report, write_report
+
+    report = audit(args.table, args.dvc_lock, verify=args.verify, allow_dirty=args.allow_dirty)
+    print(format_report(report))
+    if args.json:
+        write_report(report, args.json)
+    verification = report.get("verification")
+    if verification is not None and not verification["ok"]:
+        raise ConfigError(f"verification failed: {len(verification['problems'])} problem(s), listed above")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fem", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(required=True, metavar="command")
@@ -208,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
         _add_settings(p, settings_class, exclude=("learning_rate",))
         p.set_defaults(handler=handler)
 
+    p = sub.add_parser("dvc", help="DVC integration")
+    dvc = p.add_subparsers(required=True, metavar="action")
+    p = dvc.add_parser("generate", help="write dvc.yaml from the Snakemake DAG (one stage per job)")
+    p.add_argument("targets", nargs="*", default=["results/table2.csv"])
+    p.add_argument("--configfile", nargs="*", default=[], help="config files, as given to snakemake")
+    p.add_argument("--out", default="dvc.yaml")
+    p.add_argument("--check", action="store_true", help="compare with --out instead of writing; exit 1 on drift")
+    p.set_defaults(handler=cmd_dvc_generate)
+
     p = sub.add_parser("table2", help="build results/table2.csv and .md from fine-tuning metrics")
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
@@ -218,17 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption", required=True)
     p.add_argument("metrics", nargs="+", help="metrics.json files of fine-tuning runs")
     p.set_defaults(handler=cmd_table2)
+
+    p = sub.add_parser("audit", help="show (and verify) the chain of evidence behind every number of a table")
+    p.add_argument("table", help="a results table CSV with a runs column, e.g. results/table2.csv")
+    p.add_argument("--verify", action="store_true", help="hash every recorded file again and compare")
+    p.add_argument("--allow-dirty", action="store_true", help="audit records made from a dirty or unknown git tree")
+    p.add_argument("--dvc-lock", default=None, help="dvc.lock to verify against (default: dvc.lock if it exists)")
+    p.add_argument("--json", default=None, help="write the full report as JSON to this file")
+    p.set_defaults(handler=cmd_audit)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     from fem.data import DataSourceError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
     except (ConfigError, DataSourceError) as err:  # expected failures: one clear message, no traceback
-        sys.exit(f"fem {sys.argv[1] if len(sys.argv) > 1 else ''}: error: {err}")
+        sys.exit(f"fem {argv[0] if argv else ''}: error: {err}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def deep_update(base: dict, new: dict) -> None:
+    """Merge `new` into `base` key by key (nested mappings merged, other values replaced), as
+    Snakemake merges several config files."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
 def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
     """Raise ConfigError listing every problem in `config`; return None when it is valid."""
     schema = load_yaml(schema_path)

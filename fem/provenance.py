@@ -19,16 +19,20 @@ PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "snakemake")
 CODE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (sha256, or another hashlib algorithm such as md5)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def hash_paths(paths: list[str | Path], skip: tuple[str, ...] = ("provenance.json",)) -> dict[str, str]:
-    """sha256 of each file; folders are expanded to every file inside (sorted)."""
+def hash_paths(paths: list[str | Path], skip: tuple[str, ...] = ("provenance.json", ".gitignore")) -> dict[str, str]:
+    """sha256 of each file; folders are expanded to every file inside (sorted). Files named
+    in `skip` are left out: the provenance files themselves, and the .gitignore files DVC
+    writes beside its outputs (they are bookkeeping, not data, and `dvc pull` does not
+    restore them)."""
     hashes = {}
     for path in map(Path, paths):
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

@@ -1,0 +1,409 @@
+"""`fem audit`: the chain of evidence behind every number of a results table (DESIGN §8).
+
+A table CSV (fem/tables.py) names, per row, the fine-tuning `metrics.json` files it came from
+(the `runs` column); `<table>.provenance.json` beside it records the table job. Every job
+writes a provenance.json (fem/provenance.py) listing its input and output files with sha256.
+The chain is found generically, one step at a time: for each input file of a record, the
+record that produced it is the provenance.json in the nearest folder above the file whose
+"outputs" list that file. Records are loaded once and every record is visited once.
+
+`audit` builds the report (a plain dict, written as JSON by `--json`); `format_report` renders
+it as indented text. With `verify=True` every file listed in every record of the chain is
+hashed again and compared with its recorded sha256, and every file recorded in dvc.lock (deps
+and outs; folders through their `.dir` manifest in the DVC cache) with its recorded md5.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shlex
+from pathlib import Path
+
+from fem.config import ConfigError
+from fem.verification import path_key as _key
+from fem.verification import verify_report
+
+PROVENANCE = "provenance.json"
+SKIPPED_COLUMNS = ("task", "metric", "runs")
+SHOWN_PARAMETER_WORDS = ("seed", "strateg", "task", "corpus", "checkpoint", "data", "kind", "name", "label", "out")
+SHORT_HASH = 12
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path} not found; expected {what}") from err
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {path} ({err}); expected {what}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected {what} (a JSON object), got {type(data).__name__}")
+    return data
+
+
+class ProvenanceGraph:
+    """The provenance records reached so far, each loaded once, with the record that
+    produced each of their input files."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict] = {}  # provenance path -> its content
+        self.outputs: dict[str, set[str]] = {}  # provenance path -> keys of its output files
+        self.upstream: dict[str, list[str]] = {}  # provenance path -> producers of its inputs, in input order
+        self.producers: dict[str, dict[str, str | None]] = {}  # provenance path -> {input file: producer}
+
+    def load(self, path: str) -> dict:
+        if path not in self.records:
+            record = _read_json(Path(path), "a provenance record written by fem/provenance.py")
+            for field in ("inputs", "outputs"):
+                if not isinstance(record.get(field, {}), dict):
+                    raise ConfigError(f"{path}: '{field}' must map file paths to sha256")
+            self.records[path] = record
+            self.outputs[path] = {_key(file) for file in record.get("outputs", {})}
+        return self.records[path]
+
+    def producer(self, file: str) -> str | None:
+        """The provenance.json in the nearest folder above `file` that lists it among its
+        outputs, or None (a source file: nothing recorded producing it)."""
+        key = _key(file)
+        for folder in Path(file).parents:
+            candidate = folder / PROVENANCE
+            if candidate.is_file():
+                path = str(candidate)
+                self.load(path)
+                if key in self.outputs[path]:
+                    return path
+        return None
+
+    def walk(self, start: str) -> list[str]:
+        """Every record reachable from `start` through the producers of inputs, `start` first
+        (depth first, in input order), each once."""
+        order: list[str] = []
+        pending = [start]
+        while pending:
+            path = pending.pop()
+            if path in order:
+                continue
+            order.append(path)
+            if path not in self.upstream:
+                self._link(path)
+            pending.extend(reversed([p for p in self.upstream[path] if p not in order]))
+        return order
+
+    def _link(self, path: str) -> None:
+        record = self.load(path)
+        producers: dict[str, str | None] = {}
+        upstream: list[str] = []
+        for file in record.get("inputs", {}):
+            producer = self.producer(file)
+            producers[file] = producer if producer != path else None
+            if producers[file] and producers[file] not in upstream:
+                upstream.append(producers[file])
+        self.producers[path] = producers
+        self.upstream[path] = upstream
+
+
+def table_provenance_path(table: Path) -> Path:
+    """`results/table2.csv` -> `results/table2.provenance.json` (as `fem table2` writes it)."""
+    return table.with_suffix(".provenance.json")
+
+
+def _read_table(table: Path) -> list[dict[str, str]]:
+    if not table.is_file():
+        raise ConfigError(f"table {table} not found; expected a results table CSV written by fem/tables.py")
+    with open(table, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        columns = reader.fieldnames or []
+    if "runs" not in columns:
+        raise ConfigError(
+            f"table {table} has no 'runs' column (columns: {', '.join(columns) or 'none'}); expected a table "
+            "written by fem/tables.py, whose 'runs' column names the metrics.json files of each row"
+        )
+    return rows
+
+
+def _number(text: str) -> float | int | None:
+    """A table cell as a number, None when it is not one (NaN becomes None: strict JSON)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(value):
+        return None
+    return int(value) if text.strip().lstrip("-").isdigit() else value
+
+
+def _row_name(row: dict[str, str]) -> str:
+    return f"{row.get('task', '?')} ({row.get('metric', '?')})"
+
+
+def _row_runs(table: Path, rows: list[dict[str, str]], parameters: dict) -> list[dict]:
+    """Per row: its runs and, for a row without runs (the GLUE average), the task rows above
+    it that it is derived from (those not in the table job's `average_exclude`)."""
+    excluded = set(parameters.get("average_exclude") or [])
+    result = []
+    for index, row in enumerate(rows):
+        runs = [path for path in (row.get("runs") or "").split(";") if path]
+        derived_from = None
+        if not runs:
+            above = [r for r in rows[:index] if r.get("runs") and r.get("task") not in excluded]
+            derived_from = [_row_name(r) for r in above]
+            runs = [path for r in above for path in r["runs"].split(";") if path]
+        for path in runs:
+            if not Path(path).is_file():
+                raise ConfigError(
+                    f"table {table} row {_row_name(row)}: run {path} not found; expected the metrics.json of a "
+                    "fine-tuning run (paths are relative to the folder where snakemake ran: run the audit there)"
+                )
+        result.append({"row": row, "runs": runs, "derived_from": derived_from})
+    return result
+
+
+def _column_runs(
+    column: str, runs: list[str], strategy_of: dict[str, str | None], strategies: list[str], baselines: set[str]
+) -> list[str]:
+    """The runs a number column is computed from: `<s>` and `<s>_std` from the runs of
+    strategy s; `<s>_minus_<b>` from those of s and b; `p_<s>` from those of s and the
+    baseline; any other column (seed counts, pairs) from all runs of the row. Runs of unknown
+    strategy count for every column."""
+    wanted: set[str] | None = None
+    if column in strategies:
+        wanted = {column}
+    elif column.endswith("_std") and column[: -len("_std")] in strategies:
+        wanted = {column[: -len("_std")]}
+    elif "_minus_" in column:
+        wanted = set(column.split("_minus_", 1))
+    elif column.startswith("p_") and column[2:] in strategies:
+        wanted = {column[2:], *baselines}
+    if wanted is None:
+        return list(runs)
+    return [run for run in runs if strategy_of.get(run) is None or strategy_of[run] in wanted]
+
+
+def _dirty_reason(record: dict) -> str | None:
+    git = record.get("git") or {}
+    if not git.get("commit"):
+        return "no git commit recorded"
+    if git.get("dirty") is True:
+        return f"work tree of {str(git['commit'])[:SHORT_HASH]} was dirty"
+    if git.get("dirty") is None:
+        return f"work tree state of {str(git['commit'])[:SHORT_HASH]} unknown"
+    return None
+
+
+def _record_summary(graph: ProvenanceGraph, path: str) -> dict:
+    record = graph.records[path]
+    producers = graph.producers.get(path, {})
+    return {
+        "command": record.get("command"),
+        "git": record.get("git"),
+        "parameters": record.get("parameters", {}),
+        "inputs": {
+            file: {"sha256": digest, "producer": producers.get(file)}
+            for file, digest in record.get("inputs", {}).items()
+        },
+        "outputs": dict(record.get("outputs", {})),
+        "upstream": list(graph.upstream.get(path, [])),
+        "wall_seconds": record.get("wall_seconds"),
+        "python": record.get("python"),
+        "platform": record.get("platform"),
+        "device": record.get("device"),
+        "packages": record.get("packages", {}),
+    }
+
+
+def audit(
+    table: str | Path, dvc_lock: str | Path | None = None, verify: bool = False, allow_dirty: bool = False
+) -> dict:
+    """The evidence report of `table` (see the module docstring for how the chain is found).
+
+    Raises ConfigError for a missing table, table provenance, runs column or run file, and
+    when a record of the chain is not a clean git commit (unless `allow_dirty`). `dvc_lock`
+    None means `dvc.lock` when that file exists; a given path must exist.
+    """
+    table = Path(table)
+    rows = _read_table(table)
+    table_provenance = table_provenance_path(table)
+    if not table_provenance.is_file():
+        raise ConfigError(f"provenance of table {table} not found; expected {table_provenance} (written by fem)")
+    if dvc_lock is None:
+        dvc_lock = "dvc.lock" if Path("dvc.lock").is_file() else None
+    elif not Path(dvc_lock).is_file():
+        raise ConfigError(f"dvc lock file {dvc_lock} not found; expected the dvc.lock written by `dvc repro`")
+
+    graph = ProvenanceGraph()
+    table_record = graph.load(str(table_provenance))
+    parameters = table_record.get("parameters") or {}
+    columns = list(rows[0]) if rows else []
+    strategies = list(parameters.get("strategies") or [c[: -len("_std")] for c in columns if c.endswith("_std")])
+
+    runs_of_rows = _row_runs(table, rows, parameters)
+    runs: dict[str, dict] = {}
+    for path in dict.fromkeys(run for entry in runs_of_rows for run in entry["runs"]):
+        metrics = _read_json(Path(path), "the metrics.json of a fine-tuning run")
+        labels = metrics.get("run") or {}
+        producer = graph.producer(path)
+        if producer is None:
+            raise ConfigError(
+                f"no provenance.json in the folders above {path} lists it among its outputs; "
+                "expected the provenance.json of the fine-tuning job beside it"
+            )
+        runs[path] = {
+            "task": metrics.get("task"),
+            "strategy": labels.get("strategy"),
+            "pretrain_seed": labels.get("pretrain_seed"),
+            "finetune_seed": labels.get("finetune_seed"),
+            "provenance": producer,
+            "chain": graph.walk(producer),
+        }
+    table_chain = graph.walk(str(table_provenance))
+    strategy_of = {path: run["strategy"] for path, run in runs.items()}
+    baselines = {c.split("_minus_", 1)[1] for c in columns if "_minus_" in c}
+
+    report_rows = []
+    for entry in runs_of_rows:
+        row = entry["row"]
+        numbers = []
+        for column, text in row.items():
+            value = _number(text)
+            if column in SKIPPED_COLUMNS or value is None:
+                continue
+            numbers.append(
+                {
+                    "column": column,
+                    "value": value,
+                    "runs": _column_runs(column, entry["runs"], strategy_of, strategies, baselines),
+                }
+            )
+        report_rows.append(
+            {
+                "task": row.get("task"),
+                "metric": row.get("metric"),
+                "runs": entry["runs"],
+                "derived_from": entry["derived_from"],
+                "numbers": numbers,
+            }
+        )
+
+    all_records = list(dict.fromkeys(table_chain + [p for run in runs.values() for p in run["chain"]]))
+    dirty = [{"provenance": p, "reason": r} for p in all_records if (r := _dirty_reason(graph.records[p]))]
+    if dirty and not allow_dirty:
+        names = "; ".join(f"{d['provenance']} ({d['reason']})" for d in dirty)
+        raise ConfigError(
+            f"{len(dirty)} provenance file(s) of the chain of {table} do not record a clean git commit: {names}. "
+            "Rerun from a clean commit, or pass --allow-dirty to audit anyway"
+        )
+
+    report = {
+        "table": str(table),
+        "table_provenance": str(table_provenance),
+        "dvc_lock": None if dvc_lock is None else str(dvc_lock),
+        "allow_dirty": allow_dirty,
+        "dirty": dirty,
+        "rows": report_rows,
+        "runs": runs,
+        "provenance": {path: _record_summary(graph, path) for path in all_records},
+    }
+    if verify:
+        report["verification"] = verify_report(report)
+    return report
+
+
+def _short(digest: str | None) -> str:
+    return "-" if digest is None else digest[:SHORT_HASH]
+
+
+def _command(command) -> str:
+    text = shlex.join(command) if isinstance(command, list) else str(command)
+    return text if len(text) <= 200 else text[:200] + " ..."
+
+
+def _git(git: dict | None) -> str:
+    git = git or {}
+    state = {True: "dirty", False: "clean", None: "state unknown"}.get(git.get("dirty"), str(git.get("dirty")))
+    return f"{git.get('commit') or 'no commit'} ({state})"
+
+
+def _shown_parameters(parameters: dict) -> str:
+    shown = []
+    for name, value in parameters.items():
+        if any(word in name for word in SHOWN_PARAMETER_WORDS) and not (isinstance(value, list) and len(value) > 8):
+            shown.append(f"{name}={json.dumps(value, default=str)}")
+    return " ".join(shown) or "-"
+
+
+def _format_record(report: dict, path: str, depth: int, shown: set[str], lines: list[str], expand: bool = True) -> None:
+    """One record, indented by `depth`, then (when `expand`) the records upstream of it one
+    level deeper; a record already shown is named only."""
+    pad = "  " * depth
+    if path in shown:
+        lines.append(f"{pad}{path} (shown above)")
+        return
+    shown.add(path)
+    record = report["provenance"][path]
+    packages = ", ".join(f"{name} {version}" for name, version in (record["packages"] or {}).items())
+    lines += [
+        f"{pad}{path}",
+        f"{pad}  command: {_command(record['command'])}",
+        f"{pad}  git: {_git(record['git'])}",
+        f"{pad}  parameters: {_shown_parameters(record['parameters'] or {})}",
+        f"{pad}  device: {record['device']}; python {record['python']}; {record['platform']}",
+        f"{pad}  packages: {packages or '-'}",
+        f"{pad}  inputs ({len(record['inputs'])}):",
+    ]
+    for file, entry in record["inputs"].items():
+        source = f"<- {entry['producer']}" if entry["producer"] else "(source: no provenance produced it)"
+        lines.append(f"{pad}    {_short(entry['sha256'])}  {file}  {source}")
+    lines.append(f"{pad}  outputs ({len(record['outputs'])}):")
+    lines += [f"{pad}    {_short(digest)}  {file}" for file, digest in record["outputs"].items()]
+    for upstream in record["upstream"] if expand else []:
+        _format_record(report, upstream, depth + 1, shown, lines)
+
+
+def format_report(report: dict) -> str:
+    """The report as indented text: per row its numbers and runs, per run the chain of
+    records down to the downloads (each record in full once, then "(shown above)")."""
+    lines = [f"audit of {report['table']}"]
+    if report["dirty"]:
+        names = ", ".join(d["provenance"] for d in report["dirty"])
+        lines.append(f"WARNING: --allow-dirty: {len(report['dirty'])} record(s) not from a clean git commit: {names}")
+    if report["dvc_lock"]:
+        lines.append(f"dvc.lock: {report['dvc_lock']}")
+    shown: set[str] = set()
+    lines.append("table job (its inputs, the runs, are shown per row below):")
+    _format_record(report, report["table_provenance"], 1, shown, lines, expand=False)
+    run_numbers = {run: f"[{i}]" for i, run in enumerate(report["runs"], start=1)}
+    for row in report["rows"]:
+        lines.append(f"row {row['task']} ({row['metric']})")
+        if row["derived_from"] is not None:
+            lines.append(f"  derived from the rows: {', '.join(row['derived_from']) or 'none'}")
+        for number in row["numbers"]:
+            used = " ".join(run_numbers[run] for run in number["runs"]) or "none"
+            lines.append(f"  {number['column']} = {number['value']:g}  <- runs {used}")
+        lines.append("  runs:")
+        for run in row["runs"]:
+            info = report["runs"][run]
+            lines.append(
+                f"    {run_numbers[run]} {run} (task {info['task']}, strategy {info['strategy']}, "
+                f"pretrain seed {info['pretrain_seed']}, finetune seed {info['finetune_seed']})"
+            )
+            _format_record(report, info["provenance"], 3, shown, lines)
+    verification = report.get("verification")
+    if verification is not None:
+        lines += [f"note: {note}" for note in verification["notes"]]
+        lines += [problem["message"] for problem in verification["problems"]]
+        if verification["ok"]:
+            lines.append(f"verified {verification['files']} files: OK")
+        else:
+            lines.append(
+                f"verification FAILED: {len(verification['problems'])} problem(s) in {verification['files']} files"
+            )
+    return "\n".join(lines)
+
+
+def write_report(report: dict, path: str | Path) -> None:
+    """The full report as JSON."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2, default=str) + "\n")

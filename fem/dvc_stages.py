@@ -1,0 +1,200 @@
+"""dvc.yaml, generated from Snakemake's own view of the DAG (DESIGN §9).
+
+Snakemake is the only place the DAG is written. `fem dvc generate` asks Snakemake for every
+job of the targets (`snakemake --dry-run --forceall`, whose job listing names each job's
+rule, inputs, outputs, log and wildcards) and writes one DVC stage per job:
+
+  cmd      the same job, run through Snakemake with the dvc-stage profile (no rerun on
+           timestamps: DVC does not keep them) and only the job's own rule allowed
+  deps     the job's inputs (its fem/ modules included) and the rule file that defines it
+  params   the config keys the rule reads (RULE_PARAMS), from the config file(s)
+  outs     its outputs; metrics.json files go under `metrics`. Pre-training's resume/
+           folder is not an output, so DVC never caches or deletes it
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from fem.config import ConfigError, deep_update, load_yaml
+
+DVC_STAGE_PROFILE = "workflow/profiles/dvc-stage"
+SETTINGS = ("scratch", "continual")  # the `setting` wildcard's values: left out of stage names
+
+# The config keys each rule reads (sections are expanded to their keys, minus `except`).
+RULE_PARAMS: dict[str, dict] = {
+    "download_corpus": {"keys": []},
+    "download_task": {"keys": []},
+    "tokenize": {"keys": ["tokenizer.source", "tokenizer.block_size", "corpus.validation_fraction",
+                          "corpus.max_documents"]},
+    "pretrain": {"sections": ["pretrain", "model"], "except": ["pretrain.strategies"]},
+    "finetune": {"sections": ["finetune"], "per_task": "finetune.metrics",
+                 "except": ["finetune.tasks", "finetune.metrics", "finetune.average_exclude", "finetune.squad"]},
+    "finetune_squad": {"keys": ["finetune.squad"]},
+    "table2": {"keys": ["scale", "seeds", "corpus.name", "pretrain.strategies", "pretrain.steps",
+                        "pretrain.rows_per_step", "pretrain.mask_ratio", "pretrain.segments",
+                        "model.num_hidden_layers", "model.hidden_size", "finetune.tasks", "finetune.average_exclude",
+                        "finetune.max_train_examples", "finetune.epochs", "finetune.learning_rates"]},
+}  # fmt: skip
+
+
+@dataclass
+class SnakemakeJob:
+    """One job of a Snakemake dry run."""
+
+    rule: str
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    log: str = ""
+    wildcards: dict[str, str] = field(default_factory=dict)
+    reason: str = ""  # why Snakemake plans it ("Params have changed ...", "Input files updated by another job ...")
+
+
+def dry_run_jobs(targets: list[str], configfiles: list[str], workdir: str | Path = ".") -> list[SnakemakeJob]:
+    """Every job Snakemake would run to build `targets` from nothing (--forceall)."""
+    command = [sys.executable, "-m", "snakemake", "--dry-run", "--forceall", "--cores", "1", *targets]
+    if configfiles:
+        command += ["--configfile", *configfiles]
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise ConfigError(f"snakemake could not plan {targets}: {(done.stdout + done.stderr)[-2000:]}")
+    return parse_dry_run(done.stdout + done.stderr)
+
+
+def parse_dry_run(text: str) -> list[SnakemakeJob]:
+    """Jobs from the listing of `snakemake --dry-run` ("rule x:" then "    key: value" lines)."""
+    jobs, job = [], None
+    for line in text.splitlines():
+        started = re.match(r"^(?:local)?rule (\w+):$", line)
+        if started:
+            job = SnakemakeJob(started.group(1))
+            jobs.append(job)
+            continue
+        field_line = re.match(r"^    (input|output|log|wildcards|reason): (.*)$", line)
+        if job is None or not field_line:
+            continue
+        key, value = field_line.groups()
+        if key == "reason":
+            job.reason = value
+            continue
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if key == "input":
+            job.inputs = items
+        elif key == "output":
+            job.outputs = items
+        elif key == "log":
+            job.log = items[0]
+        else:
+            job.wildcards = dict(item.split("=", 1) for item in items)
+    return jobs
+
+
+def stage_name(job: SnakemakeJob) -> str:
+    """`rule-what`, from the job's log path: logs/scratch/pretrain/fe-s1.log -> pretrain-fe-s1,
+    logs/scratch/finetune/sst2/fe-s1-f1.log -> finetune-sst2-fe-s1-f1; table2 -> table2.
+    (Not `rule@what`: DVC reads `name@key` as an item of a foreach stage.)"""
+    parts = Path(job.log).with_suffix("").parts[1:]
+    rest = [p for p in parts if p not in (job.rule, "tables", *SETTINGS)]
+    return "-".join([job.rule, *rest])
+
+
+def _lookup(config: dict, key: str):
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def param_keys(rule: str, config: dict, wildcards: dict[str, str]) -> list[str]:
+    """The dotted config keys `rule` reads, for a job with `wildcards`."""
+    spec = RULE_PARAMS.get(rule)
+    if spec is None:
+        raise ConfigError(f"rule {rule!r} has no entry in fem.dvc_stages.RULE_PARAMS (the config keys it reads)")
+    keys = list(spec.get("keys", []))
+    for section in spec.get("sections", []):
+        keys += [f"{section}.{k}" for k in _lookup(config, section)]
+    if "per_task" in spec:
+        keys.append(f"{spec['per_task']}.{wildcards['task']}")
+    return sorted(k for k in keys if k not in spec.get("except", []))
+
+
+def rule_files(workdir: Path) -> dict[str, str]:
+    """{rule name: the .smk file that defines it}."""
+    found = {}
+    for path in sorted((workdir / "workflow" / "rules").glob("*.smk")):
+        for name in re.findall(r"^rule (\w+):", path.read_text(), flags=re.MULTILINE):
+            found[name] = str(path.relative_to(workdir))
+    return found
+
+
+def build_dvc_yaml(jobs: list[SnakemakeJob], configfiles: list[str], workdir: Path) -> dict:
+    """The dvc.yaml content for `jobs`: {"stages": {name: stage}}."""
+    files = configfiles or ["config/config.yaml"]
+    configs = [(f, load_yaml(workdir / f)) for f in files]
+    merged: dict = {}
+    for _, config in configs:
+        deep_update(merged, config)
+    defined_in = rule_files(workdir)
+    flags = " ".join(f"--configfile {f}" for f in configfiles)
+    stages = {}
+    for job in sorted(jobs, key=stage_name):
+        params: dict[str, list[str]] = {}
+        for key in param_keys(job.rule, merged, job.wildcards):
+            owner = [f for f, c in configs if _has_key(c, key)][-1]  # the last file that sets it wins
+            params.setdefault(owner, []).append(key)
+        metrics = [o for o in job.outputs if o.endswith("metrics.json")]
+        stage = {
+            # targets first: --allowed-rules and --configfile take several values
+            "cmd": f"snakemake {' '.join(job.outputs)} --profile {DVC_STAGE_PROFILE} --allowed-rules {job.rule}"
+            + (f" {flags}" if flags else ""),
+            "deps": sorted({*job.inputs, defined_in[job.rule], "workflow/rules/common.smk", "Snakefile"}),
+        }
+        if params:
+            stage["params"] = [{f: keys} for f, keys in params.items()]
+        stage["outs"] = [o for o in job.outputs if o not in metrics]
+        if metrics:
+            stage["metrics"] = metrics
+        stages[stage_name(job)] = stage
+    return {"stages": stages}
+
+
+def _has_key(config: dict, key: str) -> bool:
+    try:
+        _lookup(config, key)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
+def render(dvc_yaml: dict, command: str) -> str:
+    """dvc.yaml text, starting with a comment that says it is generated and by what."""
+    header = (
+        f"# Generated by `{command}` from the Snakemake DAG (fem/dvc_stages.py).\n"
+        "# Do not edit: change the rules or the config, then regenerate. A test fails when\n"
+        "# this file differs from a fresh generation.\n"
+    )
+    return header + yaml.safe_dump(dvc_yaml, sort_keys=False, width=1000)
+
+
+def generate(targets: list[str], configfiles: list[str], workdir: str | Path = ".") -> str:
+    """The dvc.yaml text for `targets` under `configfiles` (the Snakefile in `workdir`)."""
+    workdir = Path(workdir)
+    command = "fem dvc generate" + "".join(f" --configfile {f}" for f in configfiles) + " " + " ".join(targets)
+    return render(build_dvc_yaml(dry_run_jobs(targets, configfiles, workdir), configfiles, workdir), command)
+
+
+def drift(generated: str, committed_path: str | Path) -> str:
+    """A unified diff between the committed dvc.yaml and a fresh generation ("" if equal)."""
+    committed = Path(committed_path).read_text() if Path(committed_path).is_file() else ""
+    return "".join(
+        difflib.unified_diff(committed.splitlines(True), generated.splitlines(True), str(committed_path), "generated")
+    )
