@@ -50,7 +50,10 @@ def packed_data(path: str | None, work: Path) -> Path:
         if candidate and (Path(candidate) / "train_word_starts.npy").is_file():
             return Path(candidate)
     if path:
-        raise SystemExit(f"{path}: not a folder written by `fem tokenize` (train.npy, meta.json, ...)")
+        raise SystemExit(
+            f"{path}: no train_word_starts.npy; expected a folder written by the current `fem tokenize` "
+            "(train.npy, train_word_starts.npy, meta.json, tokenizer/)"
+        )
     import datasets
 
     from fem.data import load_corpus

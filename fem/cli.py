@@ -101,6 +101,12 @@ def _labels(args: argparse.Namespace) -> dict:
     return {k: _yaml_value(v) for k, v in labels.items()}
 
 
+# The declared outputs of the fine-tuning rules (the sweep/ folder of a learning-rate sweep
+# is kept for reading, not recorded: neither Snakemake nor DVC tracks it).
+GLUE_OUTPUTS = ("metrics.json", "predictions.csv")
+SQUAD_OUTPUTS = ("metrics.json", "predictions.json", "null_odds.json")
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
     from fem.data import get_task
     from fem.finetuning import finetune, sweep_learning_rates
@@ -117,7 +123,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     sweep_learning_rates(run, args.learning_rates, args.out)
     inputs = [args.task_dir, args.checkpoint]
-    _provenance(Path(args.out) / "provenance.json", args, inputs, [args.out], start)
+    outputs = [Path(args.out) / name for name in GLUE_OUTPUTS]
+    _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start)
 
 
 def cmd_finetune_squad(args: argparse.Namespace) -> None:
@@ -133,11 +140,12 @@ def cmd_finetune_squad(args: argparse.Namespace) -> None:
     def run(learning_rate: float, out: Path) -> dict:
         settings = _settings(SquadSettings, args, learning_rate=learning_rate)
         return finetune_squad(task, args.task_dir, args.checkpoint, out, settings, threads=args.threads,
-                              run_labels=_labels(args))  # fmt: skip
+                              run_labels=_labels(args), metric_names=tuple(args.metrics))  # fmt: skip
 
     sweep_learning_rates(run, args.learning_rates, args.out)
     inputs = [args.task_dir, args.checkpoint]
-    _provenance(Path(args.out) / "provenance.json", args, inputs, [args.out], start)
+    outputs = [Path(args.out) / name for name in SQUAD_OUTPUTS]
+    _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start)
 
 
 def cmd_table2(args: argparse.Namespace) -> None:
@@ -221,8 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--label", action="append", default=[], help="key=value stored under 'run' in metrics.json")
         p.add_argument("--learning-rates", type=_yaml_value, required=True, help="a list; several: best on dev")
-        if settings_class is FinetuneSettings:
-            p.add_argument("--metrics", type=_yaml_value, required=True, help="the task's metric names, a list")
+        p.add_argument("--metrics", type=_yaml_value, required=True, help="the task's metric names, a list")
         _add_settings(p, settings_class, exclude=("learning_rate",))
         p.set_defaults(handler=handler)
 

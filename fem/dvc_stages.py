@@ -27,6 +27,7 @@ import yaml
 from fem.config import ConfigError, deep_update, load_yaml
 
 DVC_STAGE_PROFILE = "workflow/profiles/dvc-stage"
+BASE_CONFIG = "config/config.yaml"  # the Snakefile's `configfile:`
 SETTINGS = ("scratch", "continual")  # the `setting` wildcard's values: left out of stage names
 
 # The config keys each rule reads (sections are expanded to their keys, minus `except`).
@@ -124,7 +125,22 @@ def param_keys(rule: str, config: dict, wildcards: dict[str, str]) -> list[str]:
         keys += [f"{section}.{k}" for k in _lookup(config, section)]
     if "per_task" in spec:
         keys.append(f"{spec['per_task']}.{wildcards['task']}")
-    return sorted(k for k in keys if k not in spec.get("except", []))
+    keys = [k for k in keys if k not in spec.get("except", [])]
+    return sorted(leaf for k in keys for leaf in _leaves(config, k))
+
+
+def _leaves(config: dict, key: str) -> list[str]:
+    """`key`, or its leaf keys when its value is a mapping (so that a config file that
+    overrides one sub-key owns only that sub-key in dvc.yaml's params)."""
+    try:
+        value = _lookup(config, key)
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"config key {key!r}, read by a rule (fem.dvc_stages.RULE_PARAMS), is not in the config"
+        ) from None
+    if isinstance(value, dict):
+        return [leaf for sub in value for leaf in _leaves(config, f"{key}.{sub}")]
+    return [key]
 
 
 def rule_files(workdir: Path) -> dict[str, str]:
@@ -138,7 +154,8 @@ def rule_files(workdir: Path) -> dict[str, str]:
 
 def build_dvc_yaml(jobs: list[SnakemakeJob], configfiles: list[str], workdir: Path) -> dict:
     """The dvc.yaml content for `jobs`: {"stages": {name: stage}}."""
-    files = configfiles or ["config/config.yaml"]
+    # as Snakemake: the Snakefile's config/config.yaml first, then --configfile files on top
+    files = [BASE_CONFIG, *[f for f in configfiles if f != BASE_CONFIG]]
     configs = [(f, load_yaml(workdir / f)) for f in files]
     merged: dict = {}
     for _, config in configs:

@@ -204,6 +204,7 @@ def sweep_learning_rates(run: Callable[[float, Path], dict], learning_rates: lis
         results = {learning_rates[0]: run(learning_rates[0], out_dir)}
         best = learning_rates[0]
     else:
+        shutil.rmtree(out_dir / "sweep", ignore_errors=True)  # runs of an earlier sweep are not this one's
         results = {lr: run(lr, out_dir / "sweep" / f"lr-{lr:g}") for lr in learning_rates}
         best = max(learning_rates, key=lambda lr: results[lr]["score"])  # the first of equal scores
         for file in (out_dir / "sweep" / f"lr-{best:g}").iterdir():

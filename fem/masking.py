@@ -218,8 +218,9 @@ def span_partition(seed, epoch, indices, n, length, span: SpanShape) -> np.ndarr
 def _fe_span_slots(seed, epoch, indices, n, length, segments, span: SpanShape):
     """Tile the row with geometric spans, shuffle the spans, lay them end to end in that
     order and cut the line into K equal parts; a span joins the part holding its midpoint.
-    Groups are disjoint unions of whole spans covering every slot, each within about half a
-    span of n/K slots."""
+    Groups are disjoint unions of whole spans covering every slot; each cut lies within half a
+    span of its place, so a group is within about one span (max_length) of n/K slots, and may
+    be empty when n/K is small."""
     span_of_slot = span_partition(seed, epoch, indices, n, length, span)
     batch = len(n)
     lengths = np.zeros((batch, length + 1), dtype=np.int64)  # per span id; last column = "no span"

@@ -282,5 +282,10 @@ def pretrain(
 def _word_starts(data_dir: Path) -> np.ndarray:
     path = data_dir / "train_word_starts.npy"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: whole_word masking needs the word starts `fem tokenize` writes")
+        from fem.data import DataSourceError
+
+        raise DataSourceError(
+            f"{path} not found: whole_word masking needs the word starts that `fem tokenize` writes "
+            "(tokenize the corpus again)"
+        )
     return np.load(path, mmap_mode="r")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "snakemake")
 CODE_ROOT = Path(__file__).resolve().parent.parent
+CODE_PATHS = ("fem", "workflow", "Snakefile", "config", "pyproject.toml")  # what "dirty" is about
 
 
 def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
@@ -28,11 +29,13 @@ def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-def hash_paths(paths: list[str | Path], skip: tuple[str, ...] = ("provenance.json", ".gitignore")) -> dict[str, str]:
+def hash_paths(
+    paths: list[str | Path], skip: tuple[str, ...] = ("provenance.json", ".gitignore", ".snakemake_timestamp")
+) -> dict[str, str]:
     """sha256 of each file; folders are expanded to every file inside (sorted). Files named
-    in `skip` are left out: the provenance files themselves, and the .gitignore files DVC
-    writes beside its outputs (they are bookkeeping, not data, and `dvc pull` does not
-    restore them)."""
+    in `skip` are left out: the provenance files themselves, the .gitignore files DVC writes
+    beside its outputs and the timestamp Snakemake writes into folder outputs (bookkeeping,
+    not data; `dvc pull` does not restore them)."""
     hashes = {}
     for path in map(Path, paths):
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -53,7 +56,8 @@ def git_state(root: Path = CODE_ROOT) -> dict:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # Only the code counts: dvc.lock, which `dvc repro` rewrites between stages, and data do not.
+    status = git("status", "--porcelain", "--untracked-files=normal", "--", *CODE_PATHS)
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

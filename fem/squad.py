@@ -189,10 +189,11 @@ def finetune_squad(
     settings: SquadSettings,
     threads: int = 1,
     run_labels: dict | None = None,
+    metric_names: tuple[str, ...] | None = None,
 ) -> dict:
     """Fine-tune `checkpoint_dir` on SQuAD-format data saved at `task_dir` (splits "train" and
     "validation"), evaluate on the validation split. Writes out_dir/metrics.json,
-    out_dir/predictions.json ({question id: answer text}) and, for v2, out_dir/null_odds.json
+    out_dir/predictions.json ({question id: answer text}), out_dir/null_odds.json
     ({question id: null score - best span score; null when no span was valid}). Metrics are
     fractions in [0, 1]."""
     import datasets
@@ -285,11 +286,11 @@ def finetune_squad(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "predictions.json").write_text(json.dumps(predictions, indent=2) + "\n")
-    if task.unanswerable:
-        # strict JSON: no valid span at all (odds +inf) is written as null
-        null_odds = {ids[i]: odds[i] if math.isfinite(odds[i]) else None for i in range(len(ids))}
-        (out_dir / "null_odds.json").write_text(json.dumps(null_odds, indent=2) + "\n")
-    metric_names = ["exact_match", "f1"]
+    # null score - best span score per question (v1.1 too: it shows how sure each answer is);
+    # strict JSON: no valid span at all (odds +inf) is written as null
+    null_odds = {ids[i]: odds[i] if math.isfinite(odds[i]) else None for i in range(len(ids))}
+    (out_dir / "null_odds.json").write_text(json.dumps(null_odds, indent=2) + "\n")
+    metric_names = list(metric_names or task.metrics)
     result = {
         "task": task.name,
         "run": run_labels or {},

@@ -162,3 +162,17 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     assert (
         done.returncode != 0 and "results/scratch/pretrain/fe-s1/model/model.safetensors" in done.stdout + done.stderr
     )
+
+
+def test_a_partial_override_owns_only_the_keys_it_sets(tmp_path, mirror):
+    """As Snakemake: config/config.yaml first, then --configfile files; a file that overrides
+    one sub-key of a mapping owns only that sub-key in the stage's params."""
+    work = copy_repository(tmp_path)
+    (work / "override.yaml").write_text("scale: probe\npretrain:\n  span: {max_length: 5}\n")
+    done = generate(work, mirror, "--configfile", "override.yaml", "--out", "override-dvc.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    stage = yaml.safe_load((work / "override-dvc.yaml").read_text())["stages"]["pretrain-fe-s1"]
+    params = {file: keys for entry in stage["params"] for file, keys in entry.items()}
+    assert params["override.yaml"] == ["pretrain.span.max_length"]
+    assert "pretrain.span.geometric_p" in params["config/config.yaml"]
+    assert stage["cmd"].endswith("--configfile override.yaml")

@@ -40,6 +40,7 @@ rule finetune_squad:
     output:
         metrics="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
         predictions="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/predictions.json",
+        null_odds="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/null_odds.json",
         provenance="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/provenance.json",
     log:
         "logs/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}.log",
@@ -48,10 +49,11 @@ rule finetune_squad:
     threads: config["implementation"]["finetune_threads"]
     params:
         settings=cli_flags(config["finetune"]["squad"]),
+        metrics=lambda wildcards: cli_flags({"metrics": config["finetune"]["metrics"][wildcards.task]}),
     shell:
         "fem finetune-squad --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoint}"
         " --out results/{wildcards.setting}/finetune/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}-f{wildcards.ftseed}"
-        " --seed {wildcards.ftseed} {params.settings} --threads {threads}"
+        " --seed {wildcards.ftseed} {params.settings} {params.metrics} --threads {threads}"
         " --label setting={wildcards.setting} --label strategy={wildcards.strategy}"
         " --label pretrain_seed={wildcards.seed} --label finetune_seed={wildcards.ftseed}"
         " 2>&1 | tee {log}"

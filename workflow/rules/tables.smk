@@ -10,9 +10,10 @@ def table2_caption():
     compared = [s for s in STRATEGIES if s != "random"] if "random" in STRATEGIES else []
     n_pre = len(PRETRAIN_SEEDS)
     test = (
-        f" '<s>_minus_random' is the difference of means and 'p_<s>' the two-sided p-value of an exact "
-        f"sign-flip test of the paired differences over the {n_pre} pre-training seed(s) (fine-tuning "
-        f"seeds averaged within each; the smallest p attainable is {2 / 2**n_pre:.4g})."
+        f" '<s>_minus_random' is the difference of means and 'p_<s>' the two-sided p-value of a paired "
+        f"test over the {n_pre} pre-training seed(s), fine-tuning seeds averaged within each (column "
+        f"'test': exact sign-flip up to 16 seeds, then a paired t-test; with n seeds the smallest exact "
+        f"p is 2/2^n = {2 / 2**n_pre:.4g} here)."
         if compared
         else ""
     )
