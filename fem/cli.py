@@ -46,7 +46,7 @@ def _settings(settings_class, args: argparse.Namespace, **values):
 def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list, start: float) -> None:
     from fem.provenance import write_provenance
 
-    parameters = {k: v for k, v in vars(args).items() if k != "handler"}
+    parameters = {k: v for k, v in vars(args).items() if k not in ("handler", "settings_class")}
     write_provenance(out, sys.argv, parameters, inputs, outputs, time.perf_counter() - start)
 
 
@@ -108,43 +108,28 @@ SQUAD_OUTPUTS = ("metrics.json", "predictions.json", "null_odds.json")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    """`fem finetune` (GLUE) and `fem finetune-squad` (SQuAD): one run per learning rate of
+    the sweep, the best kept, then provenance of the declared outputs."""
     from fem.data import get_task
     from fem.finetuning import finetune, sweep_learning_rates
-
-    start = time.perf_counter()
-    task = get_task(args.task)
-    if task.is_qa:
-        raise ConfigError(f"task {args.task} is extractive QA: use `fem finetune-squad`")
-
-    def run(learning_rate: float, out: Path) -> dict:
-        settings = _settings(FinetuneSettings, args, learning_rate=learning_rate)
-        return finetune(task, args.task_dir, args.checkpoint, out, settings, threads=args.threads,
-                        run_labels=_labels(args), metric_names=tuple(args.metrics))  # fmt: skip
-
-    sweep_learning_rates(run, args.learning_rates, args.out)
-    inputs = [args.task_dir, args.checkpoint]
-    outputs = [Path(args.out) / name for name in GLUE_OUTPUTS]
-    _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start)
-
-
-def cmd_finetune_squad(args: argparse.Namespace) -> None:
-    from fem.data import get_task
-    from fem.finetuning import sweep_learning_rates
     from fem.squad import finetune_squad
 
     start = time.perf_counter()
     task = get_task(args.task)
-    if not task.is_qa:
-        raise ConfigError(f"task {args.task} is not extractive QA: use `fem finetune`")
+    squad = args.settings_class is SquadSettings
+    if task.is_qa != squad:
+        right = "fem finetune-squad" if task.is_qa else "fem finetune"
+        raise ConfigError(f"task {args.task} is {'' if task.is_qa else 'not '}extractive QA: use `{right}`")
+    train = finetune_squad if squad else finetune
 
     def run(learning_rate: float, out: Path) -> dict:
-        settings = _settings(SquadSettings, args, learning_rate=learning_rate)
-        return finetune_squad(task, args.task_dir, args.checkpoint, out, settings, threads=args.threads,
-                              run_labels=_labels(args), metric_names=tuple(args.metrics))  # fmt: skip
+        settings = _settings(args.settings_class, args, learning_rate=learning_rate)
+        return train(task, args.task_dir, args.checkpoint, out, settings, threads=args.threads,
+                     run_labels=_labels(args), metric_names=tuple(args.metrics))  # fmt: skip
 
     sweep_learning_rates(run, args.learning_rates, args.out)
     inputs = [args.task_dir, args.checkpoint]
-    outputs = [Path(args.out) / name for name in SQUAD_OUTPUTS]
+    outputs = [Path(args.out) / name for name in (SQUAD_OUTPUTS if squad else GLUE_OUTPUTS)]
     _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start)
 
 
@@ -217,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, PretrainImplementation, required=False)
     p.set_defaults(handler=cmd_pretrain)
 
-    for name, settings_class, handler, what in [
-        ("finetune", FinetuneSettings, cmd_finetune, "a GLUE task"),
-        ("finetune-squad", SquadSettings, cmd_finetune_squad, "SQuAD v1.1 or v2.0"),
+    for name, settings_class, what in [
+        ("finetune", FinetuneSettings, "a GLUE task"),
+        ("finetune-squad", SquadSettings, "SQuAD v1.1 or v2.0"),
     ]:
         p = sub.add_parser(name, help=f"fine-tune a checkpoint on {what}")
         p.add_argument("--task", required=True)
@@ -231,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--learning-rates", type=_yaml_value, required=True, help="a list; several: best on dev")
         p.add_argument("--metrics", type=_yaml_value, required=True, help="the task's metric names, a list")
         _add_settings(p, settings_class, exclude=("learning_rate",))
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=cmd_finetune, settings_class=settings_class)
 
     p = sub.add_parser("dvc", help="DVC integration")
     dvc = p.add_subparsers(required=True, metavar="action")
