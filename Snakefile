@@ -18,9 +18,11 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/variance.smk"
 include: "workflow/rules/tables.smk"
 
 
 rule all:
     input:
         "results/table2.csv",
+        "results/table5.csv",

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from fem.config import ConfigError
-from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings, SquadSettings
+from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings, SquadSettings, VarianceSettings
 
 
 def _yaml_value(text: str):
@@ -145,6 +145,57 @@ def cmd_table2(args: argparse.Namespace) -> None:
     _provenance(provenance, args, args.metrics, [args.csv, args.md], start)
 
 
+def _checkpoint_run(args: argparse.Namespace) -> dict:
+    """Labels of the analysed checkpoint: strategy and seed from --label, step and validation
+    loss from its checkpoint_metrics.json (intermediate) or the run's metrics.json (final)."""
+    import json
+
+    metrics = json.loads(Path(args.checkpoint_metrics).read_text())
+    final = "settings" in metrics  # a run's metrics.json; checkpoint_metrics.json has only step and loss
+    step = metrics["settings"]["steps"] if final else metrics["step"]
+    return _labels(args) | {"step": step, "final": final, "validation_mlm_loss": metrics["validation_mlm_loss"],
+                            "checkpoint": str(args.checkpoint)}  # fmt: skip
+
+
+def cmd_variance(args: argparse.Namespace) -> None:
+    import json
+
+    from fem.mask_gradients import analyse_checkpoint
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    run = _checkpoint_run(args)
+    result = {"run": run} | analyse_checkpoint(
+        args.checkpoint, args.data, _settings(VarianceSettings, args), args.threads, args.chunk_rows
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "variance.json").write_text(json.dumps(result, indent=1) + "\n")
+    ratios = result["estimators"]["ratios"]
+    print(f"slope of covariance per Hamming unit {result['hamming']['slope']['value']:.4g} "
+          f"(closed form {result['hamming']['closed_form_slope']:.4g}); "
+          + "; ".join(f"{k} {v['value']:.3g} [{v['lo']:.3g}, {v['hi']:.3g}]" for k, v in ratios.items()))  # fmt: skip
+    inputs = [args.checkpoint, args.checkpoint_metrics, Path(args.data) / "validation.npy"]
+    _provenance(out / "provenance.json", args, inputs, [out / "variance.json"], start)
+
+
+def cmd_table5(args: argparse.Namespace) -> None:
+    from fem.figures import plot_estimator_variance, plot_variance_vs_hamming
+    from fem.tables import load_variance_results, variance_markdown, variance_table
+
+    start = time.perf_counter()
+    results = load_variance_results(args.results)
+    table = variance_table(results)
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.csv, index=False)
+    title = "Table 5: gradient variance of fully-explored vs random masks"
+    Path(args.md).write_text(variance_markdown(table, title, args.caption))
+    plot_variance_vs_hamming(results, args.hamming_figure)
+    plot_estimator_variance(results, args.estimator_figure)
+    print(Path(args.md).read_text())
+    outputs = [args.csv, args.md, args.hamming_figure, args.estimator_figure]
+    _provenance(Path(args.csv).with_suffix(".provenance.json"), args, args.results, outputs, start)
+
+
 def cmd_dvc_generate(args: argparse.Namespace) -> None:
     from fem.dvc_stages import drift, generate
 
@@ -218,10 +269,33 @@ def build_parser() -> argparse.ArgumentParser:
         _add_settings(p, settings_class, exclude=("learning_rate",))
         p.set_defaults(handler=cmd_finetune, settings_class=settings_class)
 
+    p = sub.add_parser("variance", help="gradient-variance analysis of one checkpoint (DESIGN §6)")
+    p.add_argument("--checkpoint", required=True, help="a saved BertForMaskedLM folder")
+    p.add_argument("--checkpoint-metrics", required=True,
+                   help="its checkpoint_metrics.json, or the run's metrics.json for the final model")  # fmt: skip
+    p.add_argument("--data", required=True, help="folder written by `fem tokenize` (validation.npy is analysed)")
+    p.add_argument("--out", required=True, help="folder for variance.json and provenance.json")
+    p.add_argument(
+        "--label", action="append", default=[], help="key=value stored under 'run' (strategy, pretrain_seed)"
+    )
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--chunk-rows", type=int, default=32, help="rows per vmap call (memory; not results)")
+    _add_settings(p, VarianceSettings)
+    p.set_defaults(handler=cmd_variance)
+
+    p = sub.add_parser("table5", help="build results/table5.csv, .md and the two variance figures")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--hamming-figure", required=True)
+    p.add_argument("--estimator-figure", required=True)
+    p.add_argument("--caption", required=True)
+    p.add_argument("results", nargs="+", help="variance.json files of `fem variance`")
+    p.set_defaults(handler=cmd_table5)
+
     p = sub.add_parser("dvc", help="DVC integration")
     dvc = p.add_subparsers(required=True, metavar="action")
     p = dvc.add_parser("generate", help="write dvc.yaml from the Snakemake DAG (one stage per job)")
-    p.add_argument("targets", nargs="*", default=["results/table2.csv"])
+    p.add_argument("targets", nargs="*", default=["results/table2.csv", "results/table5.csv"])
     p.add_argument("--configfile", nargs="*", default=[], help="config files, as given to snakemake")
     p.add_argument("--out", default="dvc.yaml")
     p.add_argument("--check", action="store_true", help="compare with --out instead of writing; exit 1 on drift")

@@ -166,6 +166,25 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
             f"{pre['rows_per_step']} (each micro-batch needs at least one row)"
         )
     problems += _finetune_problems(config["finetune"])
+    problems += _variance_problems(config["variance"], pre, segments)
+    return problems
+
+
+def _variance_problems(variance: dict[str, Any], pre: dict[str, Any], segments: int) -> list[str]:
+    problems = []
+    unsaved = [c for c in variance["checkpoints"] if c != "final" and c not in pre["save_steps"]]
+    if unsaved:
+        problems.append(
+            f"variance.checkpoints: steps {unsaved} are not in pretrain.save_steps = {pre['save_steps']}; "
+            "expected saved steps (0 = initialisation) or final"
+        )
+    if variance["hamming_sequences"] > variance["sequences"]:
+        problems.append(
+            f"variance.hamming_sequences: {variance['hamming_sequences']} exceeds variance.sequences = "
+            f"{variance['sequences']}"
+        )
+    if variance["sequences"] < segments:
+        problems.append(f"variance.sequences: {variance['sequences']} is below K = {segments} (random_kseq draws K)")
     return problems
 
 

@@ -6,7 +6,8 @@ all training blocks. Model initialisation and dropout use torch's global seed.
 
 Output folder (out_dir):
   model/                final model, loadable with AutoModelForMaskedLM.from_pretrained
-  checkpoints/step-N/   intermediate models at the configured save_steps (+ checkpoint_metrics.json)
+  checkpoints/step-N/   intermediate models at the configured save_steps (+ checkpoint_metrics.json);
+                        step-0 is the initialisation
   train_log.json        per step: loss, lr, sequences, rows, predictions; validation curve
   metrics.json          validation MLM loss (fixed masks), throughput, settings
   resume/               while running: the resumable state and finished intermediate
@@ -175,6 +176,11 @@ def pretrain(
         log = {"step": [], "loss": [], "lr": [], "sequences": [], "rows": [], "predictions": []}
         initial = validation_loss(model, validation, settings.mask_ratio, special, meta)
         log["validation"] = {"step": [0], "loss": [initial]}
+        if 0 in settings.save_steps:  # the initialisation, e.g. for the gradient-variance analysis
+            save_model_folder(
+                model, work / "checkpoints" / "step-0", data_dir / "tokenizer",
+                {"checkpoint_metrics.json": {"step": 0, "validation_mlm_loss": initial}},
+            )  # fmt: skip
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

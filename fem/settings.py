@@ -82,3 +82,20 @@ class SquadSettings:
     learning_rate: float
     warmup_ratio: float
     weight_decay: float
+
+
+@dataclass(frozen=True)
+class VarianceSettings:
+    """Settings of one gradient-variance analysis (the config's variance keys, plus the
+    checkpoint's mask_ratio and segments)."""
+
+    mask_ratio: float  # p; the random_kseq estimator masks round(p * n) positions
+    segments: int | str  # K, or "auto" = round(1/p)
+    sequences: int  # held-out blocks the replicates draw from (the first N of validation.npy)
+    hamming_sequences: int  # sequences of the covariance-vs-Hamming analysis (the first ones)
+    pairs_per_intersection: int  # mask pairs per sequence and intersection size, >= 2
+    replicates: int  # simulations of each K-copy estimator
+    bootstrap: int  # bootstrap resamples for the 95% intervals
+    parameters: str  # "without_word_embeddings" | "all"
+    projection_dim: int | None  # count-sketch dimension; None = full gradient of `parameters`
+    seed: int  # of the analysis: which sequences and masks are drawn

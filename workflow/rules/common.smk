@@ -23,6 +23,7 @@ wildcard_constraints:
     ftseed=r"\d+",
     task="[a-z0-9_]+",
     corpus="[A-Za-z0-9_.-]+",
+    step=r"\d+|final",
 
 
 PRETRAIN_SEEDS = config["seeds"]["pretrain"]
@@ -34,6 +35,7 @@ PRETRAIN_IMPLEMENTATION_FLAGS = (
     f"--accumulation-steps {config['implementation']['pretrain_accumulation_steps']}"
     f" --resume-every {config['implementation']['pretrain_resume_every']}"
 )
+VARIANCE_CHUNK_ROWS = config["implementation"]["variance_chunk_rows"]  # speed only: not a param
 SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]["segments"])
 
 
