@@ -136,6 +136,8 @@ def _number(text: str) -> float | int | None:
 
 
 def _row_name(row: dict[str, str]) -> str:
+    if "checkpoint" in row:  # Table 5: one row per analysed checkpoint
+        return f"checkpoint {row['checkpoint']}"
     return f"{row.get('task', '?')} ({row.get('metric', '?')})"
 
 
@@ -279,6 +281,7 @@ def audit(
             )
         report_rows.append(
             {
+                "name": _row_name(row),
                 "task": row.get("task"),
                 "metric": row.get("metric"),
                 "runs": entry["runs"],
@@ -376,7 +379,7 @@ def format_report(report: dict) -> str:
     _format_record(report, report["table_provenance"], 1, shown, lines, expand=False)
     run_numbers = {run: f"[{i}]" for i, run in enumerate(report["runs"], start=1)}
     for row in report["rows"]:
-        lines.append(f"row {row['task']} ({row['metric']})")
+        lines.append(f"row {row['name']}")
         if row["derived_from"] is not None:
             lines.append(f"  derived from the rows: {', '.join(row['derived_from']) or 'none'}")
         for number in row["numbers"]:

@@ -37,7 +37,7 @@ def plot_variance_vs_hamming(results: list[dict], path: str | Path) -> None:
     relative.plot(np.array(first["hamming"]["distance"]), first["hamming"]["closed_form_correlation"], "k--",
                   label="closed form (independent tokens)")  # fmt: skip
     n, m = first["n"], first["m"]
-    raw.set_yscale("symlog", linthresh=_linear_threshold(results))
+    raw.set_yscale("symlog", linthresh=_linear_threshold(results), linscale=0.5)
     raw.set(xlabel="Hamming distance |M1 △ M2| (positions)", ylabel="Cov(g(M1), g(M2))  (squared gradient norm)",
             title="Gradient covariance of two masks of one sequence")  # fmt: skip
     relative.set(xlabel="Hamming distance |M1 △ M2| (positions)", ylabel="Cov / Var(one mask)  (correlation)",
@@ -93,5 +93,5 @@ def plot_estimator_variance(results: list[dict], path: str | Path) -> None:
 
 
 def _linear_threshold(results: list[dict]) -> float:
-    """symlog's linear range: a tenth of the smallest one-mask variance shown."""
-    return 0.1 * min(abs(r["hamming"]["single_mask_variance"]["value"]) for r in results) or 1e-12
+    """symlog's linear range: a third of the smallest one-mask variance shown."""
+    return 0.3 * min(abs(r["hamming"]["single_mask_variance"]["value"]) for r in results) or 1e-12

@@ -115,9 +115,10 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     run(["git", "add", "-A"], work, env)
     run(["git", "commit", "-qm", "pipeline"], work, env)
 
-    run(dvc + ["repro", "table2"], work, env)
+    run(dvc + ["repro", "table2", "table5"], work, env)
     assert (work / "results" / "table2.csv").is_file() and (work / "dvc.lock").is_file()
-    assert "didn't change, skipping" in run(dvc + ["repro", "table2"], work, env)
+    assert (work / "results" / "table5.csv").is_file()
+    assert "didn't change, skipping" in run(dvc + ["repro", "table2", "table5"], work, env)
     assert "up to date" in run(dvc + ["status"], work, env)
 
     # one pre-training parameter changes: DVC and Snakemake agree on what is stale
@@ -125,7 +126,20 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
     stale = set(json.loads(run(dvc + ["status", "--json"], work, env)))
     planned = parse_dry_run(
-        run([sys.executable, "-m", "snakemake", "-n", "results/table2.csv", "--configfile", "micro.yaml"], work, env)
+        run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-n",
+                "results/table2.csv",
+                "results/table5.csv",
+                "--configfile",
+                "micro.yaml",
+            ],
+            work,
+            env,
+        )  # fmt: skip
     )
     assert stale == {"pretrain-fe-s1", "pretrain-fe-s2", "pretrain-random-s1", "pretrain-random-s2"}
     assert stale == {stage_name(job) for job in planned if job.reason.startswith("Params have changed")}
@@ -152,6 +166,10 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     assert "up to date" in run(dvc + ["status"], work, env)
     audit = [sys.executable, "-m", "fem", "audit", "results/table2.csv", "--verify", "--allow-dirty"]
     assert "OK" in run(audit, work, env)
+    table5_audit = run(
+        [sys.executable, "-m", "fem", "audit", "results/table5.csv", "--verify", "--allow-dirty"], work, env
+    )
+    assert "row checkpoint fe final" in table5_audit and "OK" in table5_audit
 
     # one flipped byte of a checkpoint is found and named
     weights = work / "results" / "scratch" / "pretrain" / "fe-s1" / "model" / "model.safetensors"

@@ -128,7 +128,11 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tm
         assert (workdir / "results" / "scratch" / run / "provenance.json").is_file()
 
     pretrained = workdir / "results" / "scratch" / "pretrain" / "fe-s1"
-    assert (pretrained / "checkpoints" / "step-3" / "config.json").is_file()  # pretrain.save_steps: [3]
+    for step in (0, 3):  # pretrain.save_steps: [0, 3]; step 0 is the initialisation
+        assert (pretrained / "checkpoints" / f"step-{step}" / "config.json").is_file()
+    train_log = json.loads((pretrained / "train_log.json").read_text())
+    step_0 = json.loads((pretrained / "checkpoints" / "step-0" / "checkpoint_metrics.json").read_text())
+    assert step_0 == {"step": 0, "validation_mlm_loss": train_log["validation"]["loss"][0]}
     assert not (pretrained / "resume").exists()  # resumable state removed once the job is complete
 
     assert planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror)) == {}
@@ -143,3 +147,40 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tm
     (workdir / "micro.yaml").write_text(yaml.safe_dump(config))
     plan = planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror))
     assert plan == {"pretrain": 4, "finetune": 8, "finetune_squad": 4, "table2": 1}
+
+
+@pytest.mark.slow
+def test_pipeline_builds_table5_and_its_figures_and_reruns_only_what_changed(tmp_path, mirror):
+    work = copy_workflow(tmp_path)
+    plan = planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror))
+    # micro checkpoints [0, 3, final] x strategies [random, fe]; the shared initialisation once
+    assert plan == {"download_corpus": 1, "tokenize": 1, "pretrain": 2, "variance": 5, "table5": 1}
+
+    snakemake(work, "results/table5.csv", mirror=mirror)
+    table = pd.read_csv(work / "results" / "table5.csv")
+    assert table.checkpoint.tolist() == ["init", "random step 3", "random final", "fe step 3", "fe final"]
+    assert table.step.tolist() == [0, 3, 6, 3, 6]
+    init = json.loads(
+        (work / "results/scratch/pretrain/random-s1/checkpoints/step-0/checkpoint_metrics.json").read_text()
+    )
+    assert table.validation_mlm_loss[0] == pytest.approx(init["validation_mlm_loss"])
+    assert (table.ratio_mask_sampling_fe_over_random_k_hi < 1).all()  # fe: far less mask-sampling variance
+    for column in ["covariance_slope", "var_fe", "var_random_k", "var_random_kseq", "ratio_total_fe_over_random_k"]:
+        # (a percentile interval of 6 replicates need not contain the estimate, but is ordered)
+        assert (table[f"{column}_lo"] < table[f"{column}_hi"]).all() and table[column].notna().all()
+    assert (table.covariance_slope < 0).all()  # covariance falls with Hamming distance
+    for figure in ["variance_vs_hamming.png", "estimator_variance.png"]:
+        assert (work / "results" / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| init |" in (work / "results" / "table5.md").read_text()
+    assert (work / "results/scratch/variance/fe-s1/step-final/provenance.json").is_file()
+    assert planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror)) == {}
+
+    # speed settings do not rerun the analysis; science settings do
+    config = yaml.safe_load((work / "micro.yaml").read_text())
+    config["implementation"]["variance_chunk_rows"] = 7
+    config["implementation"]["variance_threads"] = 2
+    (work / "micro.yaml").write_text(yaml.safe_dump(config))
+    assert planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror)) == {}
+    config["variance"]["replicates"] = 8
+    (work / "micro.yaml").write_text(yaml.safe_dump(config))
+    assert planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror)) == {"variance": 5, "table5": 1}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +18,7 @@ from fem.variance import (
     closed_form_kcopy_variance,
     covariance_by_intersection,
     estimator_draws,
+    estimator_summary,
     intersection_pairs,
 )
 
@@ -73,6 +78,35 @@ def test_covariance_against_hamming_distance_matches_the_closed_form_of_a_linear
     # Covariance is linear in the Hamming distance, negative for disjoint masks.
     assert exact[0] < 0 and np.allclose(np.diff(exact), np.diff(exact)[0])
     assert np.allclose(closed_form_covariance(intersection, N, M, variance), exact)
+
+
+def test_covariance_with_few_pairs_per_sequence_is_unbiased():
+    """3 pairs per sequence and intersection, 300 sequences: the per-sequence estimate must
+    divide by pairs - 1, or the mean is off by a factor 2/3."""
+    gradients, contributions = linear_per_token_model()
+    sequences, maskable = sequences_with_specials(300, seed=2)
+    curves = covariance_by_intersection(gradients, sequences, maskable, M, pairs=3, seed=0)
+    exact = exact_covariance(contributions, sequences, maskable, np.arange(M + 1))
+    assert curves.mean(0)[M] == pytest.approx(exact[M], rel=0.1)
+    assert np.abs(curves.mean(0) - exact).max() < 0.12 * exact[M]
+
+
+def test_estimator_variances_are_the_unbiased_sample_variances_of_the_replicates():
+    rng = np.random.default_rng(0)
+    draws = {
+        "fe": rng.normal(size=(5, 2, 3)),
+        "random_k": rng.normal(size=(5, 2, 3)),
+        "random_kseq": rng.normal(size=(5, 3)),
+    }
+    summary = estimator_summary(draws, bootstrap=50, seed=0)
+    total, within = summary["total_variance"], summary["mask_sampling_variance"]
+    assert total["random_kseq"]["value"] == pytest.approx(draws["random_kseq"].var(0, ddof=1).sum())
+    assert total["fe"]["value"] == pytest.approx(draws["fe"][:, 0].var(0, ddof=1).sum())
+    halves = ((draws["random_k"][:, 0] - draws["random_k"][:, 1]) ** 2).sum(1) / 2
+    assert within["random_k"]["value"] == pytest.approx(halves.mean())
+    ratio = summary["ratios"]["total_fe/random_kseq"]
+    assert ratio["value"] == pytest.approx(total["fe"]["value"] / total["random_kseq"]["value"])
+    assert ratio["lo"] < ratio["value"] < ratio["hi"]
 
 
 def test_fully_explored_masks_have_zero_mask_sampling_variance_when_k_times_m_is_n():
@@ -156,3 +190,15 @@ def test_fe_has_lower_gradient_variance_than_random_k_on_a_tiny_bert(tiny_bert):
     assert ratios["total_fe/random_k"]["hi"] < 1
     total = result["estimators"]["total_variance"]
     assert total["fe"]["value"] < total["random_k"]["value"]
+
+
+@pytest.mark.slow
+def test_speed_benchmark_runs_both_paths_and_checks_they_agree():
+    """A few rows of benchmarks/variance_speed.py: it must keep working (it exits non-zero
+    when the two paths disagree); the timings are measured by running it in full."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "variance_speed.py"
+    done = subprocess.run([sys.executable, str(script), "--rows", "14", "--chunk-rows", "7"],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ratios = [line for line in done.stdout.splitlines() if "ratio loop / vmap:" in line]
+    assert len(ratios) == 2 and all(float(line.split(":")[1].split()[0]) > 0 for line in ratios)
