@@ -35,7 +35,7 @@ table5: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/table5.csv
 
 dvc-yaml: setup  # regenerate dvc.yaml from the Snakemake DAG (after changing rules or config)
-	$(BIN)/fem dvc generate results/table2.csv results/table5.csv
+	$(BIN)/fem dvc generate results/report.md
 
 dvc-repro: setup
 	$(BIN)/dvc repro table2

@@ -133,13 +133,14 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start)
 
 
-def cmd_table2(args: argparse.Namespace) -> None:
+def cmd_score_table(args: argparse.Namespace) -> None:
+    """Tables 1, 2 and 4: tasks as rows, strategies as columns (fem.tables.glue_table)."""
     from fem.tables import glue_table, load_runs, write_table
 
     start = time.perf_counter()
-    table = glue_table(load_runs(args.metrics), args.tasks, args.strategies, args.baseline, tuple(args.average_exclude))
-    title = "Table 2: BERT pre-trained from scratch, GLUE and SQuAD dev"
-    write_table(table, args.csv, args.md, title, args.caption, args.strategies)
+    table = glue_table(load_runs(args.metrics), args.tasks, args.strategies, args.baseline,
+                       tuple(args.average_exclude), average_label=args.average_label)  # fmt: skip
+    write_table(table, args.csv, args.md, args.title, args.caption, args.strategies)
     print(table.drop(columns=["runs"]).to_string(index=False))
     provenance = Path(args.csv).with_suffix(".provenance.json")
     _provenance(provenance, args, args.metrics, [args.csv, args.md], start)
@@ -196,6 +197,47 @@ def cmd_table5(args: argparse.Namespace) -> None:
     _provenance(Path(args.csv).with_suffix(".provenance.json"), args, args.results, outputs, start)
 
 
+def cmd_table3(args: argparse.Namespace) -> None:
+    from fem.efficiency import efficiency_markdown, efficiency_table, validation_losses
+    from fem.figures import plot_efficiency
+    from fem.tables import load_runs
+
+    start = time.perf_counter()
+    table = efficiency_table(load_runs(args.metrics), validation_losses(args.train_logs), args.task,
+                             args.strategies, args.steps, args.total_steps)  # fmt: skip
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.csv, index=False)
+    title = "Table 3: efficiency, score and validation loss along pre-training"
+    Path(args.md).write_text(efficiency_markdown(table, title, args.caption))
+    plot_efficiency(table, args.task, args.figure)
+    print(table.drop(columns=["runs"]).to_string(index=False))
+    outputs = [args.csv, args.md, args.figure]
+    _provenance(Path(args.csv).with_suffix(".provenance.json"), args, args.metrics + args.train_logs, outputs, start)
+
+
+def cmd_task_text(args: argparse.Namespace) -> None:
+    """The text of a task's training split as a corpus (continual pre-training, Table 1)."""
+    import datasets
+
+    from fem.data import get_task
+
+    start = time.perf_counter()
+    task = get_task(args.task)
+    train = datasets.load_from_disk(args.task_dir)["train"]
+    texts = [" ".join(str(row[c]) for c in task.text_columns) for row in train]
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(args.out)
+    print(f"task {args.task}: {len(texts)} training texts -> {args.out}")
+    _provenance(Path(args.out) / "provenance.json", args, [args.task_dir], [args.out], start)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from fem.report import write_report as write_results_report
+
+    start = time.perf_counter()
+    write_results_report(args.out, args.tables, args.figures)
+    _provenance(Path(args.out).with_suffix(".provenance.json"), args, args.tables + args.figures, [args.out], start)
+
+
 def cmd_dvc_generate(args: argparse.Namespace) -> None:
     from fem.dvc_stages import drift, generate
 
@@ -249,7 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pre-train a BERT from scratch with one masking strategy")
     p.add_argument("--data", required=True, help="folder written by `fem tokenize`")
     p.add_argument("--out", required=True)
-    _add_settings(p, PretrainSettings)
+    _add_settings(p, PretrainSettings, exclude=("init_from",))
+    p.add_argument(
+        "--init-from", type=_yaml_value, default=None, help="pretrained encoder to continue (default: from scratch)"
+    )
     _add_settings(p, PretrainImplementation, required=False)
     p.set_defaults(handler=cmd_pretrain)
 
@@ -295,22 +340,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dvc", help="DVC integration")
     dvc = p.add_subparsers(required=True, metavar="action")
     p = dvc.add_parser("generate", help="write dvc.yaml from the Snakemake DAG (one stage per job)")
-    p.add_argument("targets", nargs="*", default=["results/table2.csv", "results/table5.csv"])
+    p.add_argument("targets", nargs="*", default=["results/report.md"], help="default: every table and the report")
     p.add_argument("--configfile", nargs="*", default=[], help="config files, as given to snakemake")
     p.add_argument("--out", default="dvc.yaml")
     p.add_argument("--check", action="store_true", help="compare with --out instead of writing; exit 1 on drift")
     p.set_defaults(handler=cmd_dvc_generate)
 
-    p = sub.add_parser("table2", help="build results/table2.csv and .md from fine-tuning metrics")
+    p = sub.add_parser("score-table", aliases=["table2"], help="build a table of task scores (Tables 1, 2, 4)")
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
+    p.add_argument("--title", default="Table 2: BERT pre-trained from scratch, GLUE and SQuAD dev")
+    p.add_argument("--average-label", default="glue average", help="name of the row averaging the task scores")
     p.add_argument("--tasks", nargs="+", required=True)
     p.add_argument("--strategies", nargs="+", required=True)
     p.add_argument("--baseline", default="random", help="strategy the others are compared with")
     p.add_argument("--average-exclude", nargs="*", default=["wnli"], help="tasks left out of the GLUE average")
     p.add_argument("--caption", required=True)
     p.add_argument("metrics", nargs="+", help="metrics.json files of fine-tuning runs")
-    p.set_defaults(handler=cmd_table2)
+    p.set_defaults(handler=cmd_score_table)
+
+    p = sub.add_parser("table3", help="build results/table3.csv, .md and the efficiency figure")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--figure", required=True)
+    p.add_argument("--task", required=True, help="the downstream task scored")
+    p.add_argument("--strategies", nargs="+", required=True)
+    p.add_argument("--steps", nargs="+", type=int, required=True, help="checkpoint steps, the final one included")
+    p.add_argument("--total-steps", type=int, required=True, help="pre-training steps (the final model's step)")
+    p.add_argument("--caption", required=True)
+    p.add_argument("--train-logs", nargs="+", required=True, help="train_log.json of the pre-training runs")
+    p.add_argument("metrics", nargs="+", help="metrics.json files of fine-tuning runs")
+    p.set_defaults(handler=cmd_table3)
+
+    p = sub.add_parser("task-text", help="save a task's training text as a corpus (continual pre-training)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--task-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_task_text)
+
+    p = sub.add_parser("report", help="build results/report.md from the tables' Markdown and the figures")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tables", nargs="+", required=True, help="tableN.md files, in order")
+    p.add_argument("--figures", nargs="*", default=[], help="figure files")
+    p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("audit", help="show (and verify) the chain of evidence behind every number of a table")
     p.add_argument("table", help="a results table CSV with a runs column, e.g. results/table2.csv")

@@ -167,6 +167,7 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
         )
     problems += _finetune_problems(config["finetune"])
     problems += _variance_problems(config["variance"], pre, segments)
+    problems += _table_problems(config, segments)
     return problems
 
 
@@ -188,12 +189,41 @@ def _variance_problems(variance: dict[str, Any], pre: dict[str, Any], segments: 
     return problems
 
 
+def _table_problems(config: dict[str, Any], segments: int) -> list[str]:
+    """Tables 1, 3 and 4: every task has its metric, steps are saved, K divides the rows."""
+    problems = []
+    pre, metrics = config["pretrain"], config["finetune"]["metrics"]
+    tasks = {"continual.tasks": config["continual"]["tasks"], "segment_counts.tasks": config["segment_counts"]["tasks"],
+             "efficiency.task": [config["efficiency"]["task"]]}  # fmt: skip
+    for key, names in tasks.items():
+        missing = [t for t in names if t not in metrics]
+        if missing:
+            problems.append(f"{key}: {missing} have no metric in finetune.metrics")
+    unsaved = [s for s in config["efficiency"]["steps"] if s != "final" and s not in pre["save_steps"]]
+    if unsaved:
+        problems.append(f"efficiency.steps: {unsaved} are not in pretrain.save_steps = {pre['save_steps']}")
+    wrong = [k for k in config["segment_counts"]["segments"] if pre["rows_per_step"] % k]
+    if wrong:
+        problems.append(
+            f"segment_counts.segments: {wrong} do not divide pretrain.rows_per_step = {pre['rows_per_step']} "
+            "(compute matching needs rows/K whole sequences per step)"
+        )
+    continual = pre | config["continual"]["pretrain"]
+    k = resolve_segments(continual["mask_ratio"], continual["segments"])
+    multi_copy = [s for s in config["continual"]["strategies"] if s in MULTI_COPY_STRATEGIES]
+    if multi_copy and continual["rows_per_step"] % k:
+        problems.append(f"continual.pretrain.rows_per_step: {continual['rows_per_step']} is not a multiple of K = {k}")
+    return problems
+
+
 # Which metrics make sense for which kind of task.
 _CLASSIFICATION_METRICS = {"accuracy", "matthews_correlation", "f1"}
 _BINARY_ONLY = {"f1", "matthews_correlation"}
 _MULTI_CLASS_TASKS = {"mnli"}
 _REGRESSION_TASKS = {"stsb"}
 _QA_TASKS = {"squad", "squad_v2"}
+_TEXT_CLASSIFICATION_TASKS = {"chemprot", "rct", "citation_intent", "sciie", "hyperpartisan", "agnews",
+                              "helpfulness", "imdb", "bbc_news"}  # fmt: skip
 
 
 def _finetune_problems(finetune: dict[str, Any]) -> list[str]:
@@ -205,6 +235,8 @@ def _finetune_problems(finetune: dict[str, Any]) -> list[str]:
             continue
         if task in _QA_TASKS:
             allowed = {"exact_match", "f1"}
+        elif task in _TEXT_CLASSIFICATION_TASKS:
+            allowed = {"accuracy", "macro_f1", "micro_f1"}
         elif task in _REGRESSION_TASKS:
             allowed = {"pearson", "spearman"}
         elif task in _MULTI_CLASS_TASKS:

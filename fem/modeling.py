@@ -39,6 +39,32 @@ def build_bert(
     return BertForMaskedLM(config)
 
 
+def load_pretrained_mlm(source: str, vocab_size: int):
+    """A pretrained encoder with its MLM head (a hub id such as FacebookAI/roberta-base, a
+    folder, or "pip:<package>"); a head missing from the checkpoint is initialised fresh, as
+    transformers does. Its vocabulary must be the tokenizer's (`vocab_size`)."""
+    from transformers import AutoModelForMaskedLM
+
+    from fem.tokenization import resolve_pretrained_source
+
+    model = AutoModelForMaskedLM.from_pretrained(resolve_pretrained_source(source))
+    if model.config.vocab_size < vocab_size:
+        raise ValueError(
+            f"model {source!r} has {model.config.vocab_size} token embeddings but the tokenized data has a "
+            f"vocabulary of {vocab_size}; tokenize with the model's own tokenizer"
+        )
+    return model
+
+
+def mlm_parts(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(encoder, LM head) of a masked-LM model: BERT's `bert` / `cls`, RoBERTa's `roberta` /
+    `lm_head` (any model whose base model returns last_hidden_state)."""
+    head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+    if head is None:
+        raise TypeError(f"{type(model).__name__} has no `cls` or `lm_head` masked-LM head")
+    return model.base_model, head
+
+
 def sparse_mlm_loss(
     model: BertForMaskedLM,
     input_ids: torch.Tensor,
@@ -52,6 +78,7 @@ def sparse_mlm_loss(
     input_ids: int64 [R, L]; masked: bool [R, L]; targets: int64 [M] in row-major order of
     `masked`. Packed blocks have no padding, so no attention mask is needed.
     """
-    hidden = model.bert(input_ids=input_ids).last_hidden_state  # [R, L, H]
-    logits = model.cls(hidden[masked])  # [M, V]
+    encoder, head = mlm_parts(model)
+    hidden = encoder(input_ids=input_ids).last_hidden_state  # [R, L, H]
+    logits = head(hidden[masked])  # [M, V]
     return F.cross_entropy(logits.float(), targets, reduction=reduction)

@@ -29,7 +29,7 @@ import torch
 from fem.checkpointing import fingerprint, load_state, rng_state, save_model_folder, save_state, set_rng_state
 from fem.collation import MaskingSpec, mask_rows
 from fem.masking import SpanShape, resolve_segments
-from fem.modeling import build_bert, default_device, sparse_mlm_loss
+from fem.modeling import build_bert, default_device, load_pretrained_mlm, sparse_mlm_loss
 from fem.optimization import lr_multiplier, param_groups
 from fem.settings import PretrainImplementation, PretrainSettings
 
@@ -113,8 +113,8 @@ def pretrain(
     settings: PretrainSettings,
     implementation: PretrainImplementation | None = None,
 ) -> dict:
-    """Pre-train a BERT from scratch on the packed blocks in `data_dir` (see the module
-    docstring for what lands in `out_dir`); resumes from out_dir/resume when a state of
+    """Pre-train a BERT from scratch (or continue `settings.init_from`) on the packed blocks
+    in `data_dir` (see the module docstring for what lands in `out_dir`); resumes from out_dir/resume when a state of
     the same run is there. `implementation` defaults to PretrainImplementation(). Returns
     the metrics."""
     implementation = implementation or PretrainImplementation()
@@ -140,16 +140,19 @@ def pretrain(
     )
     per_step = spec.sequences_per_step(settings.rows_per_step)
 
-    torch.manual_seed(settings.seed)
-    model = build_bert(
-        vocab_size=meta["vocab_size"],
-        hidden_size=settings.hidden_size,
-        num_hidden_layers=settings.num_hidden_layers,
-        num_attention_heads=settings.num_attention_heads,
-        intermediate_size=settings.intermediate_size,
-        max_position_embeddings=max(512, block_size),
-        pad_token_id=meta["pad_token_id"],
-    )
+    torch.manual_seed(settings.seed)  # also seeds a fresh MLM head of a pretrained encoder
+    if settings.init_from:
+        model = load_pretrained_mlm(settings.init_from, meta["vocab_size"])
+    else:
+        model = build_bert(
+            vocab_size=meta["vocab_size"],
+            hidden_size=settings.hidden_size,
+            num_hidden_layers=settings.num_hidden_layers,
+            num_attention_heads=settings.num_attention_heads,
+            intermediate_size=settings.intermediate_size,
+            max_position_embeddings=max(512, block_size),
+            pad_token_id=meta["pad_token_id"],
+        )
     device = default_device()
     model.to(device).train()
     if implementation.compile:
@@ -161,7 +164,9 @@ def pretrain(
         optimizer, lambda s: lr_multiplier(settings.schedule, s, settings.warmup_steps, settings.steps)
     )
     print(
-        f"pretrain {settings.strategy} seed {settings.seed}: {len(train)} train blocks of {block_size}, "
+        f"pretrain {settings.strategy} seed {settings.seed}"
+        f"{f' from {settings.init_from}' if settings.init_from else ''}: "
+        f"{len(train)} train blocks of {block_size}, "
         f"K={spec.segments}, per step {per_step} sequences / {settings.rows_per_step} rows "
         f"({implementation.accumulation_steps} micro-batch(es)), "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, device {device}",

@@ -30,10 +30,13 @@ class PretrainSettings:
     validate_every: int  # steps between validation losses (0: only at the start and end)
     save_steps: list[int]  # steps after which an intermediate checkpoint is kept
     log_every: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
+    hidden_size: int | None  # model shape when trained from scratch; None with init_from
+    num_hidden_layers: int | None
+    num_attention_heads: int | None
+    intermediate_size: int | None
+    # None: a BERT from scratch. Else the pretrained encoder to continue (hub id, folder or
+    # "pip:<package>"), for continual (task-adaptive) pre-training, Table 1.
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)

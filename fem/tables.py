@@ -36,6 +36,7 @@ def load_runs(metrics_files: list[str | Path]) -> pd.DataFrame:
                 "metric": "/".join(data["metric_names"]),
                 "metrics": data.get("metrics", {}),
                 "score": data["score"],
+                "step": data["run"].get("step"),  # pre-training step of the checkpoint (Table 3)
                 "source": str(path),
             }
         )
@@ -58,8 +59,8 @@ def _table_values(runs: pd.DataFrame, tasks: list[str], per_metric: set[str]) ->
     return pd.DataFrame(long)
 
 
-def _average_values(values: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    """The GLUE average per run-seed pair: the mean of the task scores of `tasks`."""
+def _average_values(values: pd.DataFrame, tasks: list[str], label: str = AVERAGE) -> pd.DataFrame:
+    """The average per run-seed pair (row `label`): the mean of the task scores of `tasks`."""
     of_tasks = values[values.task.isin(tasks)]
     keys = ["strategy", "pretrain_seed", "finetune_seed"]
     counts = of_tasks.groupby(keys).value.count()
@@ -67,7 +68,7 @@ def _average_values(values: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     if len(incomplete):
         raise ValueError(f"the GLUE average needs every task for each run; incomplete: {list(incomplete.index)}")
     average = of_tasks.groupby(keys, as_index=False).value.mean()
-    return average.assign(task=AVERAGE, metric="mean of task scores", source="")
+    return average.assign(task=label, metric="mean of task scores", source="")
 
 
 def _compare(of_row: pd.DataFrame, strategy: str, baseline: str) -> tuple[float, float, str, int]:
@@ -91,6 +92,7 @@ def glue_table(
     baseline: str = "random",
     average_exclude: tuple[str, ...] = ("wnli",),
     per_metric: tuple[str, ...] = ("squad", "squad_v2"),
+    average_label: str = AVERAGE,
 ) -> pd.DataFrame:
     """Table 2 (see the module docstring). Columns: task, metric; per strategy `<s>` (mean)
     and `<s>_std`; per strategy other than `baseline` `<s>_minus_<baseline>` and `p_<s>`;
@@ -105,8 +107,8 @@ def glue_table(
     glue_tasks = [t for t in tasks if t not in per_metric and t not in average_exclude]
     row_keys = [(t, m) for t in tasks if t not in per_metric for m in values[values.task == t].metric.unique()]
     if glue_tasks:
-        values = pd.concat([values, _average_values(values, glue_tasks)], ignore_index=True)
-        row_keys.append((AVERAGE, "mean of task scores"))
+        values = pd.concat([values, _average_values(values, glue_tasks, average_label)], ignore_index=True)
+        row_keys.append((average_label, "mean of task scores"))
     row_keys += [(t, m) for t in tasks if t in per_metric for m in values[values.task == t].metric.unique()]
     compared = [s for s in strategies if s != baseline] if baseline in strategies else []
 
@@ -121,7 +123,7 @@ def glue_table(
         for strategy in compared:
             difference, p_value, test, pairs = _compare(of_row, strategy, baseline)
             row[f"{strategy}_minus_{baseline}"], row[f"p_{strategy}"] = difference, p_value
-        used = of_row if task != AVERAGE else values[values.task.isin(glue_tasks)]
+        used = of_row if task != average_label else values[values.task.isin(glue_tasks)]
         row.update(
             test=test,
             pairs=pairs,

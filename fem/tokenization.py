@@ -34,6 +34,12 @@ def load_tokenizer(source: str):
     inside an installed package, found through its get_model_path() or its folder)."""
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(resolve_pretrained_source(source))
+
+
+def resolve_pretrained_source(source: str) -> str:
+    """A hub id or folder as given; "pip:<package>" -> the model folder inside that installed
+    package (its get_model_path(), else the package folder)."""
     if source.startswith("pip:"):
         package = source.removeprefix("pip:")
         try:
@@ -44,7 +50,7 @@ def load_tokenizer(source: str):
             ) from err
         getter = getattr(module, "get_model_path", None)
         source = str(getter()) if getter else str(Path(module.__file__).parent)
-    return AutoTokenizer.from_pretrained(source)
+    return source
 
 
 def split_documents(n_documents: int, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:

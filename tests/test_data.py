@@ -30,7 +30,12 @@ def write_hub_mirror(root, hub_id: str, config: str, splits: dict[str, dict]) ->
 
 
 def test_registry_has_all_glue_tasks_squad_and_the_corpora():
-    assert sorted(TASKS) == sorted([*GLUE, "squad", "squad_v2"])
+    dsp = ["chemprot", "rct", "citation_intent", "sciie", "hyperpartisan", "agnews", "helpfulness", "imdb"]
+    assert sorted(TASKS) == sorted([*GLUE, "squad", "squad_v2", *dsp, "bbc_news"])
+    assert all(TASKS[t].source == "jsonl" and TASKS[t].kind == "classification" for t in dsp)
+    assert TASKS["chemprot"].metrics == TASKS["rct"].metrics == ("micro_f1",)
+    assert all(TASKS[t].metrics == ("macro_f1",) for t in dsp if t not in ("chemprot", "rct"))
+    assert TASKS["rct"].hub_id == "dont_stop_pretraining/data/rct-20k"
     assert TASKS["squad"].hub_id == "rajpurkar/squad" and TASKS["squad_v2"].hub_id == "rajpurkar/squad_v2"
     assert TASKS["squad_v2"].unanswerable and TASKS["squad"].is_qa and not TASKS["squad"].unanswerable
     assert TASKS["mnli"].eval_splits == ("validation_matched", "validation_mismatched")

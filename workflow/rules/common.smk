@@ -17,8 +17,8 @@ except ConfigError as err:
 
 
 wildcard_constraints:
-    setting="scratch",
-    strategy="[a-z_]+",
+    setting="scratch|continual",
+    strategy=r"[a-z_]+(-k\d+)?",  # fe-k4: fe with K = 4 segments (Table 4)
     seed=r"\d+",
     ftseed=r"\d+",
     task="[a-z0-9_]+",
@@ -40,6 +40,23 @@ SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]
 
 
 GLUE_TASKS = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
+# Single-text classification tasks of Table 1 (fem.data: Don't Stop Pretraining, BBC News)
+CLASSIFICATION_TASKS = ["chemprot", "rct", "citation_intent", "sciie", "hyperpartisan", "agnews", "helpfulness",
+                        "imdb", "bbc_news"]  # fmt: skip
+CONTINUAL = config["continual"]
+CONTINUAL_TASKS = CONTINUAL["tasks"]
+
+
+def pretrain_strategy(strategy):
+    """The pre-training strategy and K of a strategy wildcard: "fe-k4" -> ("fe", 4) (Table 4),
+    anything else -> (strategy, pretrain.segments)."""
+    base, _, segments = strategy.partition("-k")
+    return base, int(segments) if segments else config["pretrain"]["segments"]
+
+
+def rule_resources(rule_name):
+    """Per-rule cluster resources from the config (resources.<rule>: gpu, mem_mb, runtime, ...)."""
+    return dict(config.get("resources", {}).get(rule_name) or {})
 
 
 def glue_settings():
@@ -48,18 +65,25 @@ def glue_settings():
     return {k: v for k, v in config["finetune"].items() if k not in per_task}
 
 
+def all_tasks():
+    """Every task some configured table fine-tunes on."""
+    return list(dict.fromkeys(TASKS + CONTINUAL_TASKS + config["segment_counts"]["tasks"]
+                              + [config["efficiency"]["task"]]))  # fmt: skip
+
+
 def check_task_sources():
     """Before any job starts: every configured task that is not downloaded yet must be
     findable in the hub mirror or on the hub, else stop with a message naming the hub id
     and the mirror path tried (fem.data.check_hub_dataset reads descriptions, not data)."""
-    from fem.data import DataSourceError, check_hub_dataset, get_task
+    from fem.data import DataSourceError, check_task_source, get_task
 
-    for name in TASKS:
+    if os.environ.get("FEM_CHECK_SOURCES", "1") == "0":  # e.g. planning paper scale offline
+        return
+    for name in all_tasks():
         if os.path.isdir(f"data/raw/tasks/{name}"):
             continue
-        task = get_task(name)
         try:
-            check_hub_dataset(task.hub_id, task.hub_config, config["hub_mirror"])
+            check_task_source(get_task(name), config["hub_mirror"])
         except DataSourceError as err:
             raise SystemExit(f"fem: task {name}: {err}") from None
 

@@ -2,6 +2,8 @@
 
 
 rule download_corpus:
+    wildcard_constraints:
+        corpus=r"(?!task-)[A-Za-z0-9_.-]+",  # task-<name>: a task's text (continual.smk)
     input:
         fem_modules("data", "cli"),
     output:

@@ -54,7 +54,7 @@ rule table2:
         average_exclude=" ".join(config["finetune"]["average_exclude"]),
         caption=table2_caption(),
     shell:
-        "fem table2 --csv {output.csv} --md {output.md} --tasks {params.tasks}"
+        "fem score-table --csv {output.csv} --md {output.md} --tasks {params.tasks}"
         " --strategies {params.strategies} --baseline random --average-exclude {params.average_exclude}"
         " --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
 
@@ -102,3 +102,175 @@ rule table5:
         "fem table5 --csv {output.csv} --md {output.md} --hamming-figure {output.hamming_figure}"
         " --estimator-figure {output.estimator_figure} --caption {params.caption:q} {input.results}"
         " 2>&1 | tee {log}"
+
+
+CONTINUAL_PRETRAIN_SEEDS = CONTINUAL["seeds"]["pretrain"]
+CONTINUAL_FINETUNE_SEEDS = CONTINUAL["seeds"]["finetune"]
+
+
+def statistics_caption(compared, n_pretrain, n_finetune):
+    """The sentence on means, standard deviations and the paired test (as Table 2's)."""
+    test = (
+        f" '<s>_minus_random' is the difference of means and 'p_<s>' the two-sided p-value of a paired test over "
+        f"the {n_pretrain} pre-training seed(s) (exact sign-flip up to 16 seeds, then a paired t-test)."
+        if compared
+        else ""
+    )
+    return f"Each cell is mean ± standard deviation over {n_pretrain} pre-training x {n_finetune} fine-tuning seed(s).{test}"
+
+
+def table1_caption():
+    pre, ft = CONTINUAL["pretrain"], CONTINUAL["finetune"]
+    rates = "/".join(f"{lr:g}" for lr in ft.get("learning_rates", config["finetune"]["learning_rates"]))
+    return (
+        f"Scale '{config['scale']}'. Continual (task-adaptive) pre-training: '{CONTINUAL['model']}' continued with "
+        f"masked-LM training on the text of each task's training split for {pre['steps']} steps of "
+        f"{pre['rows_per_step']} rows of {CONTINUAL['block_size']} tokens with each masking strategy (K = {SEGMENTS}), "
+        f"then fine-tuned on the task (learning rate {rates}). Dev scores x 100 with the task's metric (macro-F1, "
+        f"micro-F1 for ChemProt and RCT, as Don't Stop Pretraining; accuracy for SST-2); 'average' is the mean of "
+        f"the task scores. "
+        + statistics_caption(len(CONTINUAL["strategies"]) > 1, len(CONTINUAL_PRETRAIN_SEEDS), len(CONTINUAL_FINETUNE_SEEDS))
+    )
+
+
+rule table1:
+    input:
+        metrics=expand(
+            "results/continual/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
+            task=CONTINUAL_TASKS,
+            strategy=CONTINUAL["strategies"],
+            seed=CONTINUAL_PRETRAIN_SEEDS,
+            ftseed=CONTINUAL_FINETUNE_SEEDS,
+        ),
+        code=fem_modules("tables", "statistics", "cli"),
+    output:
+        csv="results/table1.csv",
+        md="results/table1.md",
+        provenance="results/table1.provenance.json",
+    log:
+        "logs/tables/table1.log",
+    benchmark:
+        "logs/benchmarks/tables/table1.tsv"
+    params:
+        tasks=" ".join(CONTINUAL_TASKS),
+        strategies=" ".join(CONTINUAL["strategies"]),
+        caption=table1_caption(),
+    shell:
+        "fem score-table --csv {output.csv} --md {output.md} --tasks {params.tasks} --strategies {params.strategies}"
+        " --baseline random --average-exclude --average-label average"
+        " --title 'Table 1: continual pre-training, then fine-tuning on the task'"
+        " --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
+
+
+EFFICIENCY = config["efficiency"]
+EFFICIENCY_STEPS = [s for s in EFFICIENCY["steps"] if s != "final"]
+
+
+def table3_caption():
+    return (
+        f"Scale '{config['scale']}'. Efficiency: checkpoints of each strategy's pre-training at steps "
+        f"{', '.join(map(str, EFFICIENCY_STEPS))} and the final model (step {config['pretrain']['steps']}), each "
+        f"fine-tuned on {EFFICIENCY['task']} (dev score x 100, fine-tuning as in Table 2); validation MLM loss on "
+        f"fixed random masks (nats per masked token). Mean ± standard deviation over {len(PRETRAIN_SEEDS)} "
+        f"pre-training x {len(FINETUNE_SEEDS)} fine-tuning seed(s). Compute per step is matched across strategies."
+    )
+
+
+rule table3:
+    input:
+        intermediate=expand(
+            "results/scratch/efficiency/{task}/{strategy}-s{seed}-step-{step}-f{ftseed}/metrics.json",
+            task=EFFICIENCY["task"],
+            strategy=STRATEGIES,
+            seed=PRETRAIN_SEEDS,
+            step=EFFICIENCY_STEPS,
+            ftseed=FINETUNE_SEEDS,
+        ),
+        final=expand(
+            "results/scratch/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
+            task=EFFICIENCY["task"],
+            strategy=STRATEGIES,
+            seed=PRETRAIN_SEEDS,
+            ftseed=FINETUNE_SEEDS,
+        ) if "final" in EFFICIENCY["steps"] else [],
+        train_logs=expand("results/scratch/pretrain/{strategy}-s{seed}/train_log.json", strategy=STRATEGIES,
+                          seed=PRETRAIN_SEEDS),
+        code=fem_modules("efficiency", "figures", "tables", "statistics", "cli"),
+    output:
+        csv="results/table3.csv",
+        md="results/table3.md",
+        figure="results/figures/efficiency.png",
+        provenance="results/table3.provenance.json",
+    log:
+        "logs/tables/table3.log",
+    benchmark:
+        "logs/benchmarks/tables/table3.tsv"
+    params:
+        strategies=" ".join(STRATEGIES),
+        steps=" ".join(str(config["pretrain"]["steps"] if s == "final" else s) for s in EFFICIENCY["steps"]),
+        caption=table3_caption(),
+    shell:
+        "fem table3 --csv {output.csv} --md {output.md} --figure {output.figure} --task {EFFICIENCY[task]}"
+        " --strategies {params.strategies} --steps {params.steps} --total-steps {config[pretrain][steps]}"
+        " --caption {params.caption:q} {input.intermediate} {input.final} --train-logs {input.train_logs}"
+        " 2>&1 | tee {log}"
+
+
+SEGMENT_COUNTS = config["segment_counts"]
+# fe with each K; the default K is Table 2's fe run, the others are fe-k<K> runs
+TABLE4_STRATEGIES = ["random"] + ["fe" if k == SEGMENTS else f"fe-k{k}" for k in SEGMENT_COUNTS["segments"]]
+
+
+def table4_caption():
+    pre = config["pretrain"]
+    return (
+        f"Scale '{config['scale']}'. Number of segments: BERT pre-trained from scratch with fe masking for K in "
+        f"[{', '.join(map(str, SEGMENT_COUNTS['segments']))}] ('fe' is K = {SEGMENTS} = round(1/p), 'fe-k<K>' the "
+        f"others) and with random masking, {pre['steps']} steps of {pre['rows_per_step']} rows each (compute "
+        f"matched: K copies of rows/K sequences), fine-tuned as in Table 2; dev scores x 100. "
+        + statistics_caption(True, len(PRETRAIN_SEEDS), len(FINETUNE_SEEDS))
+    )
+
+
+rule table4:
+    input:
+        metrics=expand(
+            "results/scratch/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
+            task=SEGMENT_COUNTS["tasks"],
+            strategy=TABLE4_STRATEGIES,
+            seed=PRETRAIN_SEEDS,
+            ftseed=FINETUNE_SEEDS,
+        ),
+        code=fem_modules("tables", "statistics", "cli"),
+    output:
+        csv="results/table4.csv",
+        md="results/table4.md",
+        provenance="results/table4.provenance.json",
+    log:
+        "logs/tables/table4.log",
+    benchmark:
+        "logs/benchmarks/tables/table4.tsv"
+    params:
+        tasks=" ".join(SEGMENT_COUNTS["tasks"]),
+        strategies=" ".join(TABLE4_STRATEGIES),
+        average_exclude=" ".join(config["finetune"]["average_exclude"]),
+        caption=table4_caption(),
+    shell:
+        "fem score-table --csv {output.csv} --md {output.md} --tasks {params.tasks} --strategies {params.strategies}"
+        " --baseline random --average-exclude {params.average_exclude} --title 'Table 4: number of segments K'"
+        " --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
+
+
+rule report:
+    input:
+        tables=expand("results/table{n}.md", n=[1, 2, 3, 4, 5]),
+        figures=["results/figures/efficiency.png", "results/figures/variance_vs_hamming.png",
+                 "results/figures/estimator_variance.png"],
+        code=fem_modules("report", "cli"),
+    output:
+        report="results/report.md",
+        provenance="results/report.provenance.json",
+    log:
+        "logs/tables/report.log",
+    shell:
+        "fem report --out {output.report} --tables {input.tables} --figures {input.figures} 2>&1 | tee {log}"

@@ -18,10 +18,13 @@ rule tokenize:
     benchmark:
         "logs/benchmarks/tokenize/{corpus}.tsv"
     params:
-        tokenizer=config["tokenizer"]["source"],
-        block_size=config["tokenizer"]["block_size"],
+        # task-<name> corpora (continual pre-training) use the pretrained model's tokenizer
+        tokenizer=lambda w: CONTINUAL["model"] if w.corpus.startswith("task-") else config["tokenizer"]["source"],
+        block_size=lambda w: CONTINUAL["block_size"] if w.corpus.startswith("task-") else config["tokenizer"]["block_size"],
         validation_fraction=config["corpus"]["validation_fraction"],
-        max_documents=json.dumps(config["corpus"]["max_documents"]),
+        max_documents=lambda w: json.dumps(
+            CONTINUAL["max_documents"] if w.corpus.startswith("task-") else config["corpus"]["max_documents"]
+        ),
     shell:
         "fem tokenize --corpus-dir {input.corpus} --out data/tokenized/{wildcards.corpus}"
         " --tokenizer {params.tokenizer:q} --block-size {params.block_size}"
