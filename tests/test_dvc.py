@@ -119,12 +119,12 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     assert (work / "results" / "table2.csv").is_file() and (work / "dvc.lock").is_file()
     assert (work / "results" / "table5.csv").is_file()
     assert "didn't change, skipping" in run(dvc + ["repro", "table2", "table5"], work, env)
-    assert "up to date" in run(dvc + ["status"], work, env)
+    assert "up to date" in run(dvc + ["status", "--with-deps", "table2", "table5"], work, env)
 
     # one pre-training parameter changes: DVC and Snakemake agree on what is stale
     config["pretrain"]["learning_rate"] = 5e-4
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
-    stale = set(json.loads(run(dvc + ["status", "--json"], work, env)))
+    stale = set(json.loads(run(dvc + ["status", "--json", "--with-deps", "table2", "table5"], work, env)))
     planned = parse_dry_run(
         run(
             [
@@ -153,7 +153,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     assert downstream == {stage_name(job) for job in planned}
     config["pretrain"]["learning_rate"] = 1e-3
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
-    assert "up to date" in run(dvc + ["status"], work, env)
+    assert "up to date" in run(dvc + ["status", "--with-deps", "table2", "table5"], work, env)
 
     # push to a local remote, lose cache and outputs, pull them back
     run(dvc + ["remote", "add", "-d", "local", str(tmp_path / "remote")], work, env)
@@ -163,7 +163,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     shutil.rmtree(work / "data")
     run(dvc + ["pull"], work, env)
     assert (work / "results" / "scratch" / "pretrain" / "fe-s1" / "model" / "model.safetensors").is_file()
-    assert "up to date" in run(dvc + ["status"], work, env)
+    assert "up to date" in run(dvc + ["status", "--with-deps", "table2", "table5"], work, env)
     audit = [sys.executable, "-m", "fem", "audit", "results/table2.csv", "--verify", "--allow-dirty"]
     assert "OK" in run(audit, work, env)
     table5_audit = run(

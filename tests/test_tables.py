@@ -118,3 +118,25 @@ def test_many_pairs_use_the_paired_t_test_as_scipy():
     assert test == "paired t"
     assert p_value == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-9)
     assert math.isnan(paired_t_p_value([0.1]))
+
+
+def test_report_joins_the_tables_with_their_figures_and_rebuild_commands(tmp_path):
+    import subprocess
+    import sys
+
+    for n in (3, 5):
+        (tmp_path / f"table{n}.md").write_text(f"## Table {n}\n\n| a |\n|---|\n| {n} |\n")
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    for name in ("efficiency.png", "variance_vs_hamming.png", "estimator_variance.png"):
+        (figures / name).write_bytes(b"\x89PNG")
+    out = tmp_path / "report.md"
+    done = subprocess.run([sys.executable, "-m", "fem", "report", "--out", str(out), "--tables",
+                           str(tmp_path / "table3.md"), str(tmp_path / "table5.md"), "--figures",
+                           *map(str, sorted(figures.iterdir()))], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert text.index("## Table 3") < text.index("![efficiency.png](figures/efficiency.png)") < text.index("## Table 5")
+    assert "![variance_vs_hamming.png](figures/variance_vs_hamming.png)" in text
+    assert "Rebuild: `snakemake results/table3.csv` or `dvc repro table3`." in text
+    assert (tmp_path / "report.provenance.json").is_file()

@@ -52,6 +52,8 @@ rule variance:
     benchmark:
         "logs/benchmarks/{setting}/variance/{strategy}-s{seed}-step-{step}.tsv"
     threads: config["implementation"]["variance_threads"]
+    resources:
+        **rule_resources("variance"),
     params:
         # Science settings only; threads and chunk size are speed settings (not params).
         settings=cli_flags(
