@@ -29,7 +29,7 @@ import torch
 from fem.checkpointing import fingerprint, load_state, rng_state, save_model_folder, save_state, set_rng_state
 from fem.collation import MaskingSpec, mask_rows
 from fem.masking import SpanShape, resolve_segments
-from fem.modeling import build_bert, default_device, load_pretrained_mlm, sparse_mlm_loss
+from fem.modeling import build_bert, default_device, load_pretrained_mlm, mlm_parts, sparse_mlm_loss
 from fem.optimization import lr_multiplier, param_groups
 from fem.settings import PretrainImplementation, PretrainSettings
 
@@ -156,7 +156,7 @@ def pretrain(
     device = default_device()
     model.to(device).train()
     if implementation.compile:
-        model.bert.compile()  # in place: parameter names and the saved checkpoint are unchanged
+        mlm_parts(model)[0].compile()  # the encoder, in place: parameter names and checkpoints are unchanged
     optimizer = torch.optim.AdamW(
         param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-6
     )
