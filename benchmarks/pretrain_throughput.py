@@ -38,9 +38,10 @@ import yaml  # noqa: E402
 from fem.masking import STRATEGIES, resolve_segments  # noqa: E402
 from fem.pretraining import pretrain  # noqa: E402
 from fem.settings import PretrainImplementation, PretrainSettings  # noqa: E402
+from fem.throughput import PEAK_TFLOPS_BF16, encoder_forward_flops, head_forward_flops  # noqa: E402
 
-PEAK_TFLOPS_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense tensor-core peaks
-BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+             "dropout": 0.1}  # fmt: skip
 
 
 def packed_data(path: str | None, work: Path) -> Path:
@@ -71,9 +72,7 @@ def forward_flops(model_shape: dict, vocab: int, length: int, rows: int, head_po
     """FLOPs of one forward pass over `rows` rows of `length` tokens, with the LM head
     (transform + decoder) at `head_positions` positions. A multiply-add counts 2."""
     d, ff, layers = model_shape["hidden_size"], model_shape["intermediate_size"], model_shape["num_hidden_layers"]
-    tokens = rows * length
-    per_layer = tokens * (2 * 4 * d * d + 2 * 2 * d * ff) + rows * 2 * 2 * length * length * d
-    return layers * per_layer + head_positions * 2 * (d * d + d * vocab)
+    return encoder_forward_flops(d, ff, layers, rows, length) + head_forward_flops(d, vocab, head_positions)
 
 
 def run_fem(data: Path, out: Path, settings: PretrainSettings, implementation: PretrainImplementation) -> dict:

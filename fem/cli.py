@@ -89,11 +89,16 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    """`fem pretrain`; also under `torchrun --nproc_per_node N -m fem pretrain ...` (DDP)."""
+    from fem.distributed import close_world, init_world
     from fem.pretraining import pretrain
 
     start = time.perf_counter()
+    world = init_world()
     pretrain(args.data, args.out, _settings(PretrainSettings, args), _settings(PretrainImplementation, args))
-    _provenance(Path(args.out) / "provenance.json", args, [args.data], [args.out], start)
+    if world.is_main:
+        _provenance(Path(args.out) / "provenance.json", args, [args.data], [args.out], start)
+    close_world(world)
 
 
 def _labels(args: argparse.Namespace) -> dict:
@@ -111,10 +116,12 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     """`fem finetune` (GLUE) and `fem finetune-squad` (SQuAD): one run per learning rate of
     the sweep, the best kept, then provenance of the declared outputs."""
     from fem.data import get_task
+    from fem.distributed import close_world, init_world
     from fem.finetuning import finetune, sweep_learning_rates
     from fem.squad import finetune_squad
 
     start = time.perf_counter()
+    world = init_world()  # under torchrun: every rank trains its share, rank 0 writes
     task = get_task(args.task)
     squad = args.settings_class is SquadSettings
     if task.is_qa != squad:
@@ -128,9 +135,11 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                      run_labels=_labels(args), metric_names=tuple(args.metrics))  # fmt: skip
 
     sweep_learning_rates(run, args.learning_rates, args.out)
-    inputs = [args.task_dir, args.checkpoint]
-    outputs = [Path(args.out) / name for name in (SQUAD_OUTPUTS if squad else GLUE_OUTPUTS)]
-    _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start)
+    if world.is_main:
+        inputs = [args.task_dir, args.checkpoint]
+        outputs = [Path(args.out) / name for name in (SQUAD_OUTPUTS if squad else GLUE_OUTPUTS)]
+        _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start)
+    close_world(world)
 
 
 def cmd_score_table(args: argparse.Namespace) -> None:

@@ -34,6 +34,13 @@ class MaskedRows:
             self.sequences,
         )
 
+    def pin_memory(self) -> MaskedRows:
+        """The same rows in page-locked host memory, so `.to(cuda, non_blocking=True)` copies
+        asynchronously (needs CUDA)."""
+        return MaskedRows(
+            self.input_ids.pin_memory(), self.masked.pin_memory(), self.targets.pin_memory(), self.sequences
+        )
+
     def split(self, parts: int) -> list[MaskedRows]:
         """The rows cut into at most `parts` consecutive, non-empty micro-batches (for gradient
         accumulation). `sequences` is counted in the first part, so the parts add up to the whole."""

@@ -165,9 +165,36 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
             f"implementation.pretrain_accumulation_steps: {accumulation} exceeds pretrain.rows_per_step = "
             f"{pre['rows_per_step']} (each micro-batch needs at least one row)"
         )
+    problems += _process_problems(config, segments)
     problems += _finetune_problems(config["finetune"])
     problems += _variance_problems(config["variance"], pre, segments)
     problems += _table_problems(config, segments)
+    return problems
+
+
+def _process_problems(config: dict[str, Any], segments: int) -> list[str]:
+    """Under torchrun (resources.<rule>.gpu > 1) every process needs at least one sequence of
+    each step: at most rows_per_step / K processes, K the most copies per sequence of any run."""
+    resources = config.get("resources") or {}
+    pre, continual = config["pretrain"], {**config["pretrain"], **config["continual"]["pretrain"]}
+
+    def copies(strategies: list[str], k: int) -> int:
+        return k if any(s in MULTI_COPY_STRATEGIES for s in strategies) else 1
+
+    runs = {
+        "pretrain": (pre["rows_per_step"], max(copies(pre["strategies"], segments),
+                                               *config["segment_counts"]["segments"])),  # Table 4: fe-k<K>
+        "pretrain_continual": (continual["rows_per_step"], copies(
+            config["continual"]["strategies"], resolve_segments(continual["mask_ratio"], continual["segments"]))),
+    }  # fmt: skip
+    problems = []
+    for rule, (rows, k) in runs.items():
+        gpus = (resources.get(rule) or {}).get("gpu", 1)
+        if gpus > rows // k:
+            problems.append(
+                f"resources.{rule}.gpu: {gpus} processes but only {rows // k} sequences per step "
+                f"({rows} rows / K = {k}); expected at most {rows // k} GPUs"
+            )
     return problems
 
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from fem.data import Task, task_label_names
+from fem.distributed import batch_share, data_parallel, init_world, seed_rank_stream
 from fem.metrics import compute_metrics, task_score
-from fem.modeling import default_device
 from fem.optimization import finetuning_optimizer, optimizer_step
 from fem.settings import FinetuneSettings
 
@@ -107,6 +107,7 @@ def finetune(
     dtype = torch.float32 if task.is_regression else torch.long
     train_labels = torch.tensor(list(train["label"]), dtype=dtype)
 
+    world = init_world()
     torch.manual_seed(settings.seed)
     label_names = task_label_names(task, train)
     num_labels = 1 if task.is_regression else len(label_names)
@@ -115,8 +116,10 @@ def finetune(
         num_labels=num_labels,
         problem_type="regression" if task.is_regression else "single_label_classification",
     )
-    device = default_device()
+    device = world.device()
     model.to(device).train()
+    seed_rank_stream(settings.seed, world)
+    trainer = data_parallel(model, world)
     train_labels = train_labels.to(device)
     steps_per_epoch = -(-len(train_ids) // settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch
@@ -137,10 +140,11 @@ def finetune(
         order = order_rng.permutation(len(train_ids))
         for step in range(steps_per_epoch):
             batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            batch, share = batch_share(batch, world)  # under torchrun: this rank's slice
             ids, attention = pad_batch([train_ids[i] for i in batch], tokenizer.pad_token_id)
             batch_labels = train_labels[torch.from_numpy(batch).to(device)]
-            loss = model(input_ids=ids.to(device), attention_mask=attention.to(device), labels=batch_labels).loss
-            losses.append(optimizer_step(model, loss, optimizer, scheduler))
+            loss = trainer(input_ids=ids.to(device), attention_mask=attention.to(device), labels=batch_labels).loss
+            losses.append(optimizer_step(model, loss * share, optimizer, scheduler) / share if share else 0.0)
         print(
             f"epoch {epoch + 1}/{settings.epochs} mean loss {np.mean(losses[-steps_per_epoch:]):.4f}",
             flush=True,
@@ -166,11 +170,6 @@ def finetune(
     wall = time.perf_counter() - start
     print(f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "predictions.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["split", "idx", "label", "prediction"])
-        writer.writerows(prediction_rows)
     result = {
         "task": task.name,
         "run": run_labels or {},
@@ -183,10 +182,18 @@ def finetune(
         "eval_examples": {split: len(dev) for split, dev in devs.items()},
         "eval_splits": list(devs),
         "steps": total_steps,
-        "final_train_loss": float(np.mean(losses[-steps_per_epoch:])),
+        "final_train_loss": float(np.mean(losses[-steps_per_epoch:])),  # rank 0's examples under torchrun
         "wall_seconds": wall,
+        "processes": world.size,
         "settings": asdict(settings),
     }
+    if not world.is_main:  # every rank evaluated the same weights; rank 0 writes
+        return result
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "predictions.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "idx", "label", "prediction"])
+        writer.writerows(prediction_rows)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -201,14 +208,16 @@ def sweep_learning_rates(run: Callable[[float, Path], dict], learning_rates: lis
     Either way metrics.json records "learning_rate" (the chosen one) and
     "learning_rate_sweep" ({rate: dev score})."""
     out_dir = Path(out_dir)
+    main = init_world().is_main  # under torchrun every rank sweeps; rank 0 writes the files
     if len(learning_rates) == 1:
         results = {learning_rates[0]: run(learning_rates[0], out_dir)}
         best = learning_rates[0]
     else:
-        shutil.rmtree(out_dir / "sweep", ignore_errors=True)  # runs of an earlier sweep are not this one's
+        if main:
+            shutil.rmtree(out_dir / "sweep", ignore_errors=True)  # runs of an earlier sweep are not this one's
         results = {lr: run(lr, out_dir / "sweep" / f"lr-{lr:g}") for lr in learning_rates}
         best = max(learning_rates, key=lambda lr: results[lr]["score"])  # the first of equal scores
-        for file in (out_dir / "sweep" / f"lr-{best:g}").iterdir():
+        for file in (out_dir / "sweep" / f"lr-{best:g}").iterdir() if main else ():
             if file.is_file():
                 shutil.copy2(file, out_dir / file.name)
         print(f"learning rate {best:g} chosen on dev: " + ", ".join(
@@ -217,5 +226,6 @@ def sweep_learning_rates(run: Callable[[float, Path], dict], learning_rates: lis
         "learning_rate": best,
         "learning_rate_sweep": {f"{lr:g}": r["score"] for lr, r in results.items()},
     }
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    if main:
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -25,8 +25,11 @@ def build_bert(
     intermediate_size: int,
     max_position_embeddings: int = 512,
     pad_token_id: int = 0,
+    dropout: float | None = None,
 ) -> BertForMaskedLM:
-    """A randomly initialised BERT with an MLM head (uses the global torch seed)."""
+    """A randomly initialised BERT with an MLM head (uses the global torch seed). `dropout`:
+    hidden and attention dropout probability (None: BERT's 0.1)."""
+    drop = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -35,6 +38,7 @@ def build_bert(
         intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings,
         pad_token_id=pad_token_id,
+        **drop,
     )
     return BertForMaskedLM(config)
 

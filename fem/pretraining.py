@@ -4,11 +4,17 @@ Data order and masks are pure functions of (seed, epoch, sequence index): step s
 sequences s*S .. s*S+S-1 of an endless stream in which epoch e is a seeded permutation of
 all training blocks. Model initialisation and dropout use torch's global seed.
 
+Under `torchrun --nproc_per_node N` (fem/distributed.py) each process masks and trains on
+its contiguous share of the step's sequences and DistributedDataParallel sums the
+gradients: the step's global batch and gradient are those of one process. Rank 0 validates
+and writes every file; the other ranks draw their own dropout stream.
+
 Output folder (out_dir):
   model/                final model, loadable with AutoModelForMaskedLM.from_pretrained
   checkpoints/step-N/   intermediate models at the configured save_steps (+ checkpoint_metrics.json);
                         step-0 is the initialisation
-  train_log.json        per step: loss, lr, sequences, rows, predictions; validation curve
+  train_log.json        per step: loss, lr, sequences, rows, predictions (all ranks), seconds
+                        (wall time of the step, masking included); validation curve
   metrics.json          validation MLM loss (fixed masks), throughput, settings
   resume/               while running: the resumable state and finished intermediate
                         checkpoints (removed when the run completes)
@@ -16,6 +22,7 @@ Output folder (out_dir):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -28,10 +35,12 @@ import torch
 
 from fem.checkpointing import fingerprint, load_state, rng_state, save_model_folder, save_state, set_rng_state
 from fem.collation import MaskingSpec, mask_rows
+from fem.distributed import World, data_parallel, init_world, rank_share, seed_rank_stream, sum_over_ranks
 from fem.masking import SpanShape, resolve_segments
-from fem.modeling import build_bert, default_device, load_pretrained_mlm, mlm_parts, sparse_mlm_loss
+from fem.modeling import build_bert, load_pretrained_mlm, mlm_parts, sparse_mlm_loss
 from fem.optimization import lr_multiplier, param_groups
 from fem.settings import PretrainImplementation, PretrainSettings
+from fem.throughput import mfu, peak_flops, training_flops
 
 VALIDATION_SEED = 12345  # the fixed masks every strategy is evaluated on
 VALIDATION_BATCH = 64  # blocks per forward pass during validation
@@ -82,29 +91,59 @@ def validation_loss(model, blocks: np.ndarray, mask_ratio: float, special_ids, m
     return total / count
 
 
+class MaskedLMLoss(torch.nn.Module):
+    """The summed sparse MLM loss of `model` as a module, so DistributedDataParallel can
+    wrap it (DDP's gradient hooks fire on its forward)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, masked: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return sparse_mlm_loss(self.model, input_ids, masked, targets, reduction="sum")
+
+
 def train_step(
-    model, rows, optimizer, scheduler, max_grad_norm: float, accumulation_steps: int, bf16: bool = False
+    loss_module: torch.nn.Module,
+    rows,
+    optimizer,
+    scheduler,
+    max_grad_norm: float,
+    accumulation_steps: int,
+    bf16: bool = False,
+    world: World | None = None,
 ) -> float:
-    """One optimizer step on `rows`, in `accumulation_steps` micro-batches; returns the mean
-    loss over the step's masked tokens. Each micro-batch adds sum-loss / (all masked tokens)
-    to the gradient, so the step's gradient is that of the whole batch. bf16: forward pass
-    under bfloat16 autocast (weights and optimizer stay float32)."""
+    """One optimizer step on this rank's `rows`, in `accumulation_steps` micro-batches;
+    returns the mean loss over the step's masked tokens of all ranks.
+
+    Each micro-batch adds sum-loss / (masked tokens of the whole step, all ranks) to the
+    gradient, times the number of ranks because DDP averages over them: the step's gradient
+    is that of the whole global batch. `loss_module` is a MaskedLMLoss, wrapped in
+    DistributedDataParallel when world.size > 1 (gradients are then summed once, after the
+    last micro-batch). bf16: forward pass under bfloat16 autocast (weights and optimizer
+    stay float32)."""
+    if not isinstance(loss_module, MaskedLMLoss | torch.nn.parallel.DistributedDataParallel):
+        raise TypeError(f"train_step needs a MaskedLMLoss (or DDP of one), got {type(loss_module).__name__}")
+    world = world or World()
+    device = rows.input_ids.device
+    total_predictions = sum_over_ranks(len(rows.targets), world, device)
     optimizer.zero_grad(set_to_none=True)
-    total_predictions = len(rows.targets)
-    device_type = rows.input_ids.device.type
+    parts = [part for part in rows.split(accumulation_steps) if world.distributed or len(part.targets) > 0]
     step_loss = 0.0
-    for part in rows.split(accumulation_steps):
-        if len(part.targets) == 0:
-            continue
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            loss = sparse_mlm_loss(model, part.input_ids, part.masked, part.targets, reduction="sum")
-        loss = loss / total_predictions
-        loss.backward()
-        step_loss += loss.item()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        sync = contextlib.nullcontext() if last or not world.distributed else loss_module.no_sync()
+        with sync:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_module(part.input_ids, part.masked, part.targets)
+            loss = loss * (world.size / total_predictions)
+            loss.backward()
+        step_loss += loss.item() / world.size
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     scheduler.step()
-    return step_loss
+    return sum_over_ranks(step_loss, world, device)
 
 
 def pretrain(
@@ -115,10 +154,12 @@ def pretrain(
 ) -> dict:
     """Pre-train a BERT from scratch (or continue `settings.init_from`) on the packed blocks
     in `data_dir` (see the module docstring for what lands in `out_dir`); resumes from out_dir/resume when a state of
-    the same run is there. `implementation` defaults to PretrainImplementation(). Returns
-    the metrics."""
+    the same run is there. `implementation` defaults to PretrainImplementation(). Under
+    torchrun, trains data-parallel (module docstring). Returns the metrics on rank 0, {} on
+    the other ranks."""
     implementation = implementation or PretrainImplementation()
     torch.set_num_threads(implementation.threads)
+    world = init_world()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     work = out_dir / RESUME_DIR
     meta = json.loads((data_dir / "meta.json").read_text())
@@ -139,6 +180,12 @@ def pretrain(
         span=SpanShape(settings.span["geometric_p"], int(settings.span["max_length"])),
     )
     per_step = spec.sequences_per_step(settings.rows_per_step)
+    if per_step < world.size:
+        raise ValueError(
+            f"{per_step} sequences per step cannot be shared by {world.size} processes: "
+            f"raise rows_per_step ({settings.rows_per_step}) or start fewer processes"
+        )
+    my_share = rank_share(per_step, world)  # this rank's sequences of every step
 
     torch.manual_seed(settings.seed)  # also seeds a fresh MLM head of a pretrained encoder
     if settings.init_from:
@@ -152,14 +199,20 @@ def pretrain(
             intermediate_size=settings.intermediate_size,
             max_position_embeddings=max(512, block_size),
             pad_token_id=meta["pad_token_id"],
+            dropout=settings.dropout,
         )
-    device = default_device()
+    model.set_attn_implementation(implementation.attention)
+    device = world.device()
     model.to(device).train()
+    seed_rank_stream(settings.seed, world)
     if implementation.compile:
         mlm_parts(model)[0].compile()  # the encoder, in place: parameter names and checkpoints are unchanged
+    loss_module = MaskedLMLoss(model)
+    loss_module = data_parallel(loss_module, world)  # DDP starts every rank from rank 0's weights
     optimizer = torch.optim.AdamW(
-        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-6
-    )
+        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-6,
+        fused=implementation.fused_adamw or None,
+    )  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(settings.schedule, s, settings.warmup_steps, settings.steps)
     )
@@ -169,19 +222,21 @@ def pretrain(
         f"{len(train)} train blocks of {block_size}, "
         f"K={spec.segments}, per step {per_step} sequences / {settings.rows_per_step} rows "
         f"({implementation.accumulation_steps} micro-batch(es)), "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, device {device}",
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, device {device}"
+        f"{f', {world.size} processes' if world.distributed else ''}",
         flush=True,
-    )
+    )  # every rank prints this line: a quick check that all of them started
+    peak = peak_flops(device, implementation.peak_tflops)
 
     run_id = fingerprint(asdict(settings), meta)
     state = load_state(work / "state.pt", run_id)
     if state is None:
         shutil.rmtree(work, ignore_errors=True)
         first_step, elapsed = 0, 0.0
-        log = {"step": [], "loss": [], "lr": [], "sequences": [], "rows": [], "predictions": []}
-        initial = validation_loss(model, validation, settings.mask_ratio, special, meta)
+        log = {"step": [], "loss": [], "lr": [], "sequences": [], "rows": [], "predictions": [], "seconds": []}
+        initial = validation_loss(model, validation, settings.mask_ratio, special, meta) if world.is_main else None
         log["validation"] = {"step": [0], "loss": [initial]}
-        if 0 in settings.save_steps:  # the initialisation, e.g. for the gradient-variance analysis
+        if 0 in settings.save_steps and world.is_main:  # the initialisation, e.g. for the gradient-variance analysis
             save_model_folder(
                 model, work / "checkpoints" / "step-0", data_dir / "tokenizer",
                 {"checkpoint_metrics.json": {"step": 0, "validation_mlm_loss": initial}},
@@ -192,53 +247,68 @@ def pretrain(
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         first_step, elapsed, log = state["step"], state["elapsed"], state["log"]
+        seed_rank_stream(settings.seed, world, first_step)
         print(f"resumed from step {first_step} ({work / 'state.pt'})", flush=True)
 
     def save_resume_state(step: int) -> None:
+        if not world.is_main:
+            return
         save_state(work / "state.pt", {
             "fingerprint": run_id, "step": step, "elapsed": elapsed + time.perf_counter() - start,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "log": log,
         })  # fmt: skip
+        print(f"step {step}: saved resumable state", flush=True)
 
     epoch_cache: dict = {}
     masking_seconds = train_seconds = 0.0  # time in mask generation / in whole training steps
+    step_flops = total_flops = 0.0  # model FLOPs since the last progress line / of this process's run
     start = last = time.perf_counter()
     for step in range(first_step, settings.steps):
         done = step + 1
         tick = time.perf_counter()
         epochs, indices = sequence_schedule(step, per_step, len(train), settings.seed, epoch_cache)
+        epochs, indices = epochs[my_share], indices[my_share]
         rows = mask_rows(train[indices], epochs, indices, spec, None if word_starts is None else word_starts[indices])
         masking_seconds += time.perf_counter() - tick
+        if implementation.pin_memory and device.type == "cuda":
+            rows = rows.pin_memory()  # so the copy below runs asynchronously
         rows = rows.to(device, non_blocking=True)
         lr = scheduler.get_last_lr()[0]  # the rate this step uses
         loss = train_step(
-            model, rows, optimizer, scheduler, settings.max_grad_norm, implementation.accumulation_steps,
-            bf16=implementation.bf16,
+            loss_module, rows, optimizer, scheduler, settings.max_grad_norm, implementation.accumulation_steps,
+            bf16=implementation.bf16, world=world,
         )  # fmt: skip
-        train_seconds += time.perf_counter() - tick  # .item() in train_step waited for the device
-        for key, value in (("step", done), ("loss", loss), ("lr", lr), ("sequences", rows.sequences),
-                           ("rows", len(rows.input_ids)), ("predictions", len(rows.targets))):  # fmt: skip
+        step_seconds = time.perf_counter() - tick  # .item() in train_step waited for the device
+        train_seconds += step_seconds
+        step_rows = int(sum_over_ranks(len(rows.input_ids), world, device))
+        step_predictions = int(sum_over_ranks(len(rows.targets), world, device))
+        flops = training_flops(model.config, step_rows, block_size, step_predictions)
+        step_flops, total_flops = step_flops + flops, total_flops + flops
+        for key, value in (("step", done), ("loss", loss), ("lr", lr), ("sequences", per_step), ("rows", step_rows),
+                           ("predictions", step_predictions), ("seconds", step_seconds)):  # fmt: skip
             log[key].append(value)
 
-        if done % settings.log_every == 0 or done == settings.steps:
+        if (done % settings.log_every == 0 or done == settings.steps) and world.is_main:
             now = time.perf_counter()
             recent = min(settings.log_every, done - first_step)
             eta = (now - start) / (done - first_step) * (settings.steps - done)
+            utilisation = mfu(step_flops, now - last, world.size, peak)
             print(
                 f"step {done}/{settings.steps} loss {np.mean(log['loss'][-recent:]):.4f} lr {lr:.2e} "
-                f"seq/rows/preds {rows.sequences}/{len(rows.input_ids)}/{len(rows.targets)} "
-                f"tokens/s {recent * rows.input_ids.numel() / (now - last):,.0f} eta {eta:.0f}s",
+                f"seq/rows/preds {per_step}/{step_rows}/{step_predictions} "
+                f"tokens/s {recent * step_rows * block_size / (now - last):,.0f}"
+                f"{f' MFU {utilisation:.1%}' if utilisation is not None else ''} eta {eta:.0f}s",
                 flush=True,
             )
-            last = now
+            last, step_flops = now, 0.0
         validate_now = settings.validate_every and done % settings.validate_every == 0
-        if validate_now or done in settings.save_steps or done == settings.steps:
+        if (validate_now or done in settings.save_steps or done == settings.steps) and world.is_main:
             loss_now = validation_loss(model, validation, settings.mask_ratio, special, meta)
             log["validation"]["step"].append(done)
             log["validation"]["loss"].append(loss_now)
             print(f"step {done}: validation MLM loss {loss_now:.4f}", flush=True)
-        if done in settings.save_steps and done < settings.steps:
+        if done in settings.save_steps and done < settings.steps and world.is_main:
             save_model_folder(
                 model, work / "checkpoints" / f"step-{done}", data_dir / "tokenizer",
                 {"checkpoint_metrics.json": {"step": done, "validation_mlm_loss": log["validation"]["loss"][-1]}},
@@ -246,8 +316,9 @@ def pretrain(
         resume_now = implementation.resume_every and done % implementation.resume_every == 0
         if (resume_now or done in settings.save_steps) and done < settings.steps:
             save_resume_state(done)
-            print(f"step {done}: saved resumable state", flush=True)
     loop_seconds = time.perf_counter() - start
+    if not world.is_main:  # rank 0 writes the results (the CLI's close_world waits for it)
+        return {}
     wall = elapsed + loop_seconds
     final_loss = log["validation"]["loss"][-1]
     initial_loss = log["validation"]["loss"][0]
@@ -280,6 +351,9 @@ def pretrain(
         "resumed_from_step": first_step,
         # throughput of the training steps (masking included; validation and saving not)
         "tokens_per_second": trained_here / train_seconds if train_seconds > 0 else None,
+        "model_flops_utilisation": mfu(total_flops, train_seconds, world.size, peak),
+        "peak_flops_per_device": peak,
+        "processes": world.size,
         "masking_share": masking_seconds / train_seconds if train_seconds > 0 else None,
         "attention": model.config._attn_implementation,
         "settings": asdict(settings),

@@ -34,6 +34,7 @@ class PretrainSettings:
     num_hidden_layers: int | None
     num_attention_heads: int | None
     intermediate_size: int | None
+    dropout: float | None  # hidden and attention dropout of a model from scratch; None with init_from
     # None: a BERT from scratch. Else the pretrained encoder to continue (hub id, folder or
     # "pip:<package>"), for continual (task-adaptive) pre-training, Table 1.
     init_from: str | None = None
@@ -46,10 +47,15 @@ class PretrainImplementation:
     but dropout then draws its random numbers in another order.)"""
 
     threads: int = 1  # CPU threads
-    accumulation_steps: int = 1  # micro-batches per optimizer step
+    accumulation_steps: int = 1  # micro-batches per optimizer step (per process under torchrun)
     resume_every: int = 100  # steps between resumable training states (0: never)
-    bf16: bool = False  # bfloat16 autocast of the forward pass (GPU)
+    # The GPU fast path; each switch changes results by floating-point rounding only.
+    bf16: bool = False  # bfloat16 autocast of the forward pass (weights, optimizer stay float32)
     compile: bool = False  # torch.compile the encoder
+    attention: str = "sdpa"  # "sdpa": PyTorch's fused scaled_dot_product_attention; "eager": plain matmuls
+    fused_adamw: bool = False  # AdamW as one fused kernel over all parameters
+    pin_memory: bool = False  # page-locked host memory for the step's rows, copied asynchronously (CUDA)
+    peak_tflops: float | None = None  # per-device peak for MFU; None: known GPUs by name (CPU: no MFU)
 
 
 @dataclass(frozen=True)

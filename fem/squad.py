@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from fem.data import Task
+from fem.distributed import batch_share, data_parallel, init_world, seed_rank_stream
 from fem.metrics import squad_metrics
-from fem.modeling import default_device
 from fem.optimization import finetuning_optimizer, optimizer_step
 from fem.settings import SquadSettings
 
@@ -224,10 +224,13 @@ def finetune_squad(
     del train_features["offset_mapping"]  # not needed for training
     n_train = len(train_features["input_ids"])
 
+    world = init_world()
     torch.manual_seed(settings.seed)
     model = AutoModelForQuestionAnswering.from_pretrained(str(checkpoint_dir))
-    device = default_device()
+    device = world.device()
     model.to(device).train()
+    seed_rank_stream(settings.seed, world)
+    trainer = data_parallel(model, world)
     start_positions = torch.tensor(start_positions, dtype=torch.long, device=device)
     end_positions = torch.tensor(end_positions, dtype=torch.long, device=device)
     steps_per_epoch = -(-n_train // settings.batch_size)
@@ -248,12 +251,13 @@ def finetune_squad(
         order = order_rng.permutation(n_train)
         for step in range(steps_per_epoch):
             rows = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            rows, share = batch_share(rows, world)  # under torchrun: this rank's slice
             batch = {k: v.to(device) for k, v in pad_features(train_features, rows, tokenizer.pad_token_id).items()}
             index = torch.from_numpy(rows).to(device)
-            loss = model(**batch, start_positions=start_positions[index], end_positions=end_positions[index]).loss
-            losses.append(optimizer_step(model, loss, optimizer, scheduler))
+            loss = trainer(**batch, start_positions=start_positions[index], end_positions=end_positions[index]).loss
+            losses.append(optimizer_step(model, loss * share, optimizer, scheduler) / share if share else 0.0)
             done = epoch * steps_per_epoch + step + 1
-            if done % LOG_EVERY == 0:
+            if done % LOG_EVERY == 0 and world.is_main:
                 elapsed = time.perf_counter() - start
                 print(
                     f"step {done}/{total_steps} loss {np.mean(losses[-LOG_EVERY:]):.4f} "
@@ -282,15 +286,9 @@ def finetune_squad(
     if not task.unanswerable:  # v1.1: every question has an answer; the breakdown adds nothing
         metrics = {name: metrics[name] for name in ("exact_match", "f1")}
     wall = time.perf_counter() - start
+    metric_names = list(metric_names or task.metrics)
     print(f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "predictions.json").write_text(json.dumps(predictions, indent=2) + "\n")
-    # null score - best span score per question (v1.1 too: it shows how sure each answer is);
-    # strict JSON: no valid span at all (odds +inf) is written as null
-    null_odds = {ids[i]: odds[i] if math.isfinite(odds[i]) else None for i in range(len(ids))}
-    (out_dir / "null_odds.json").write_text(json.dumps(null_odds, indent=2) + "\n")
-    metric_names = list(metric_names or task.metrics)
     result = {
         "task": task.name,
         "run": run_labels or {},
@@ -306,7 +304,16 @@ def finetune_squad(
         "steps": total_steps,
         "final_train_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None,
         "wall_seconds": wall,
+        "processes": world.size,
         "settings": asdict(settings),
     }
+    if not world.is_main:  # every rank evaluated the same weights; rank 0 writes
+        return result
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "predictions.json").write_text(json.dumps(predictions, indent=2) + "\n")
+    # null score - best span score per question (v1.1 too: it shows how sure each answer is);
+    # strict JSON: no valid span at all (odds +inf) is written as null
+    null_odds = {ids[i]: odds[i] if math.isfinite(odds[i]) else None for i in range(len(ids))}
+    (out_dir / "null_odds.json").write_text(json.dumps(null_odds, indent=2) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

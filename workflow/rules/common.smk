@@ -31,9 +31,17 @@ FINETUNE_SEEDS = config["seeds"]["finetune"]
 STRATEGIES = config["pretrain"]["strategies"]
 TASKS = config["finetune"]["tasks"]
 CORPUS = config["corpus"]["name"]
+IMPLEMENTATION = config["implementation"]
 PRETRAIN_IMPLEMENTATION_FLAGS = (
-    f"--accumulation-steps {config['implementation']['pretrain_accumulation_steps']}"
-    f" --resume-every {config['implementation']['pretrain_resume_every']}"
+    f"--accumulation-steps {IMPLEMENTATION['pretrain_accumulation_steps']}"
+    f" --resume-every {IMPLEMENTATION['pretrain_resume_every']}"
+    # the GPU fast path (fem/settings.py PretrainImplementation); off unless configured
+    f" --bf16 {str(IMPLEMENTATION.get('pretrain_bf16', False)).lower()}"
+    f" --compile {str(IMPLEMENTATION.get('pretrain_compile', False)).lower()}"
+    f" --attention {IMPLEMENTATION.get('pretrain_attention', 'sdpa')}"
+    f" --fused-adamw {str(IMPLEMENTATION.get('pretrain_fused_adamw', False)).lower()}"
+    f" --pin-memory {str(IMPLEMENTATION.get('pretrain_pin_memory', False)).lower()}"
+    f" --peak-tflops {IMPLEMENTATION.get('peak_tflops') or 'null'}"
 )
 VARIANCE_CHUNK_ROWS = config["implementation"]["variance_chunk_rows"]  # speed only: not a param
 SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]["segments"])
@@ -55,8 +63,22 @@ def pretrain_strategy(strategy):
 
 
 def rule_resources(rule_name):
-    """Per-rule cluster resources from the config (resources.<rule>: gpu, mem_mb, runtime, ...)."""
+    """Per-rule cluster resources from the config (resources.<rule>: gpu, gpu_model,
+    cpus_per_gpu, mem_mb, runtime in minutes). No `tasks`: the SLURM plugin would turn it
+    into --ntasks-per-gpu and split a multi-GPU job into one task per GPU, while torchrun
+    starts the processes itself inside one task."""
     return dict(config.get("resources", {}).get(rule_name) or {})
+
+
+def launcher(rule_name):
+    """How a training rule starts fem: plain `fem` for one GPU (or the CPU), or torchrun with
+    one data-parallel process per GPU when the config gives the rule several
+    (resources.<rule>.gpu: N). Not a param: the number of GPUs is a speed setting."""
+    gpus = int(rule_resources(rule_name).get("gpu") or 1)
+    return "fem" if gpus == 1 else f"torchrun --standalone --nproc_per_node {gpus} -m fem"
+
+
+LAUNCH = {name: launcher(name) for name in ("pretrain", "pretrain_continual", "finetune", "finetune_squad")}
 
 
 def glue_settings():

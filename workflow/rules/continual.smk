@@ -50,7 +50,7 @@ rule pretrain_continual:
         settings=continual_settings,
         init_from=CONTINUAL["model"],
     shell:
-        "fem pretrain --data data/tokenized/task-{wildcards.task} --out results/continual/pretrain/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}"
+        "{LAUNCH[pretrain_continual]} pretrain --data data/tokenized/task-{wildcards.task} --out results/continual/pretrain/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}"
         " --seed {wildcards.seed} --init-from {params.init_from:q} {params.settings} --threads {threads}"
         " {PRETRAIN_IMPLEMENTATION_FLAGS}"
         " 2>&1 | tee {log}"

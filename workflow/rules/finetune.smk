@@ -40,7 +40,7 @@ rule finetune:
         settings=finetune_settings,
         metrics=lambda wildcards: cli_flags({"metrics": config["finetune"]["metrics"][wildcards.task]}),
     shell:
-        "fem finetune --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoint}"
+        "{LAUNCH[finetune]} finetune --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoint}"
         " --out results/{wildcards.setting}/finetune/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}-f{wildcards.ftseed}"
         " --seed {wildcards.ftseed} {params.settings} {params.metrics} --threads {threads}"
         " --label setting={wildcards.setting} --label strategy={wildcards.strategy}"
@@ -72,7 +72,7 @@ rule finetune_squad:
         settings=cli_flags(config["finetune"]["squad"]),
         metrics=lambda wildcards: cli_flags({"metrics": config["finetune"]["metrics"][wildcards.task]}),
     shell:
-        "fem finetune-squad --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoint}"
+        "{LAUNCH[finetune_squad]} finetune-squad --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoint}"
         " --out results/{wildcards.setting}/finetune/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}-f{wildcards.ftseed}"
         " --seed {wildcards.ftseed} {params.settings} {params.metrics} --threads {threads}"
         " --label setting={wildcards.setting} --label strategy={wildcards.strategy}"
@@ -104,7 +104,7 @@ rule finetune_checkpoint:
         settings=cli_flags(glue_settings()),
         metrics=lambda wildcards: cli_flags({"metrics": config["finetune"]["metrics"][wildcards.task]}),
     shell:
-        "fem finetune --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoints}/step-{wildcards.step}"
+        "{LAUNCH[finetune]} finetune --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoints}/step-{wildcards.step}"
         " --out results/scratch/efficiency/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}-step-{wildcards.step}-f{wildcards.ftseed}"
         " --seed {wildcards.ftseed} {params.settings} {params.metrics} --threads {threads}"
         " --label setting=scratch --label strategy={wildcards.strategy} --label step={wildcards.step}"

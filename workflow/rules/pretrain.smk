@@ -38,7 +38,7 @@ rule pretrain:
         settings=scratch_settings,
         data=f"data/tokenized/{CORPUS}",
     shell:
-        "fem pretrain --data {params.data} --out results/{wildcards.setting}/pretrain/{wildcards.strategy}-s{wildcards.seed}"
+        "{LAUNCH[pretrain]} pretrain --data {params.data} --out results/{wildcards.setting}/pretrain/{wildcards.strategy}-s{wildcards.seed}"
         " --seed {wildcards.seed} {params.settings} --threads {threads}"
         # speed settings, kept out of params so changing them does not rerun finished jobs
         " {PRETRAIN_IMPLEMENTATION_FLAGS}"
