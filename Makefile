@@ -2,7 +2,9 @@
 #   make table2   set up, then build results/table2.csv on the default (tiny) config
 #   make table1 / table3 / table4 / table5   the same for the other paper tables
 #   make report   every table and figure, and results/report.md
-#   make test     set up, then run the whole test suite (as CI does)
+#   make test     set up, then run the whole test suite (as CI does; the `cluster` tests need
+#                 a SLURM cluster: `bash scripts/slurm/start_local_cluster.sh` starts one on localhost)
+#   make test-local   the suite without the SLURM tests
 #   make dvc-repro   build Table 2 through DVC (`dvc repro table2`), hashes into dvc.lock
 #   make cluster-table2   on a SLURM submit host: every job through Snakemake's SLURM
 #                 executor, then one `dvc commit` and one `dvc push` (never DVC inside jobs)
@@ -16,10 +18,10 @@ BIN := $(abspath $(VENV))/bin
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(BIN):$(PATH)
 
-# The cluster profile (a later issue adds workflow/profiles/slurm); override for your site.
+# The cluster profile: set your account and partition in it (or point this at a copy).
 SLURM_PROFILE ?= workflow/profiles/slurm
 
-.PHONY: setup table1 table2 table3 table4 table5 report dvc-yaml dvc-repro cluster-table2 test test-fast lint clean-results
+.PHONY: setup table1 table2 table3 table4 table5 report dvc-yaml dvc-repro cluster-table2 test test-local test-fast lint clean-results
 
 setup: $(VENV)/.installed
 
@@ -51,6 +53,9 @@ cluster-table2: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-local: setup
+	$(BIN)/python -m pytest -m "not cluster"
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"

@@ -17,18 +17,39 @@ ROOT = Path(__file__).resolve().parent.parent
 TABLES = [f"results/table{n}.csv" for n in range(1, 6)]
 
 
-@pytest.fixture(scope="module")
-def dry_run() -> str:
+def plan(*args: str) -> str:
+    """Output of `snakemake -n <args>` in the repository (nothing runs or is submitted)."""
     env = os.environ | {
         "FEM_CHECK_SOURCES": "0",  # the hub is unreachable here; the plan must not need it
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", *TABLES, "--configfile", "config/paper.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [sys.executable, "-m", "snakemake", "-n", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return done.stdout + done.stderr
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """Each job of a dry run (printed with -p): rule, resources, shell command."""
+    jobs = []
+    for text in re.split(r"^\[.*\]$", output, flags=re.MULTILINE):  # each job starts with a [timestamp] line
+        rule = re.search(r"^(?:local)?rule (\w+):", text, flags=re.MULTILINE)
+        if not rule:
+            continue
+        line = re.search(r"^\s+resources: (.*)$", text, flags=re.MULTILINE)
+        shell = re.search(r"^Shell command: (.*)$", text, flags=re.MULTILINE)
+        jobs.append({
+            "rule": rule.group(1),
+            "resources": dict(item.split("=", 1) for item in line.group(1).split(", ")) if line else {},
+            "shell": shell.group(1) if shell else "",
+        })  # fmt: skip
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def dry_run() -> str:
+    return plan(*TABLES, "--configfile", "config/paper.yaml")
 
 
 def test_paper_config_plans_every_table_with_the_expected_job_counts(dry_run):
@@ -66,16 +87,44 @@ def test_paper_config_plans_every_table_with_the_expected_job_counts(dry_run):
 
 
 def test_paper_config_requests_gpus_for_the_training_rules(dry_run):
-    jobs = re.split(r"^\[.*\]$", dry_run, flags=re.MULTILINE)  # each job starts with a [timestamp] line
-    resources = {}
-    for job in jobs:
-        rule = re.search(r"^(?:local)?rule (\w+):", job, flags=re.MULTILINE)
-        line = re.search(r"^\s+resources: (.*)$", job, flags=re.MULTILINE)
-        if rule and line:
-            resources[rule.group(1)] = dict(item.split("=", 1) for item in line.group(1).split(", "))
+    resources = {job["rule"]: job["resources"] for job in planned_jobs(dry_run)}
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["resources"]
     for rule in ("pretrain", "pretrain_continual", "finetune", "finetune_squad", "variance"):
-        assert resources[rule]["gpu"] == "1", rule
+        assert int(resources[rule]["gpu"]) == paper[rule]["gpu"] >= 1, rule
         assert int(resources[rule]["runtime"]) == paper[rule]["runtime"], rule
         assert int(resources[rule]["mem_mb"]) == paper[rule]["mem_mb"], rule
     assert "gpu" not in resources["table2"]
+
+
+def test_the_slurm_profile_plans_paper_table2_with_gpu_requests_and_torchrun():
+    """Acceptance: `snakemake -n --configfile config/paper.yaml --profile workflow/profiles/slurm
+    results/table2.csv` plans every job with its SLURM resources; a rule given N GPUs starts
+    torchrun with N processes in one SLURM task (no `tasks`, which the plugin would turn
+    into one task per GPU)."""
+    jobs = planned_jobs(plan("-p", "results/table2.csv", "--configfile", "config/paper.yaml",
+                             "--profile", "workflow/profiles/slurm"))  # fmt: skip
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["resources"]
+    profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    site = {k: str(v) for k, v in profile["default-resources"].items() if k.startswith("slurm_")}
+    assert set(site) == {"slurm_account", "slurm_partition"}  # only the profile names them
+    by_rule: dict[str, list[dict]] = {}
+    for job in jobs:
+        by_rule.setdefault(job["rule"], []).append(job)
+    assert {rule: len(group) for rule, group in by_rule.items()} == {
+        "download_corpus": 1, "download_task": 11, "tokenize": 1, "pretrain": 6, "finetune": 270,
+        "finetune_squad": 60, "table2": 1,
+    }  # fmt: skip
+    # (a dry run prints every job as `rule`; tests/test_cluster.py checks the localrules for real)
+    for rule in ("pretrain", "finetune", "finetune_squad"):
+        for job in by_rule[rule]:
+            requested = job["resources"]
+            assert requested.items() >= site.items()
+            for key in ("gpu", "cpus_per_gpu", "mem_mb", "runtime"):
+                assert int(requested[key]) == paper[rule][key], (rule, key)
+            assert "tasks" not in requested and "tasks_per_gpu" not in requested
+            gpus = paper[rule]["gpu"]
+            launcher = f"torchrun --standalone --nproc_per_node {gpus} -m fem " if gpus > 1 else "fem "
+            assert job["shell"].startswith(launcher), job["shell"][:80]
+    assert paper["pretrain"]["gpu"] > 1  # so the torchrun path is planned here
+    assert not any("gpu" in job["resources"] for job in by_rule["tokenize"] + by_rule["table2"])

