@@ -6,8 +6,8 @@
 #                 a SLURM cluster: `bash scripts/slurm/start_local_cluster.sh` starts one on localhost)
 #   make test-local   the suite without the SLURM tests
 #   make dvc-repro   build Table 2 through DVC (`dvc repro table2`), hashes into dvc.lock
-#   make cluster-table2   on a SLURM submit host: every job through Snakemake's SLURM
-#                 executor, then one `dvc commit` and one `dvc push` (never DVC inside jobs)
+#   make cluster-table2 [CONFIG=config/paper.yaml]   on a SLURM submit host: every job through
+#                 Snakemake's SLURM executor, then one `dvc commit` and one `dvc push` (never DVC inside jobs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -46,10 +46,13 @@ dvc-yaml: setup  # regenerate dvc.yaml from the Snakemake DAG (after changing ru
 dvc-repro: setup
 	$(BIN)/dvc repro table2
 
+# CONFIG=config/paper.yaml: paper scale; dvc.yaml is first regenerated for that config, so
+# dvc.lock records the parameters the jobs really ran with.
 cluster-table2: setup
-	$(BIN)/snakemake --profile $(SLURM_PROFILE) results/table2.csv
-	$(BIN)/dvc commit --force
-	$(BIN)/dvc push
+	$(if $(CONFIG),$(BIN)/fem dvc generate results/table2.csv --configfile $(CONFIG))
+	$(BIN)/snakemake --profile $(SLURM_PROFILE) results/table2.csv $(if $(CONFIG),--configfile $(CONFIG))
+	$(BIN)/dvc commit --force --with-deps table2
+	$(BIN)/dvc push --with-deps table2
 
 test: setup
 	$(BIN)/python -m pytest

@@ -5,9 +5,11 @@ cluster on localhost with scripts/slurm/start_local_cluster.sh (Debian's slurm-w
 root); elsewhere deselect these tests with `-m "not cluster"`.
 """
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -61,15 +63,35 @@ def job_completion_records() -> dict[int, dict[str, str]]:
     return records
 
 
-def test_micro_table2_on_slurm_equals_the_local_run(tmp_path, mirror):
+def run(command: list[str], cwd: Path, env: dict) -> str:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(command)}:\n{output[-5000:]}"
+    return output
+
+
+def test_micro_table2_on_slurm_equals_the_local_run_and_dvc_records_it(tmp_path, mirror):
+    """The documented cluster command, `make cluster-table2`, with the micro config: every
+    training job through sbatch, then one `dvc commit` and one `dvc push` on the submit host."""
     slurm("sinfo")
     local = copy_workflow(tmp_path / "local")
     snakemake(local, "results/table2.csv", mirror=mirror)
 
     cluster = copy_workflow(tmp_path / "cluster")
+    shutil.copy(ROOT / "Makefile", cluster / "Makefile")
     profile = profile_for_this_cluster(tmp_path / "profile")
-    # snakemake() adds --cores 2; the profile's executor sends every non-local job to sbatch
-    output = snakemake(cluster, "--profile", str(profile), "results/table2.csv", mirror=mirror)
+    bin_dir = Path(sys.executable).parent
+    env = os.environ | {"FEM_HUB_MIRROR": str(mirror), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    run(["git", "init", "-q"], cluster, env)
+    run(["dvc", "init", "-q"], cluster, env)
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], cluster, env)
+    run(["git", "add", "Snakefile", "workflow", "config", "fem", "micro.yaml", "Makefile", ".dvc"], cluster, env)
+    run(["git", "commit", "-qm", "pipeline"], cluster, env)
+    # -o setup: use this interpreter's environment instead of building .venv in the copy
+    output = run(["make", "-o", "setup", "cluster-table2", f"BIN={bin_dir}", f"SLURM_PROFILE={profile}",
+                  "CONFIG=micro.yaml"], cluster, env)  # fmt: skip
 
     submitted = {int(job): Path(log) for job, log in SUBMITTED.findall(output)}
     rules = sorted(re.search(r"rule_(\w+)", str(log)).group(1) for log in submitted.values())
@@ -86,4 +108,12 @@ def test_micro_table2_on_slurm_equals_the_local_run(tmp_path, mirror):
     expected = pd.read_csv(local / "results" / "table2.csv")
     table = pd.read_csv(cluster / "results" / "table2.csv")
     pd.testing.assert_frame_equal(table, expected)  # same seeds, same numbers, wherever they ran
-    assert (cluster / "logs" / "scratch" / "pretrain" / "fe-s1.log").read_text().count("validation MLM loss") >= 1
+    assert "validation MLM loss" in (cluster / "logs" / "scratch" / "pretrain" / "fe-s1.log").read_text()
+
+    # DVC recorded what the cluster computed: nothing is stale, and the remote holds it
+    assert "up to date" in run(["dvc", "status", "--with-deps", "table2"], cluster, env)
+    assert "are in sync" in run(["dvc", "status", "--cloud", "--with-deps", "table2"], cluster, env)
+    assert len([f for f in (tmp_path / "remote").rglob("*") if f.is_file()]) > 20  # checkpoints, metrics, data
+    lock = yaml.safe_load((cluster / "dvc.lock").read_text())["stages"]
+    assert {"pretrain-fe-s1", "finetune-sst2-random-s2-f1", "table2"} <= set(lock)
+    assert "micro.yaml" in lock["pretrain-fe-s1"]["params"]  # the parameters the jobs ran with
