@@ -188,6 +188,9 @@ def _process_problems(config: dict[str, Any], segments: int) -> list[str]:
             config["continual"]["strategies"], resolve_segments(continual["mask_ratio"], continual["segments"]))),
     }  # fmt: skip
     problems = []
+    for rule in ("tokenize", "variance"):  # no torchrun: a second GPU would sit idle
+        if (resources.get(rule) or {}).get("gpu", 1) > 1:
+            problems.append(f"resources.{rule}.gpu: {resources[rule]['gpu']}; {rule} runs on one GPU at most")
     for rule, (rows, k) in runs.items():
         gpus = (resources.get(rule) or {}).get("gpu", 1)
         if gpus > rows // k:

@@ -63,9 +63,10 @@ def init_world() -> World:
 
 
 def close_world(world: World) -> None:
-    """Wait for every rank, then leave the process group (no-op for a world of one)."""
+    """Leave the process group (no-op for a world of one). No barrier: the other ranks may
+    finish while rank 0 still writes results, which can outlast a collective's timeout;
+    torchrun waits for every process anyway."""
     if world.distributed and dist.is_initialized():
-        dist.barrier()
         dist.destroy_process_group()
 
 

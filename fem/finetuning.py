@@ -144,7 +144,9 @@ def finetune(
             ids, attention = pad_batch([train_ids[i] for i in batch], tokenizer.pad_token_id)
             batch_labels = train_labels[torch.from_numpy(batch).to(device)]
             loss = trainer(input_ids=ids.to(device), attention_mask=attention.to(device), labels=batch_labels).loss
-            losses.append(optimizer_step(model, loss * share, optimizer, scheduler) / share if share else 0.0)
+            # every rank steps, an empty share too (factor 0): each backward joins DDP's all-reduce
+            scaled = optimizer_step(model, loss * share, optimizer, scheduler)
+            losses.append(scaled / share if share else 0.0)
         print(
             f"epoch {epoch + 1}/{settings.epochs} mean loss {np.mean(losses[-steps_per_epoch:]):.4f}",
             flush=True,

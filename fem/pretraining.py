@@ -136,11 +136,10 @@ def train_step(
         with sync:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_module(part.input_ids, part.masked, part.targets)
-            loss = loss * (world.size / total_predictions)
+            loss = loss / total_predictions * world.size  # (x / n * 1 is x / n exactly: one process as before)
             loss.backward()
         step_loss += loss.item() / world.size
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)  # the model's order: same sum
     optimizer.step()
     scheduler.step()
     return sum_over_ranks(step_loss, world, device)
@@ -231,7 +230,8 @@ def pretrain(
     run_id = fingerprint(asdict(settings), meta)
     state = load_state(work / "state.pt", run_id)
     if state is None:
-        shutil.rmtree(work, ignore_errors=True)
+        if world.is_main:  # only the writer clears the folder (another rank could remove step-0 below)
+            shutil.rmtree(work, ignore_errors=True)
         first_step, elapsed = 0, 0.0
         log = {"step": [], "loss": [], "lr": [], "sequences": [], "rows": [], "predictions": [], "seconds": []}
         initial = validation_loss(model, validation, settings.mask_ratio, special, meta) if world.is_main else None

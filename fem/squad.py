@@ -255,7 +255,9 @@ def finetune_squad(
             batch = {k: v.to(device) for k, v in pad_features(train_features, rows, tokenizer.pad_token_id).items()}
             index = torch.from_numpy(rows).to(device)
             loss = trainer(**batch, start_positions=start_positions[index], end_positions=end_positions[index]).loss
-            losses.append(optimizer_step(model, loss * share, optimizer, scheduler) / share if share else 0.0)
+            # every rank steps, an empty share too (factor 0): each backward joins DDP's all-reduce
+            scaled = optimizer_step(model, loss * share, optimizer, scheduler)
+            losses.append(scaled / share if share else 0.0)
             done = epoch * steps_per_epoch + step + 1
             if done % LOG_EVERY == 0 and world.is_main:
                 elapsed = time.perf_counter() - start

@@ -50,6 +50,7 @@ def test_default_and_micro_configs_are_valid(config):
         (lambda c: c.update(resources={"pretrain": {"gpu": 0}}), "resources.pretrain.gpu: 0 is not allowed; expected GPUs per job"),
         # 14 rows: fe has 2 sequences per step and Table 4's K = 14 only one; 2 processes cannot share it
         (lambda c: c.update(resources={"pretrain": {"gpu": 2}}), "resources.pretrain.gpu: 2 processes but only 1 sequences per step (14 rows / K = 14); expected at most 1 GPUs"),
+        (lambda c: c.update(resources={"variance": {"gpu": 2}}), "resources.variance.gpu: 2; variance runs on one GPU at most"),
         (lambda c: c["implementation"].update(pretrain_attention="flash"), "implementation.pretrain_attention: 'flash' is not allowed; expected one of sdpa, eager"),
     ],
 )  # fmt: skip

@@ -45,8 +45,9 @@ def baseline(packed, tmp_path_factory):
 def test_a_fast_path_switch_changes_the_model_only_by_rounding(packed, tmp_path, baseline, switches, tolerance):
     reference_metrics, reference = baseline
     metrics, model = trained(packed, tmp_path, **switches)
-    assert reference_metrics["implementation"]["attention"] == "sdpa"
+    assert reference_metrics["implementation"]["attention"] == reference_metrics["attention"] == "sdpa"
     assert metrics["implementation"] | switches == metrics["implementation"]  # recorded in metrics.json
+    assert metrics["attention"] == switches.get("attention", "sdpa")  # the model really uses that kernel
     difference = max_difference(reference, model)
     assert difference < tolerance
     initial = reference_metrics["validation_mlm_loss_init"]

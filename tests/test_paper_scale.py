@@ -124,7 +124,10 @@ def test_the_slurm_profile_plans_paper_table2_with_gpu_requests_and_torchrun():
                 assert int(requested[key]) == paper[rule][key], (rule, key)
             assert "tasks" not in requested and "tasks_per_gpu" not in requested
             gpus = paper[rule]["gpu"]
+            assert requested.get("nodes") == ("1" if gpus > 1 else None)  # torchrun --standalone: one node
             launcher = f"torchrun --standalone --nproc_per_node {gpus} -m fem " if gpus > 1 else "fem "
             assert job["shell"].startswith(launcher), job["shell"][:80]
     assert paper["pretrain"]["gpu"] > 1  # so the torchrun path is planned here
     assert not any("gpu" in job["resources"] for job in by_rule["tokenize"] + by_rule["table2"])
+    tokenize = by_rule["tokenize"][0]["resources"]
+    assert int(tokenize["runtime"]) == paper["tokenize"]["runtime"] and int(tokenize["cpus_per_task"]) >= 1

@@ -66,8 +66,12 @@ def rule_resources(rule_name):
     """Per-rule cluster resources from the config (resources.<rule>: gpu, gpu_model,
     cpus_per_gpu, mem_mb, runtime in minutes). No `tasks`: the SLURM plugin would turn it
     into --ntasks-per-gpu and split a multi-GPU job into one task per GPU, while torchrun
-    starts the processes itself inside one task."""
-    return dict(config.get("resources", {}).get(rule_name) or {})
+    starts the processes itself inside one task. Several GPUs also get nodes=1: torchrun
+    --standalone uses the GPUs of one node."""
+    resources = dict(config.get("resources", {}).get(rule_name) or {})
+    if resources.get("gpu", 1) > 1:
+        resources["nodes"] = 1
+    return resources
 
 
 def launcher(rule_name):

@@ -17,6 +17,8 @@ rule tokenize:
         "logs/tokenize/{corpus}.log",
     benchmark:
         "logs/benchmarks/tokenize/{corpus}.tsv"
+    resources:
+        **rule_resources("tokenize"),
     params:
         # task-<name> corpora (continual pre-training) use the pretrained model's tokenizer
         tokenizer=lambda w: CONTINUAL["model"] if w.corpus.startswith("task-") else config["tokenizer"]["source"],
