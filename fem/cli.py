@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from fem.config import ConfigError
+from fem.provenance import table_provenance_path
 from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings, SquadSettings, VarianceSettings
 
 
@@ -95,7 +96,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     world = init_world()
-    pretrain(args.data, args.out, _settings(PretrainSettings, args), _settings(PretrainImplementation, args))
+    pretrain(args.data, args.out, _settings(PretrainSettings, args), _settings(PretrainImplementation, args), world)
     if world.is_main:
         _provenance(Path(args.out) / "provenance.json", args, [args.data], [args.out], start)
     close_world(world)
@@ -132,9 +133,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     def run(learning_rate: float, out: Path) -> dict:
         settings = _settings(args.settings_class, args, learning_rate=learning_rate)
         return train(task, args.task_dir, args.checkpoint, out, settings, threads=args.threads,
-                     run_labels=_labels(args), metric_names=tuple(args.metrics))  # fmt: skip
+                     run_labels=_labels(args), metric_names=tuple(args.metrics), world=world)  # fmt: skip
 
-    sweep_learning_rates(run, args.learning_rates, args.out)
+    sweep_learning_rates(run, args.learning_rates, args.out, write_files=world.is_main)
     if world.is_main:
         inputs = [args.task_dir, args.checkpoint]
         outputs = [Path(args.out) / name for name in (SQUAD_OUTPUTS if squad else GLUE_OUTPUTS)]
@@ -151,7 +152,7 @@ def cmd_score_table(args: argparse.Namespace) -> None:
                        tuple(args.average_exclude), average_label=args.average_label)  # fmt: skip
     write_table(table, args.csv, args.md, args.title, args.caption, args.strategies)
     print(table.drop(columns=["runs"]).to_string(index=False))
-    provenance = Path(args.csv).with_suffix(".provenance.json")
+    provenance = table_provenance_path(args.csv)
     _provenance(provenance, args, args.metrics, [args.csv, args.md], start)
 
 
@@ -203,7 +204,7 @@ def cmd_table5(args: argparse.Namespace) -> None:
     plot_estimator_variance(results, args.estimator_figure)
     print(Path(args.md).read_text())
     outputs = [args.csv, args.md, args.hamming_figure, args.estimator_figure]
-    _provenance(Path(args.csv).with_suffix(".provenance.json"), args, args.results, outputs, start)
+    _provenance(table_provenance_path(args.csv), args, args.results, outputs, start)
 
 
 def cmd_table3(args: argparse.Namespace) -> None:
@@ -221,7 +222,7 @@ def cmd_table3(args: argparse.Namespace) -> None:
     plot_efficiency(table, args.task, args.figure)
     print(table.drop(columns=["runs"]).to_string(index=False))
     outputs = [args.csv, args.md, args.figure]
-    _provenance(Path(args.csv).with_suffix(".provenance.json"), args, args.metrics + args.train_logs, outputs, start)
+    _provenance(table_provenance_path(args.csv), args, args.metrics + args.train_logs, outputs, start)
 
 
 def cmd_task_text(args: argparse.Namespace) -> None:
@@ -244,7 +245,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     write_results_report(args.out, args.tables, args.figures)
-    _provenance(Path(args.out).with_suffix(".provenance.json"), args, args.tables + args.figures, [args.out], start)
+    _provenance(table_provenance_path(args.out), args, args.tables + args.figures, [args.out], start)
 
 
 def cmd_dvc_generate(args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from fem.masking import MULTI_COPY_STRATEGIES, resolve_segments
+from fem.masking import MULTI_COPY_STRATEGIES, copies_per_sequence, resolve_segments
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -165,28 +165,25 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
             f"implementation.pretrain_accumulation_steps: {accumulation} exceeds pretrain.rows_per_step = "
             f"{pre['rows_per_step']} (each micro-batch needs at least one row)"
         )
-    problems += _process_problems(config, segments)
+    continual = pre | config["continual"]["pretrain"]  # a continual run's pretrain keys
+    continual_k = resolve_segments(continual["mask_ratio"], continual["segments"])
+    problems += _process_problems(config, segments, continual, continual_k)
     problems += _finetune_problems(config["finetune"])
     problems += _variance_problems(config["variance"], pre, segments)
-    problems += _table_problems(config, segments)
+    problems += _table_problems(config, segments, continual, continual_k)
     return problems
 
 
-def _process_problems(config: dict[str, Any], segments: int) -> list[str]:
+def _process_problems(config: dict[str, Any], segments: int, continual: dict[str, Any], continual_k: int) -> list[str]:
     """Under torchrun (resources.<rule>.gpu > 1) every process needs at least one sequence of
     each step: at most rows_per_step / K processes, K the most copies per sequence of any run."""
-    resources = config.get("resources") or {}
-    pre, continual = config["pretrain"], {**config["pretrain"], **config["continual"]["pretrain"]}
-
-    def copies(strategies: list[str], k: int) -> int:
-        return k if any(s in MULTI_COPY_STRATEGIES for s in strategies) else 1
-
-    runs = {
-        "pretrain": (pre["rows_per_step"], max(copies(pre["strategies"], segments),
-                                               *config["segment_counts"]["segments"])),  # Table 4: fe-k<K>
-        "pretrain_continual": (continual["rows_per_step"], copies(
-            config["continual"]["strategies"], resolve_segments(continual["mask_ratio"], continual["segments"]))),
-    }  # fmt: skip
+    resources, pre = config.get("resources") or {}, config["pretrain"]
+    scratch_copies = [copies_per_sequence(s, segments) for s in pre["strategies"]]
+    continual_copies = [copies_per_sequence(s, continual_k) for s in config["continual"]["strategies"]]
+    runs = {  # Table 4's fe-k<K> runs are pre-training runs too
+        "pretrain": (pre["rows_per_step"], max(*scratch_copies, *config["segment_counts"]["segments"])),
+        "pretrain_continual": (continual["rows_per_step"], max(continual_copies)),
+    }
     problems = []
     for rule in ("tokenize", "variance"):  # no torchrun: a second GPU would sit idle
         if (resources.get(rule) or {}).get("gpu", 1) > 1:
@@ -219,7 +216,7 @@ def _variance_problems(variance: dict[str, Any], pre: dict[str, Any], segments: 
     return problems
 
 
-def _table_problems(config: dict[str, Any], segments: int) -> list[str]:
+def _table_problems(config: dict[str, Any], segments: int, continual: dict[str, Any], k: int) -> list[str]:
     """Tables 1, 3 and 4: every task has its metric, steps are saved, K divides the rows."""
     problems = []
     pre, metrics = config["pretrain"], config["finetune"]["metrics"]
@@ -238,8 +235,6 @@ def _table_problems(config: dict[str, Any], segments: int) -> list[str]:
             f"segment_counts.segments: {wrong} do not divide pretrain.rows_per_step = {pre['rows_per_step']} "
             "(compute matching needs rows/K whole sequences per step)"
         )
-    continual = pre | config["continual"]["pretrain"]
-    k = resolve_segments(continual["mask_ratio"], continual["segments"])
     multi_copy = [s for s in config["continual"]["strategies"] if s in MULTI_COPY_STRATEGIES]
     if multi_copy and continual["rows_per_step"] % k:
         problems.append(f"continual.pretrain.rows_per_step: {continual['rows_per_step']} is not a multiple of K = {k}")

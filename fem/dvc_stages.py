@@ -73,6 +73,8 @@ class SnakemakeJob:
     log: str = ""
     wildcards: dict[str, str] = field(default_factory=dict)
     reason: str = ""  # why Snakemake plans it ("Params have changed ...", "Input files updated by another job ...")
+    resources: dict[str, str] = field(default_factory=dict)  # e.g. {"gpu": "1", "runtime": "360"}
+    shell: str = ""  # the shell command (listed with --printshellcmds)
 
 
 def dry_run_jobs(targets: list[str], configfiles: list[str], workdir: str | Path = ".") -> list[SnakemakeJob]:
@@ -88,7 +90,8 @@ def dry_run_jobs(targets: list[str], configfiles: list[str], workdir: str | Path
 
 
 def parse_dry_run(text: str) -> list[SnakemakeJob]:
-    """Jobs from the listing of `snakemake --dry-run` ("rule x:" then "    key: value" lines)."""
+    """Jobs from the listing of `snakemake --dry-run` ("rule x:" then "    key: value" lines,
+    and "Shell command: ..." with --printshellcmds)."""
     jobs, job = [], None
     for line in text.splitlines():
         started = re.match(r"^(?:local)?rule (\w+):$", line)
@@ -96,7 +99,10 @@ def parse_dry_run(text: str) -> list[SnakemakeJob]:
             job = SnakemakeJob(started.group(1))
             jobs.append(job)
             continue
-        field_line = re.match(r"^    (input|output|log|wildcards|reason): (.*)$", line)
+        if job is not None and line.startswith("Shell command: "):
+            job.shell = line.removeprefix("Shell command: ")
+            continue
+        field_line = re.match(r"^    (input|output|log|wildcards|reason|resources): (.*)$", line)
         if job is None or not field_line:
             continue
         key, value = field_line.groups()
@@ -110,6 +116,8 @@ def parse_dry_run(text: str) -> list[SnakemakeJob]:
             job.outputs = items
         elif key == "log":
             job.log = items[0]
+        elif key == "resources":
+            job.resources = dict(item.split("=", 1) for item in items)
         else:
             job.wildcards = dict(item.split("=", 1) for item in items)
     return jobs

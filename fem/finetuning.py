@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from fem.data import Task, task_label_names
-from fem.distributed import batch_share, data_parallel, init_world, seed_rank_stream
+from fem.distributed import World, batch_share, data_parallel, seed_rank_stream
 from fem.metrics import compute_metrics, task_score
-from fem.optimization import finetuning_optimizer, optimizer_step
+from fem.optimization import finetuning_optimizer, shared_step
 from fem.settings import FinetuneSettings
 
 SUBSAMPLE_SEED = 0
@@ -72,6 +72,7 @@ def finetune(
     threads: int = 1,
     run_labels: dict | None = None,
     metric_names: tuple[str, ...] | None = None,
+    world: World | None = None,
 ) -> dict:
     """Fine-tune `checkpoint_dir` on `task` (data saved at `task_dir`), evaluate on each of
     the task's dev splits with `metric_names` (default: the task's). Writes
@@ -107,7 +108,7 @@ def finetune(
     dtype = torch.float32 if task.is_regression else torch.long
     train_labels = torch.tensor(list(train["label"]), dtype=dtype)
 
-    world = init_world()
+    world = world or World()  # under torchrun the CLI passes its World: each rank trains a share
     torch.manual_seed(settings.seed)
     label_names = task_label_names(task, train)
     num_labels = 1 if task.is_regression else len(label_names)
@@ -144,9 +145,7 @@ def finetune(
             ids, attention = pad_batch([train_ids[i] for i in batch], tokenizer.pad_token_id)
             batch_labels = train_labels[torch.from_numpy(batch).to(device)]
             loss = trainer(input_ids=ids.to(device), attention_mask=attention.to(device), labels=batch_labels).loss
-            # every rank steps, an empty share too (factor 0): each backward joins DDP's all-reduce
-            scaled = optimizer_step(model, loss * share, optimizer, scheduler)
-            losses.append(scaled / share if share else 0.0)
+            losses.append(shared_step(model, loss, share, optimizer, scheduler))
         print(
             f"epoch {epoch + 1}/{settings.epochs} mean loss {np.mean(losses[-steps_per_epoch:]):.4f}",
             flush=True,
@@ -200,7 +199,9 @@ def finetune(
     return result
 
 
-def sweep_learning_rates(run: Callable[[float, Path], dict], learning_rates: list[float], out_dir: str | Path) -> dict:
+def sweep_learning_rates(
+    run: Callable[[float, Path], dict], learning_rates: list[float], out_dir: str | Path, write_files: bool = True
+) -> dict:
     """Fine-tune once per learning rate and keep the run with the best dev score (the BERT
     recipe; note that the reported dev score is then the maximum over the sweep).
 
@@ -208,18 +209,18 @@ def sweep_learning_rates(run: Callable[[float, Path], dict], learning_rates: lis
     metrics. With one rate it writes straight into `out_dir`. With several, each run goes
     to out_dir/sweep/lr-<lr>/ (kept for audit) and the best run's files are copied up.
     Either way metrics.json records "learning_rate" (the chosen one) and
-    "learning_rate_sweep" ({rate: dev score})."""
+    "learning_rate_sweep" ({rate: dev score}). write_files=False (ranks > 0 under torchrun)
+    runs the same sweep and writes nothing."""
     out_dir = Path(out_dir)
-    main = init_world().is_main  # under torchrun every rank sweeps; rank 0 writes the files
     if len(learning_rates) == 1:
         results = {learning_rates[0]: run(learning_rates[0], out_dir)}
         best = learning_rates[0]
     else:
-        if main:
+        if write_files:
             shutil.rmtree(out_dir / "sweep", ignore_errors=True)  # runs of an earlier sweep are not this one's
         results = {lr: run(lr, out_dir / "sweep" / f"lr-{lr:g}") for lr in learning_rates}
         best = max(learning_rates, key=lambda lr: results[lr]["score"])  # the first of equal scores
-        for file in (out_dir / "sweep" / f"lr-{best:g}").iterdir() if main else ():
+        for file in (out_dir / "sweep" / f"lr-{best:g}").iterdir() if write_files else ():
             if file.is_file():
                 shutil.copy2(file, out_dir / file.name)
         print(f"learning rate {best:g} chosen on dev: " + ", ".join(
@@ -228,6 +229,6 @@ def sweep_learning_rates(run: Callable[[float, Path], dict], learning_rates: lis
         "learning_rate": best,
         "learning_rate_sweep": {f"{lr:g}": r["score"] for lr, r in results.items()},
     }
-    if main:
+    if write_files:
         (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

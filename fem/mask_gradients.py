@@ -32,6 +32,7 @@ from torch.func import functional_call, grad, vmap
 
 from fem.data import DataSourceError
 from fem.masking import resolve_segments
+from fem.modeling import sparse_mlm_loss
 from fem.settings import VarianceSettings
 from fem.variance import analyse
 
@@ -143,9 +144,7 @@ def loop_mask_gradients(model, mask_token_id: int, names: list[str], sequences: 
     out = []
     for sequence, mask in zip(np.asarray(sequences, dtype=np.int64), np.asarray(masks, dtype=bool), strict=True):
         input_ids = torch.from_numpy(np.where(mask, mask_token_id, sequence))[None]
-        positions = torch.from_numpy(np.flatnonzero(mask))
-        hidden = model.bert(input_ids=input_ids).last_hidden_state[0]
-        loss = F.cross_entropy(model.cls(hidden[positions]), torch.from_numpy(sequence[positions.numpy()]))
+        loss = sparse_mlm_loss(model, input_ids, torch.from_numpy(mask)[None], torch.from_numpy(sequence[mask]))
         out.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, wanted)]).double().numpy())
     return np.stack(out)
 

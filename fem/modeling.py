@@ -12,11 +12,6 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM
 
 
-def default_device() -> torch.device:
-    """The first CUDA GPU when there is one, else the CPU (where runs are bitwise reproducible)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def build_bert(
     vocab_size: int,
     hidden_size: int,

@@ -56,6 +56,15 @@ def finetuning_optimizer(
     return optimizer, scheduler
 
 
+def shared_step(model: torch.nn.Module, loss: torch.Tensor, share: float, optimizer, scheduler) -> float:
+    """optimizer_step on this rank's mean `loss` times its `share` of the batch
+    (fem.distributed.batch_share; 1 for one process); returns the unscaled loss (0 for an
+    empty share). Every rank steps, an empty share too (factor 0), so each backward joins
+    DistributedDataParallel's gradient all-reduce."""
+    scaled = optimizer_step(model, loss * share, optimizer, scheduler)
+    return scaled / share if share else 0.0
+
+
 def optimizer_step(
     model: torch.nn.Module, loss: torch.Tensor, optimizer, scheduler, max_grad_norm: float = 1.0
 ) -> float:

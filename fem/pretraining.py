@@ -35,7 +35,7 @@ import torch
 
 from fem.checkpointing import fingerprint, load_state, rng_state, save_model_folder, save_state, set_rng_state
 from fem.collation import MaskingSpec, mask_rows
-from fem.distributed import World, data_parallel, init_world, rank_share, seed_rank_stream, sum_over_ranks
+from fem.distributed import World, data_parallel, rank_share, seed_rank_stream, sum_over_ranks
 from fem.masking import SpanShape, resolve_segments
 from fem.modeling import build_bert, load_pretrained_mlm, mlm_parts, sparse_mlm_loss
 from fem.optimization import lr_multiplier, param_groups
@@ -112,9 +112,11 @@ def train_step(
     accumulation_steps: int,
     bf16: bool = False,
     world: World | None = None,
+    total_predictions: int | None = None,
 ) -> float:
     """One optimizer step on this rank's `rows`, in `accumulation_steps` micro-batches;
-    returns the mean loss over the step's masked tokens of all ranks.
+    returns the mean loss over the step's masked tokens of all ranks (`total_predictions`,
+    summed over the ranks here when not given).
 
     Each micro-batch adds sum-loss / (masked tokens of the whole step, all ranks) to the
     gradient, times the number of ranks because DDP averages over them: the step's gradient
@@ -126,7 +128,8 @@ def train_step(
         raise TypeError(f"train_step needs a MaskedLMLoss (or DDP of one), got {type(loss_module).__name__}")
     world = world or World()
     device = rows.input_ids.device
-    total_predictions = sum_over_ranks(len(rows.targets), world, device)
+    if total_predictions is None:
+        total_predictions = int(sum_over_ranks(len(rows.targets), world, device))
     optimizer.zero_grad(set_to_none=True)
     parts = [part for part in rows.split(accumulation_steps) if world.distributed or len(part.targets) > 0]
     step_loss = 0.0
@@ -150,15 +153,17 @@ def pretrain(
     out_dir: str | Path,
     settings: PretrainSettings,
     implementation: PretrainImplementation | None = None,
+    world: World | None = None,
 ) -> dict:
     """Pre-train a BERT from scratch (or continue `settings.init_from`) on the packed blocks
     in `data_dir` (see the module docstring for what lands in `out_dir`); resumes from out_dir/resume when a state of
     the same run is there. `implementation` defaults to PretrainImplementation(). Under
-    torchrun, trains data-parallel (module docstring). Returns the metrics on rank 0, {} on
+    torchrun (`world` from fem.distributed.init_world, given by the CLI; default: one
+    process), trains data-parallel (module docstring). Returns the metrics on rank 0, {} on
     the other ranks."""
     implementation = implementation or PretrainImplementation()
     torch.set_num_threads(implementation.threads)
-    world = init_world()
+    world = world or World()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     work = out_dir / RESUME_DIR
     meta = json.loads((data_dir / "meta.json").read_text())
@@ -275,14 +280,14 @@ def pretrain(
             rows = rows.pin_memory()  # so the copy below runs asynchronously
         rows = rows.to(device, non_blocking=True)
         lr = scheduler.get_last_lr()[0]  # the rate this step uses
+        step_rows = per_step * spec.copies  # of all ranks: each sequence gives `copies` rows
+        step_predictions = int(sum_over_ranks(len(rows.targets), world, device))
         loss = train_step(
             loss_module, rows, optimizer, scheduler, settings.max_grad_norm, implementation.accumulation_steps,
-            bf16=implementation.bf16, world=world,
+            bf16=implementation.bf16, world=world, total_predictions=step_predictions,
         )  # fmt: skip
         step_seconds = time.perf_counter() - tick  # .item() in train_step waited for the device
         train_seconds += step_seconds
-        step_rows = int(sum_over_ranks(len(rows.input_ids), world, device))
-        step_predictions = int(sum_over_ranks(len(rows.targets), world, device))
         flops = training_flops(model.config, step_rows, block_size, step_predictions)
         step_flops, total_flops = step_flops + flops, total_flops + flops
         for key, value in (("step", done), ("loss", loss), ("lr", lr), ("sequences", per_step), ("rows", step_rows),

@@ -20,6 +20,12 @@ CODE_ROOT = Path(__file__).resolve().parent.parent
 CODE_PATHS = ("fem", "workflow", "Snakefile", "config", "pyproject.toml")  # what "dirty" is about
 
 
+def table_provenance_path(table: str | Path) -> Path:
+    """`results/table2.csv` -> `results/table2.provenance.json`: where every table command
+    writes its provenance and `fem audit` looks for it."""
+    return Path(table).with_suffix(".provenance.json")
+
+
 def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
     """Hex digest of a file's bytes (sha256, or another hashlib algorithm such as md5)."""
     digest = hashlib.new(algorithm)

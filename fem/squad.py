@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from fem.data import Task
-from fem.distributed import batch_share, data_parallel, init_world, seed_rank_stream
+from fem.distributed import World, batch_share, data_parallel, seed_rank_stream
 from fem.metrics import squad_metrics
-from fem.optimization import finetuning_optimizer, optimizer_step
+from fem.optimization import finetuning_optimizer, shared_step
 from fem.settings import SquadSettings
 
 SUBSAMPLE_SEED = 0
@@ -190,6 +190,7 @@ def finetune_squad(
     threads: int = 1,
     run_labels: dict | None = None,
     metric_names: tuple[str, ...] | None = None,
+    world: World | None = None,
 ) -> dict:
     """Fine-tune `checkpoint_dir` on SQuAD-format data saved at `task_dir` (splits "train" and
     "validation"), evaluate on the validation split. Writes out_dir/metrics.json,
@@ -224,7 +225,7 @@ def finetune_squad(
     del train_features["offset_mapping"]  # not needed for training
     n_train = len(train_features["input_ids"])
 
-    world = init_world()
+    world = world or World()  # under torchrun the CLI passes its World: each rank trains a share
     torch.manual_seed(settings.seed)
     model = AutoModelForQuestionAnswering.from_pretrained(str(checkpoint_dir))
     device = world.device()
@@ -255,9 +256,7 @@ def finetune_squad(
             batch = {k: v.to(device) for k, v in pad_features(train_features, rows, tokenizer.pad_token_id).items()}
             index = torch.from_numpy(rows).to(device)
             loss = trainer(**batch, start_positions=start_positions[index], end_positions=end_positions[index]).loss
-            # every rank steps, an empty share too (factor 0): each backward joins DDP's all-reduce
-            scaled = optimizer_step(model, loss * share, optimizer, scheduler)
-            losses.append(scaled / share if share else 0.0)
+            losses.append(shared_step(model, loss, share, optimizer, scheduler))
             done = epoch * steps_per_epoch + step + 1
             if done % LOG_EVERY == 0 and world.is_main:
                 elapsed = time.perf_counter() - start

@@ -23,13 +23,6 @@ def path_key(path: str | Path) -> str:
     return os.path.normpath(os.path.abspath(path))
 
 
-_key = path_key
-
-
-def _md5_file(path: str | Path) -> str:
-    return sha256_file(path, "md5")
-
-
 class _Hasher:
     """Hashes each file once per algorithm; None when the file does not exist."""
 
@@ -37,12 +30,12 @@ class _Hasher:
         self.cache: dict[tuple[str, str], str | None] = {}
 
     def __call__(self, path: str | Path, algorithm: str) -> str | None:
-        key = (_key(path), algorithm)
+        key = (path_key(path), algorithm)
         if key not in self.cache:
             if not Path(path).is_file():
                 self.cache[key] = None
             else:
-                self.cache[key] = sha256_file(path) if algorithm == "sha256" else _md5_file(path)
+                self.cache[key] = sha256_file(path, algorithm)
         return self.cache[key]
 
     def files(self) -> int:
@@ -91,11 +84,11 @@ def verify_report(report: dict) -> dict:
             if actual != expected:
                 problems.append(_problem(file, "sha256", expected, actual, f"{path} ({field})"))
     table_record = report["provenance"][report["table_provenance"]]
-    table_inputs = {_key(f) for f in table_record["inputs"]}
+    table_inputs = {path_key(f) for f in table_record["inputs"]}
     for run in report["runs"]:
-        if _key(run) not in table_inputs:
+        if path_key(run) not in table_inputs:
             problems.append(_unlisted(run, "inputs", report["table_provenance"]))
-    if _key(report["table"]) not in {_key(f) for f in table_record["outputs"]}:
+    if path_key(report["table"]) not in {path_key(f) for f in table_record["outputs"]}:
         problems.append(_unlisted(report["table"], "outputs", report["table_provenance"]))
     if report["dvc_lock"]:
         dvc_problems, dvc_notes = verify_dvc_lock(Path(report["dvc_lock"]), hasher)
@@ -168,6 +161,3 @@ def verify_dvc_lock(lock: Path, hasher: _Hasher) -> tuple[list[dict], list[str]]
                             _problem(shown, "md5", digest, actual, f"{record} (folder, no manifest cached)")
                         )
     return problems, notes
-
-
-# --- text rendering ------------------------------------------------------------------------
