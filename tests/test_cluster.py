@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_dvc import run
 from test_pipeline import copy_workflow, snakemake
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,13 +62,6 @@ def job_completion_records() -> dict[int, dict[str, str]]:
         fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
         records[int(fields["JobId"])] = fields
     return records
-
-
-def run(command: list[str], cwd: Path, env: dict) -> str:
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f"{' '.join(command)}:\n{output[-5000:]}"
-    return output
 
 
 def test_micro_table2_on_slurm_equals_the_local_run_and_dvc_records_it(tmp_path, mirror):

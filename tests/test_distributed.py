@@ -10,37 +10,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import save_tiny_checkpoint
 from safetensors.torch import load_file
+from test_pretraining import cli_args, settings
 
 from fem.distributed import World, batch_share, rank_share
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def torchrun(processes: int, args: list[str], log: Path) -> None:
-    """`torchrun --standalone --nproc_per_node N -m fem <args>` (as the rules launch it)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command + ["-m", "fem", *args], env=env, capture_output=True, text=True, timeout=600)
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def fem_run(args: list[str], processes: int, log: Path) -> None:
+    """`fem <args>` in one process, or under `torchrun --standalone --nproc_per_node N -m fem`
+    as the rules launch it."""
+    launcher = [sys.executable, "-m", "fem"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                    "-m", "fem"]  # fmt: skip
+    result = subprocess.run(launcher + args, env=ENV, capture_output=True, text=True, timeout=600)
     log.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def pretrain_args(packed: Path, out: Path, strategy: str, accumulation_steps: int) -> list[str]:
-    values = dict(
-        strategy=strategy, seed=3, mask_ratio=0.15, segments="auto",
-        replacement={"mask": 0.8, "random": 0.1, "keep": 0.1}, span={"geometric_p": 0.2, "max_length": 10},
-        steps=5, rows_per_step=14, learning_rate=1e-3, schedule="linear", warmup_steps=1, weight_decay=0.01,
-        max_grad_norm=1.0, validation_blocks=8, validate_every=0, save_steps=[], log_every=1, hidden_size=32,
-        num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        dropout=0.0,  # dropout draws differ between processes; everything else must not
-        accumulation_steps=accumulation_steps, resume_every=0,
-    )  # fmt: skip
-    args = ["pretrain", "--data", str(packed), "--out", str(out)]
-    for key, value in values.items():
-        args += ["--" + key.replace("_", "-"), json.dumps(value)]
-    return args
+    """`pretrain ...` flags of 5 steps (dropout off: its draws differ between processes)."""
+    values = settings(strategy, steps=5, log_every=1, dropout=0.0)
+    return cli_args(packed, out, values, accumulation_steps=accumulation_steps, resume_every=0)[3:]
 
 
 def test_rank_shares_tile_the_batch():
@@ -61,11 +58,8 @@ def test_two_process_ddp_equals_one_process_with_accumulation(packed, tmp_path, 
     """fe: 2 sequences x 7 copies per step, one per rank; random: 14 sequences, 7 per rank.
     After 5 AdamW steps every parameter agrees within 1e-6, and so do the logged losses."""
     single, parallel = tmp_path / "single", tmp_path / "ddp"
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "fem", *pretrain_args(packed, single, strategy, 2)],
-                         env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert one.returncode == 0, one.stderr[-3000:]
-    torchrun(2, pretrain_args(packed, parallel, strategy, 1), tmp_path / "ddp.log")
+    fem_run(pretrain_args(packed, single, strategy, 2), 1, tmp_path / "single.log")
+    fem_run(pretrain_args(packed, parallel, strategy, 1), 2, tmp_path / "ddp.log")
 
     reference = load_file(single / "model" / "model.safetensors")
     distributed = load_file(parallel / "model" / "model.safetensors")
@@ -87,12 +81,8 @@ def test_two_process_ddp_finetuning_equals_one_process(mirror, tokenizer, tmp_pa
     """STS-B (regression: predictions are real numbers) fine-tuned from a dropout-free tiny
     BERT, batch 8 = 2 ranks x 4: the dev predictions of 2 processes equal those of 1."""
     from fem.data import download_task
-    from fem.modeling import build_bert
 
-    checkpoint = tmp_path / "model"
-    torch.manual_seed(0)
-    build_bert(len(tokenizer), 32, 1, 2, 64, dropout=0.0).save_pretrained(str(checkpoint))
-    tokenizer.save_pretrained(str(checkpoint))
+    checkpoint = save_tiny_checkpoint(tmp_path / "model", tokenizer, dropout=0.0)
     task_dir = tmp_path / "stsb"
     download_task("stsb", task_dir, str(mirror))
 
@@ -102,13 +92,9 @@ def test_two_process_ddp_finetuning_equals_one_process(mirror, tokenizer, tmp_pa
                 "--max-length", "64", "--epochs", "2", "--batch-size", "8", "--learning-rates", "[0.001]",
                 "--warmup-ratio", "0.1", "--weight-decay", "0.01", "--metrics", "[pearson, spearman]"]  # fmt: skip
 
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "fem", *args(tmp_path / "single")], env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert one.returncode == 0, one.stderr[-3000:]
-    torchrun(
-        2, args(tmp_path / "ddp"), tmp_path / "ddp.log"
-    )  # 25 examples: batches 4 + 4, and a last one of 1 (rank 1 joins with factor 0)
+    fem_run(args(tmp_path / "single"), 1, tmp_path / "single.log")
+    # 25 examples: batches 4 + 4, and a last one of 1 (rank 1 joins with factor 0)
+    fem_run(args(tmp_path / "ddp"), 2, tmp_path / "ddp.log")
 
     def predictions(out: Path) -> np.ndarray:
         with open(out / "predictions.csv") as handle:

@@ -6,18 +6,14 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_pretraining import settings
 from transformers import BertConfig, BertForMaskedLM
 
 from fem.pretraining import pretrain
-from fem.settings import PretrainImplementation, PretrainSettings
+from fem.settings import PretrainImplementation
 from fem.throughput import mfu, peak_flops, training_flops
 
-SETTINGS = PretrainSettings(
-    strategy="fe", seed=3, mask_ratio=0.15, segments="auto", replacement={"mask": 0.8, "random": 0.1, "keep": 0.1},
-    span={"geometric_p": 0.2, "max_length": 10}, steps=6, rows_per_step=14, learning_rate=1e-3, schedule="linear",
-    warmup_steps=1, weight_decay=0.01, max_grad_norm=1.0, validation_blocks=8, validate_every=0, save_steps=[],
-    log_every=3, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, dropout=0.1,
-)  # fmt: skip
+SETTINGS = settings("fe", steps=6, log_every=3)
 
 
 def trained(packed, out, **switches) -> tuple[dict, dict]:

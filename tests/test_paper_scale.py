@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from test_pipeline import planned
 
 from fem.config import deep_update, load_yaml
+from fem.dvc_stages import SnakemakeJob, parse_dry_run
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = [f"results/table{n}.csv" for n in range(1, 6)]
@@ -28,23 +29,6 @@ def plan(*args: str) -> str:
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return done.stdout + done.stderr
-
-
-def planned_jobs(output: str) -> list[dict]:
-    """Each job of a dry run (printed with -p): rule, resources, shell command."""
-    jobs = []
-    for text in re.split(r"^\[.*\]$", output, flags=re.MULTILINE):  # each job starts with a [timestamp] line
-        rule = re.search(r"^(?:local)?rule (\w+):", text, flags=re.MULTILINE)
-        if not rule:
-            continue
-        line = re.search(r"^\s+resources: (.*)$", text, flags=re.MULTILINE)
-        shell = re.search(r"^Shell command: (.*)$", text, flags=re.MULTILINE)
-        jobs.append({
-            "rule": rule.group(1),
-            "resources": dict(item.split("=", 1) for item in line.group(1).split(", ")) if line else {},
-            "shell": shell.group(1) if shell else "",
-        })  # fmt: skip
-    return jobs
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +64,13 @@ def test_paper_config_plans_every_table_with_the_expected_job_counts(dry_run):
         "variance": 1 + len(strategies) * (len(config["variance"]["checkpoints"]) - 1),
         **{f"table{n}": 1 for n in range(1, 6)},
     }
-    table = dry_run.split("Job stats:")[1]
-    planned = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE) if rule != "total"}
-    assert planned == expected
-    assert planned["finetune"] == 990 and sum(planned.values()) == 1274  # the numbers the README gives
+    counts = planned(dry_run)
+    assert counts == expected
+    assert counts["finetune"] == 990 and sum(counts.values()) == 1274  # the numbers the README gives
 
 
 def test_paper_config_requests_gpus_for_the_training_rules(dry_run):
-    resources = {job["rule"]: job["resources"] for job in planned_jobs(dry_run)}
+    resources = {job.rule: job.resources for job in parse_dry_run(dry_run)}
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["resources"]
     for rule in ("pretrain", "pretrain_continual", "finetune", "finetune_squad", "variance"):
         assert int(resources[rule]["gpu"]) == paper[rule]["gpu"] >= 1, rule
@@ -101,16 +84,16 @@ def test_the_slurm_profile_plans_paper_table2_with_gpu_requests_and_torchrun():
     results/table2.csv` plans every job with its SLURM resources; a rule given N GPUs starts
     torchrun with N processes in one SLURM task (no `tasks`, which the plugin would turn
     into one task per GPU)."""
-    jobs = planned_jobs(plan("-p", "results/table2.csv", "--configfile", "config/paper.yaml",
+    jobs = parse_dry_run(plan("-p", "results/table2.csv", "--configfile", "config/paper.yaml",
                              "--profile", "workflow/profiles/slurm"))  # fmt: skip
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["resources"]
     profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
     assert profile["executor"] == "slurm"
     site = {k: str(v) for k, v in profile["default-resources"].items() if k.startswith("slurm_")}
     assert set(site) == {"slurm_account", "slurm_partition"}  # only the profile names them
-    by_rule: dict[str, list[dict]] = {}
+    by_rule: dict[str, list[SnakemakeJob]] = {}
     for job in jobs:
-        by_rule.setdefault(job["rule"], []).append(job)
+        by_rule.setdefault(job.rule, []).append(job)
     assert {rule: len(group) for rule, group in by_rule.items()} == {
         "download_corpus": 1, "download_task": 11, "tokenize": 1, "pretrain": 6, "finetune": 270,
         "finetune_squad": 60, "table2": 1,
@@ -118,7 +101,7 @@ def test_the_slurm_profile_plans_paper_table2_with_gpu_requests_and_torchrun():
     # (a dry run prints every job as `rule`; tests/test_cluster.py checks the localrules for real)
     for rule in ("pretrain", "finetune", "finetune_squad"):
         for job in by_rule[rule]:
-            requested = job["resources"]
+            requested = job.resources
             assert requested.items() >= site.items()
             for key in ("gpu", "cpus_per_gpu", "mem_mb", "runtime"):
                 assert int(requested[key]) == paper[rule][key], (rule, key)
@@ -126,8 +109,8 @@ def test_the_slurm_profile_plans_paper_table2_with_gpu_requests_and_torchrun():
             gpus = paper[rule]["gpu"]
             assert requested.get("nodes") == ("1" if gpus > 1 else None)  # torchrun --standalone: one node
             launcher = f"torchrun --standalone --nproc_per_node {gpus} -m fem " if gpus > 1 else "fem "
-            assert job["shell"].startswith(launcher), job["shell"][:80]
+            assert job.shell.startswith(launcher), job.shell[:80]
     assert paper["pretrain"]["gpu"] > 1  # so the torchrun path is planned here
-    assert not any("gpu" in job["resources"] for job in by_rule["tokenize"] + by_rule["table2"])
-    tokenize = by_rule["tokenize"][0]["resources"]
+    assert not any("gpu" in job.resources for job in by_rule["tokenize"] + by_rule["table2"])
+    tokenize = by_rule["tokenize"][0].resources
     assert int(tokenize["runtime"]) == paper["tokenize"]["runtime"] and int(tokenize["cpus_per_task"]) >= 1

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from fem.config import deep_update
+
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ["Snakefile", "workflow", "config", "fem", "tests/configs"]
 
@@ -49,6 +51,19 @@ def copy_workflow(work: Path) -> Path:
     return work
 
 
+def change_config(work: Path, overrides: dict) -> None:
+    """Merge `overrides` into the copy's micro.yaml, key by key (as a second config file would)."""
+    config = yaml.safe_load((work / "micro.yaml").read_text())
+    deep_update(config, overrides)
+    (work / "micro.yaml").write_text(yaml.safe_dump(config))
+
+
+def replan(work: Path, mirror: Path, target: str, overrides: dict) -> dict[str, int]:
+    """change_config, then the jobs a dry run of `target` plans: {rule: count}."""
+    change_config(work, overrides)
+    return planned(snakemake(work, "-n", target, mirror=mirror))
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     return copy_workflow(tmp_path_factory.mktemp("pipeline"))
@@ -56,10 +71,7 @@ def workdir(tmp_path_factory) -> Path:
 
 def test_a_task_neither_mirrored_nor_reachable_stops_before_any_job(tmp_path, mirror):
     work = copy_workflow(tmp_path)
-    config = yaml.safe_load((work / "micro.yaml").read_text())
-    config["finetune"]["tasks"] = ["sst2", "qnli"]
-    config["finetune"]["metrics"]["qnli"] = ["accuracy"]
-    (work / "micro.yaml").write_text(yaml.safe_dump(config))
+    change_config(work, {"finetune": {"tasks": ["sst2", "qnli"], "metrics": {"qnli": ["accuracy"]}}})
     env = os.environ | {"FEM_HUB_MIRROR": str(mirror), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "1", "results/table2.csv", "--configfile", "micro.yaml"],
@@ -91,11 +103,8 @@ def mirror_with_squad(root: Path, glue_mirror: Path) -> Path:
 @pytest.mark.slow
 def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tmp_path):
     mirror = mirror_with_squad(tmp_path / "mirror", mirror)
-    config = yaml.safe_load((workdir / "micro.yaml").read_text())
-    config["finetune"]["tasks"] = ["sst2", "stsb", "squad"]
-    config["finetune"]["metrics"]["squad"] = ["exact_match", "f1"]
-    (workdir / "micro.yaml").write_text(yaml.safe_dump(config))
-    plan = planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror))
+    tasks = {"tasks": ["sst2", "stsb", "squad"], "metrics": {"squad": ["exact_match", "f1"]}}
+    plan = replan(workdir, mirror, "results/table2.csv", {"finetune": tasks})
     assert plan == {"download_corpus": 1, "download_task": 3, "tokenize": 1, "pretrain": 4, "finetune": 8,
                     "finetune_squad": 4, "table2": 1}  # fmt: skip
 
@@ -137,15 +146,11 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tm
 
     assert planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror)) == {}
 
-    # speed settings do not rerun finished jobs; science settings do
-    config = yaml.safe_load((workdir / "micro.yaml").read_text())
-    config["implementation"]["pretrain_resume_every"] = 1
-    config["implementation"]["pretrain_accumulation_steps"] = 2
-    (workdir / "micro.yaml").write_text(yaml.safe_dump(config))
-    assert planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror)) == {}
-    config["pretrain"]["learning_rate"] = 5e-4
-    (workdir / "micro.yaml").write_text(yaml.safe_dump(config))
-    plan = planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror))
+    # speed settings (the GPU fast path among them) do not rerun finished jobs; science settings do
+    speed = {"pretrain_resume_every": 1, "pretrain_accumulation_steps": 2, "pretrain_attention": "eager",
+             "pretrain_fused_adamw": True, "pretrain_bf16": True}  # fmt: skip
+    assert replan(workdir, mirror, "results/table2.csv", {"implementation": speed}) == {}
+    plan = replan(workdir, mirror, "results/table2.csv", {"pretrain": {"learning_rate": 5e-4}})
     assert plan == {"pretrain": 4, "finetune": 8, "finetune_squad": 4, "table2": 1}
 
 
@@ -176,14 +181,10 @@ def test_pipeline_builds_table5_and_its_figures_and_reruns_only_what_changed(tmp
     assert planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror)) == {}
 
     # speed settings do not rerun the analysis; science settings do
-    config = yaml.safe_load((work / "micro.yaml").read_text())
-    config["implementation"]["variance_chunk_rows"] = 7
-    config["implementation"]["variance_threads"] = 2
-    (work / "micro.yaml").write_text(yaml.safe_dump(config))
-    assert planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror)) == {}
-    config["variance"]["replicates"] = 8
-    (work / "micro.yaml").write_text(yaml.safe_dump(config))
-    assert planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror)) == {"variance": 5, "table5": 1}
+    speed = {"variance_chunk_rows": 7, "variance_threads": 2}
+    assert replan(work, mirror, "results/table5.csv", {"implementation": speed}) == {}
+    plan = replan(work, mirror, "results/table5.csv", {"variance": {"replicates": 8}})
+    assert plan == {"variance": 5, "table5": 1}
 
 
 @pytest.mark.slow

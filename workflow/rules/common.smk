@@ -32,17 +32,6 @@ STRATEGIES = config["pretrain"]["strategies"]
 TASKS = config["finetune"]["tasks"]
 CORPUS = config["corpus"]["name"]
 IMPLEMENTATION = config["implementation"]
-PRETRAIN_IMPLEMENTATION_FLAGS = (
-    f"--accumulation-steps {IMPLEMENTATION['pretrain_accumulation_steps']}"
-    f" --resume-every {IMPLEMENTATION['pretrain_resume_every']}"
-    # the GPU fast path (fem/settings.py PretrainImplementation); off unless configured
-    f" --bf16 {str(IMPLEMENTATION.get('pretrain_bf16', False)).lower()}"
-    f" --compile {str(IMPLEMENTATION.get('pretrain_compile', False)).lower()}"
-    f" --attention {IMPLEMENTATION.get('pretrain_attention', 'sdpa')}"
-    f" --fused-adamw {str(IMPLEMENTATION.get('pretrain_fused_adamw', False)).lower()}"
-    f" --pin-memory {str(IMPLEMENTATION.get('pretrain_pin_memory', False)).lower()}"
-    f" --peak-tflops {IMPLEMENTATION.get('peak_tflops') or 'null'}"
-)
 VARIANCE_CHUNK_ROWS = config["implementation"]["variance_chunk_rows"]  # speed only: not a param
 SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]["segments"])
 
@@ -132,6 +121,29 @@ def cli_flags(settings):
         f"--{key.replace('_', '-')} {shlex.quote(json.dumps(value, sort_keys=True))}"
         for key, value in sorted(settings.items())
     )
+
+
+# Speed settings of pre-training (fem/settings.py PretrainImplementation): flags of the shell
+# command but not params, so changing one reruns nothing. A key the config leaves out keeps
+# the dataclass default (the GPU fast path is off).
+PRETRAIN_IMPLEMENTATION_KEYS = {
+    "pretrain_accumulation_steps": "accumulation_steps",
+    "pretrain_resume_every": "resume_every",
+    "pretrain_bf16": "bf16",
+    "pretrain_compile": "compile",
+    "pretrain_attention": "attention",
+    "pretrain_fused_adamw": "fused_adamw",
+    "pretrain_pin_memory": "pin_memory",
+    "peak_tflops": "peak_tflops",
+}
+PRETRAIN_IMPLEMENTATION_FLAGS = cli_flags(
+    {flag: IMPLEMENTATION[key] for key, flag in PRETRAIN_IMPLEMENTATION_KEYS.items() if key in IMPLEMENTATION}
+)
+
+
+def task_metric_flags(wildcards):
+    """--metrics <the task's metric names> (finetune.metrics.<task>)."""
+    return cli_flags({"metrics": config["finetune"]["metrics"][wildcards.task]})
 
 
 def mirror_flag():

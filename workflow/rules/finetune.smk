@@ -38,7 +38,7 @@ rule finetune:
         **rule_resources("finetune"),
     params:
         settings=finetune_settings,
-        metrics=lambda wildcards: cli_flags({"metrics": config["finetune"]["metrics"][wildcards.task]}),
+        metrics=task_metric_flags,
     shell:
         "{LAUNCH[finetune]} finetune --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoint}"
         " --out results/{wildcards.setting}/finetune/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}-f{wildcards.ftseed}"
@@ -70,7 +70,7 @@ rule finetune_squad:
         **rule_resources("finetune_squad"),
     params:
         settings=cli_flags(config["finetune"]["squad"]),
-        metrics=lambda wildcards: cli_flags({"metrics": config["finetune"]["metrics"][wildcards.task]}),
+        metrics=task_metric_flags,
     shell:
         "{LAUNCH[finetune_squad]} finetune-squad --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoint}"
         " --out results/{wildcards.setting}/finetune/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}-f{wildcards.ftseed}"
@@ -102,7 +102,7 @@ rule finetune_checkpoint:
         **rule_resources("finetune"),
     params:
         settings=cli_flags(glue_settings()),
-        metrics=lambda wildcards: cli_flags({"metrics": config["finetune"]["metrics"][wildcards.task]}),
+        metrics=task_metric_flags,
     shell:
         "{LAUNCH[finetune]} finetune --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoints}/step-{wildcards.step}"
         " --out results/scratch/efficiency/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}-step-{wildcards.step}-f{wildcards.ftseed}"
