@@ -92,13 +92,17 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     """`fem pretrain`; also under `torchrun --nproc_per_node N -m fem pretrain ...` (DDP)."""
     from fem.distributed import close_world, init_world
-    from fem.pretraining import pretrain
+    from fem.pretraining import OUTPUTS, pretrain
 
     start = time.perf_counter()
     world = init_world()
-    pretrain(args.data, args.out, _settings(PretrainSettings, args), _settings(PretrainImplementation, args), world)
-    if world.is_main:
-        _provenance(Path(args.out) / "provenance.json", args, [args.data], [args.out], start)
+    out = Path(args.out)
+
+    def write_provenance() -> None:  # before resume/ goes: a kill until then loses no training
+        _provenance(out / "provenance.json", args, [args.data], [out / name for name in OUTPUTS], start)
+
+    settings, implementation = _settings(PretrainSettings, args), _settings(PretrainImplementation, args)
+    pretrain(args.data, out, settings, implementation, world, before_cleanup=write_provenance)
     close_world(world)
 
 
@@ -116,12 +120,14 @@ SQUAD_OUTPUTS = ("metrics.json", "predictions.json", "null_odds.json")
 def cmd_finetune(args: argparse.Namespace) -> None:
     """`fem finetune` (GLUE) and `fem finetune-squad` (SQuAD): one run per learning rate of
     the sweep, the best kept, then provenance of the declared outputs."""
+    from fem.checkpointing import require_checkpoint
     from fem.data import get_task
     from fem.distributed import close_world, init_world
     from fem.finetuning import finetune, sweep_learning_rates
     from fem.squad import finetune_squad
 
     start = time.perf_counter()
+    require_checkpoint(args.checkpoint)  # a missing one names its run and step, before any work
     world = init_world()  # under torchrun: every rank trains its share, rank 0 writes
     task = get_task(args.task)
     squad = args.settings_class is SquadSettings
@@ -171,9 +177,11 @@ def _checkpoint_run(args: argparse.Namespace) -> dict:
 def cmd_variance(args: argparse.Namespace) -> None:
     import json
 
+    from fem.checkpointing import require_checkpoint
     from fem.mask_gradients import analyse_checkpoint
 
     start = time.perf_counter()
+    require_checkpoint(args.checkpoint)
     out = Path(args.out)
     run = _checkpoint_run(args)
     result = {"run": run} | analyse_checkpoint(

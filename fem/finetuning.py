@@ -114,6 +114,7 @@ def finetune(
     num_labels = 1 if task.is_regression else len(label_names)
     model = AutoModelForSequenceClassification.from_pretrained(
         str(checkpoint_dir),
+        use_safetensors=True,  # our checkpoints; never a pickled .bin
         num_labels=num_labels,
         problem_type="regression" if task.is_regression else "single_label_classification",
     )

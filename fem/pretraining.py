@@ -18,6 +18,11 @@ Output folder (out_dir):
   metrics.json          validation MLM loss (fixed masks), throughput, settings
   resume/               while running: the resumable state and finished intermediate
                         checkpoints (removed when the run completes)
+
+The end of a run is crash-safe: once the last step is trained its state is saved, the
+outputs are written (checkpoints hard-linked out of resume/, never moved), and resume/ is
+removed last. Killed at any instant, the same command again ends with every output
+complete and identical (tests/test_crash_safety.py kills it at each step).
 """
 
 from __future__ import annotations
@@ -27,13 +32,25 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fem.checkpointing import fingerprint, load_state, rng_state, save_model_folder, save_state, set_rng_state
+from fem.checkpointing import (
+    fault_point,
+    fingerprint,
+    load_state,
+    publish_folder,
+    remove_state_folder,
+    rng_state,
+    save_model_folder,
+    save_state,
+    set_rng_state,
+    write_json_atomic,
+)
 from fem.collation import MaskingSpec, mask_rows
 from fem.distributed import World, data_parallel, rank_share, seed_rank_stream, sum_over_ranks
 from fem.masking import SpanShape, resolve_segments
@@ -45,6 +62,7 @@ from fem.throughput import mfu, peak_flops, training_flops
 VALIDATION_SEED = 12345  # the fixed masks every strategy is evaluated on
 VALIDATION_BATCH = 64  # blocks per forward pass during validation
 RESUME_DIR = "resume"
+OUTPUTS = ("model", "checkpoints", "train_log.json", "metrics.json")  # what a finished run leaves in out_dir
 
 
 def sequence_schedule(
@@ -154,13 +172,16 @@ def pretrain(
     settings: PretrainSettings,
     implementation: PretrainImplementation | None = None,
     world: World | None = None,
+    before_cleanup: Callable[[], None] | None = None,
 ) -> dict:
     """Pre-train a BERT from scratch (or continue `settings.init_from`) on the packed blocks
     in `data_dir` (see the module docstring for what lands in `out_dir`); resumes from out_dir/resume when a state of
     the same run is there. `implementation` defaults to PretrainImplementation(). Under
     torchrun (`world` from fem.distributed.init_world, given by the CLI; default: one
-    process), trains data-parallel (module docstring). Returns the metrics on rank 0, {} on
-    the other ranks."""
+    process), trains data-parallel (module docstring). `before_cleanup` runs on rank 0 once
+    every output is written, before resume/ is removed (the CLI writes provenance.json
+    there, so a kill before it is recorded loses no training). Returns the metrics on rank
+    0, {} on the other ranks."""
     implementation = implementation or PretrainImplementation()
     torch.set_num_threads(implementation.threads)
     world = world or World()
@@ -324,17 +345,24 @@ def pretrain(
     loop_seconds = time.perf_counter() - start
     if not world.is_main:  # rank 0 writes the results (the CLI's close_world waits for it)
         return {}
+    if first_step < settings.steps:
+        # Training is finished: keep it resumable until every output is written, so a job
+        # killed while writing them reruns only this finishing sequence.
+        save_resume_state(settings.steps)
+    fault_point("final-state")
     wall = elapsed + loop_seconds
     final_loss = log["validation"]["loss"][-1]
     initial_loss = log["validation"]["loss"][0]
     print(f"validation MLM loss {initial_loss:.4f} -> {final_loss:.4f} ({wall:.1f}s)", flush=True)
 
+    # The finishing sequence. Each step can be redone from resume/, which is removed last.
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model_folder(model, out_dir / "model", data_dir / "tokenizer")
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (work / "checkpoints").rename(out_dir / "checkpoints")
-    (out_dir / "train_log.json").write_text(json.dumps(log) + "\n")
+    fault_point("model")
+    publish_folder(work / "checkpoints", out_dir / "checkpoints")  # links: resume/ keeps its copy
+    fault_point("checkpoints")
+    write_json_atomic(out_dir / "train_log.json", log)
+    fault_point("train-log")
     tokens = settings.steps * settings.rows_per_step * block_size
     trained_here = (settings.steps - first_step) * settings.rows_per_step * block_size
     metrics = {
@@ -364,8 +392,12 @@ def pretrain(
         "settings": asdict(settings),
         "implementation": asdict(implementation),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(work, ignore_errors=True)  # the run is complete; nothing left to resume
+    write_json_atomic(out_dir / "metrics.json", metrics, indent=2)
+    fault_point("metrics")
+    if before_cleanup is not None:
+        before_cleanup()  # the CLI writes provenance.json
+    fault_point("provenance")
+    remove_state_folder(work)  # the run is complete; nothing left to resume
     return metrics
 
 

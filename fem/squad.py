@@ -227,7 +227,7 @@ def finetune_squad(
 
     world = world or World()  # under torchrun the CLI passes its World: each rank trains a share
     torch.manual_seed(settings.seed)
-    model = AutoModelForQuestionAnswering.from_pretrained(str(checkpoint_dir))
+    model = AutoModelForQuestionAnswering.from_pretrained(str(checkpoint_dir), use_safetensors=True)
     device = world.device()
     model.to(device).train()
     seed_rank_stream(settings.seed, world)
