@@ -44,11 +44,12 @@ def _settings(settings_class, args: argparse.Namespace, **values):
     return settings_class(**{name: getattr(args, name) for name in fields}, **values)
 
 
-def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list, start: float) -> None:
+def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list, start: float, **extra) -> None:
+    """provenance.json at `out`; `extra`: write_provenance's sources / kept."""
     from fem.provenance import write_provenance
 
     parameters = {k: v for k, v in vars(args).items() if k not in ("handler", "settings_class")}
-    write_provenance(out, sys.argv, parameters, inputs, outputs, time.perf_counter() - start)
+    write_provenance(out, sys.argv, parameters, inputs, outputs, time.perf_counter() - start, **extra)
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -62,16 +63,17 @@ def cmd_check_config(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from fem.data import download_corpus, download_task
+    from fem.data import SourcesRead, download_corpus, download_task
 
     start = time.perf_counter()
+    read = SourcesRead()  # where the data came from and the files read, for the provenance
     if args.kind == "corpus":
-        count = download_corpus(args.name, args.out, args.mirror)
+        count = download_corpus(args.name, args.out, args.mirror, read)
         print(f"corpus {args.name}: {count} documents -> {args.out}")
     else:
-        counts = download_task(args.name, args.out, args.mirror)
+        counts = download_task(args.name, args.out, args.mirror, read)
         print(f"task {args.name}: {counts} -> {args.out}")
-    _provenance(Path(args.out) / "provenance.json", args, [], [args.out], start)
+    _provenance(Path(args.out) / "provenance.json", args, [], [args.out], start, sources=read.record())
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
@@ -406,10 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     from fem.data import DataSourceError
+    from fem.provenance import check_code_root
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
+        check_code_root()  # a pipeline's job runs its own checkout's fem, or stops here
         args.handler(args)
     except (ConfigError, DataSourceError) as err:  # expected failures: one clear message, no traceback
         sys.exit(f"fem {argv[0] if argv else ''}: error: {err}")
