@@ -8,9 +8,10 @@ record that produced it is the provenance.json in the nearest folder above the f
 "outputs" list that file. Records are loaded once and every record is visited once.
 
 `audit` builds the report (a plain dict, written as JSON by `--json`); `format_report` renders
-it as indented text. With `verify=True` every file listed in every record of the chain is
-hashed again and compared with its recorded sha256, and every file recorded in dvc.lock (deps
-and outs; folders through their `.dir` manifest in the DVC cache) with its recorded md5.
+it as indented text. With `verify=True` (fem/verification.py) every file listed in every
+record of the chain is hashed again and compared with its recorded sha256, every file
+recorded in dvc.lock with its md5, the code each job ran with the audited checkout's, output
+folders are searched for files no record lists, and the table is recomputed from its runs.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from pathlib import Path
 
 from fem.config import ConfigError
 from fem.provenance import table_provenance_path
-from fem.verification import path_key, verify_report
+from fem.recompute import row_name
+from fem.verification import PROVENANCE, path_key, verify_report
 
-PROVENANCE = "provenance.json"
 SKIPPED_COLUMNS = ("task", "metric", "runs")
 SHOWN_PARAMETER_WORDS = ("seed", "strateg", "task", "corpus", "checkpoint", "data", "kind", "name", "label", "out")
 SHORT_HASH = 12
+PLACES = {"mirror": "mirror {path} (set by {set_by})", "hub": "the hub: {id} config {config}", "url": "{url}",
+          "package": "package {name} {version} at {path}"}  # fmt: skip
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -130,12 +133,6 @@ def _number(text: str) -> float | int | None:
     return int(value) if text.strip().lstrip("-").isdigit() else value
 
 
-def _row_name(row: dict[str, str]) -> str:
-    if "checkpoint" in row:  # Table 5: one row per analysed checkpoint
-        return f"checkpoint {row['checkpoint']}"
-    return f"{row.get('task', '?')} ({row.get('metric', '?')})"
-
-
 def _row_runs(table: Path, rows: list[dict[str, str]], parameters: dict) -> list[dict]:
     """Per row: its runs and, for a row without runs (the GLUE average), the task rows above
     it that it is derived from (those not in the table job's `average_exclude`)."""
@@ -146,12 +143,12 @@ def _row_runs(table: Path, rows: list[dict[str, str]], parameters: dict) -> list
         derived_from = None
         if not runs:
             above = [r for r in rows[:index] if r.get("runs") and r.get("task") not in excluded]
-            derived_from = [_row_name(r) for r in above]
+            derived_from = [row_name(r) for r in above]
             runs = [path for r in above for path in r["runs"].split(";") if path]
         for path in runs:
             if not Path(path).is_file():
                 raise ConfigError(
-                    f"table {table} row {_row_name(row)}: run {path} not found; expected the metrics.json of a "
+                    f"table {table} row {row_name(row)}: run {path} not found; expected the metrics.json of a "
                     "fine-tuning run (paths are relative to the folder where snakemake ran: run the audit there)"
                 )
         result.append({"row": row, "runs": runs, "derived_from": derived_from})
@@ -195,6 +192,7 @@ def _record_summary(graph: ProvenanceGraph, path: str) -> dict:
     producers = graph.producers.get(path, {})
     return {
         "command": record.get("command"),
+        "code": record.get("code"),
         "git": record.get("git"),
         "parameters": record.get("parameters", {}),
         "inputs": {
@@ -202,6 +200,8 @@ def _record_summary(graph: ProvenanceGraph, path: str) -> dict:
             for file, digest in record.get("inputs", {}).items()
         },
         "outputs": dict(record.get("outputs", {})),
+        "kept": dict(record.get("kept", {})),
+        "sources": record.get("sources"),
         "upstream": list(graph.upstream.get(path, [])),
         "wall_seconds": record.get("wall_seconds"),
         "python": record.get("python"),
@@ -276,7 +276,7 @@ def audit(
             )
         report_rows.append(
             {
-                "name": _row_name(row),
+                "name": row_name(row),
                 "task": row.get("task"),
                 "metric": row.get("metric"),
                 "runs": entry["runs"],
@@ -324,6 +324,21 @@ def _git(git: dict | None) -> str:
     return f"{git.get('commit') or 'no commit'} ({state})"
 
 
+def _code(code: dict | None) -> str:
+    if not code:
+        return "not recorded"
+    return f"{code.get('package')} (sha256 {_short(code.get('sha256'))}, {len(code.get('modules') or {})} modules)"
+
+
+def _place(place: dict) -> str:
+    """Where a download read (fem.data): a mirror and the setting that chose it, the hub, a URL, a package."""
+    template = PLACES.get(place.get("from"), "{}")
+    try:
+        return template.format(**place)
+    except (KeyError, IndexError):
+        return json.dumps(place)
+
+
 def _shown_parameters(parameters: dict) -> str:
     shown = []
     for name, value in parameters.items():
@@ -345,6 +360,7 @@ def _format_record(report: dict, path: str, depth: int, shown: set[str], lines: 
     lines += [
         f"{pad}{path}",
         f"{pad}  command: {_command(record['command'])}",
+        f"{pad}  code: {_code(record['code'])}",
         f"{pad}  git: {_git(record['git'])}",
         f"{pad}  parameters: {_shown_parameters(record['parameters'] or {})}",
         f"{pad}  device: {record['device']}; python {record['python']}; {record['platform']}",
@@ -356,6 +372,12 @@ def _format_record(report: dict, path: str, depth: int, shown: set[str], lines: 
         lines.append(f"{pad}    {_short(entry['sha256'])}  {file}  {source}")
     lines.append(f"{pad}  outputs ({len(record['outputs'])}):")
     lines += [f"{pad}    {_short(digest)}  {file}" for file, digest in record["outputs"].items()]
+    if record["kept"]:
+        lines.append(f"{pad}  kept beside the outputs: {len(record['kept'])} file(s)")
+    if record["sources"]:
+        places = "; ".join(map(_place, record["sources"]["places"])) or "nowhere recorded"
+        lines.append(f"{pad}  read from {places}; source files ({len(record['sources']['files'])}):")
+        lines += [f"{pad}    {_short(digest)}  {file}" for file, digest in record["sources"]["files"].items()]
     for upstream in record["upstream"] if expand else []:
         _format_record(report, upstream, depth + 1, shown, lines)
 

@@ -141,17 +141,17 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if world.is_main:
         inputs = [args.task_dir, args.checkpoint]
         outputs = [Path(args.out) / name for name in (SQUAD_OUTPUTS if squad else GLUE_OUTPUTS)]
-        _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start)
+        kept = [Path(args.out) / "sweep"]  # every learning rate's run, kept for reading
+        _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start, kept=kept)
     close_world(world)
 
 
 def cmd_score_table(args: argparse.Namespace) -> None:
     """Tables 1, 2 and 4: tasks as rows, strategies as columns (fem.tables.glue_table)."""
-    from fem.tables import glue_table, load_runs, write_table
+    from fem.tables import build_table, write_table
 
     start = time.perf_counter()
-    table = glue_table(load_runs(args.metrics), args.tasks, args.strategies, args.baseline,
-                       tuple(args.average_exclude), average_label=args.average_label)  # fmt: skip
+    table = build_table("score-table", vars(args))
     write_table(table, args.csv, args.md, args.title, args.caption, args.strategies)
     print(table.drop(columns=["runs"]).to_string(index=False))
     provenance = table_provenance_path(args.csv)
@@ -193,11 +193,11 @@ def cmd_variance(args: argparse.Namespace) -> None:
 
 def cmd_table5(args: argparse.Namespace) -> None:
     from fem.figures import plot_estimator_variance, plot_variance_vs_hamming
-    from fem.tables import load_variance_results, variance_markdown, variance_table
+    from fem.tables import build_table, load_variance_results, variance_markdown
 
     start = time.perf_counter()
-    results = load_variance_results(args.results)
-    table = variance_table(results)
+    table = build_table("table5", vars(args))
+    results = load_variance_results(args.results)  # for the figures
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.csv, index=False)
     title = "Table 5: gradient variance of fully-explored vs random masks"
@@ -210,13 +210,12 @@ def cmd_table5(args: argparse.Namespace) -> None:
 
 
 def cmd_table3(args: argparse.Namespace) -> None:
-    from fem.efficiency import efficiency_markdown, efficiency_table, validation_losses
+    from fem.efficiency import efficiency_markdown
     from fem.figures import plot_efficiency
-    from fem.tables import load_runs
+    from fem.tables import build_table
 
     start = time.perf_counter()
-    table = efficiency_table(load_runs(args.metrics), validation_losses(args.train_logs), args.task,
-                             args.strategies, args.steps, args.total_steps)  # fmt: skip
+    table = build_table("table3", vars(args))
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.csv, index=False)
     title = "Table 3: efficiency, score and validation loss along pre-training"
