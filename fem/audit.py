@@ -30,6 +30,7 @@ from fem.verification import PROVENANCE, path_key, verify_report
 SKIPPED_COLUMNS = ("task", "metric", "runs")
 SHOWN_PARAMETER_WORDS = ("seed", "strateg", "task", "corpus", "checkpoint", "data", "kind", "name", "label", "out")
 SHORT_HASH = 12
+SHOWN_SOURCES = 10  # source files of a download listed in the text report
 PLACES = {"mirror": "mirror {path} (set by {set_by})", "hub": "the hub: {id} config {config}", "url": "{url}",
           "package": "package {name} {version} at {path}"}  # fmt: skip
 
@@ -377,7 +378,10 @@ def _format_record(report: dict, path: str, depth: int, shown: set[str], lines: 
     if record["sources"]:
         places = "; ".join(map(_place, record["sources"]["places"])) or "nowhere recorded"
         lines.append(f"{pad}  read from {places}; source files ({len(record['sources']['files'])}):")
-        lines += [f"{pad}    {_short(digest)}  {file}" for file, digest in record["sources"]["files"].items()]
+        files = list(record["sources"]["files"].items())
+        lines += [f"{pad}    {_short(digest)}  {file}" for file, digest in files[:SHOWN_SOURCES]]
+        if len(files) > SHOWN_SOURCES:  # e.g. the 2,225 text files of the BBC corpus
+            lines.append(f"{pad}    ... and {len(files) - SHOWN_SOURCES} more (all in --json; --verify checks all)")
     for upstream in record["upstream"] if expand else []:
         _format_record(report, upstream, depth + 1, shown, lines)
 

@@ -78,6 +78,12 @@ def test_jobs_run_this_checkouts_package_and_record_it(tmp_path, mirror):
     assert set(record["sources"]["files"]) == read
     assert all(record["sources"]["files"][file] == sha256_file(file) for file in read)
 
+    # the jobs' environment is not part of their code: planned again from elsewhere on PATH, nothing reruns
+    env["PATH"] = os.environ["PATH"]
+    done = subprocess.run([str(venv_bin / "snakemake"), "-n", "data/raw/tasks/sst2", "--configfile", "micro.yaml"],
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr, done.stdout + done.stderr
+
 
 def test_a_job_refuses_another_checkouts_package(tmp_path):
     """Under a pipeline ($FEM_CODE_ROOT names its checkout), fem stops at once with one line
