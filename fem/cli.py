@@ -264,7 +264,8 @@ def cmd_dvc_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
-    from fem.audit import audit, format_report, write_report
+    from fem.audit import audit, write_report
+    from fem.audit_text import format_report
 
     report = audit(args.table, args.dvc_lock, verify=args.verify, allow_dirty=args.allow_dirty)
     print(format_report(report))
