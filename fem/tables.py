@@ -140,6 +140,25 @@ def glue_table(
     return table
 
 
+def build_table(command: str, parameters: dict) -> pd.DataFrame:
+    """The table `fem <command>` builds from its flags, `parameters` (as recorded in the table's
+    provenance.json): `score-table` (Tables 1, 2, 4), `table3` or `table5`. The table commands
+    and `fem audit --verify`, which rebuilds a table from its recorded parameters, both build
+    tables here. KeyError for a missing parameter, ValueError for another command."""
+    p = parameters
+    if command in ("score-table", "table2"):  # table2: the command's alias
+        return glue_table(load_runs(p["metrics"]), p["tasks"], p["strategies"], p["baseline"],
+                          tuple(p["average_exclude"]), average_label=p["average_label"])  # fmt: skip
+    if command == "table3":
+        from fem.efficiency import efficiency_table, validation_losses  # imported by Table 3 only
+
+        return efficiency_table(load_runs(p["metrics"]), validation_losses(p["train_logs"]), p["task"],
+                                p["strategies"], p["steps"], p["total_steps"])  # fmt: skip
+    if command == "table5":
+        return variance_table(load_variance_results(p["results"]))
+    raise ValueError(f"`fem {command}` builds no table (table commands: score-table, table2, table3, table5)")
+
+
 def to_markdown(table: pd.DataFrame, title: str, caption: str, strategies: list[str] | None = None) -> str:
     """A readable Markdown rendering with a caption: without the runs column, and with each
     strategy's cell as "mean ± std" when `strategies` are given."""

@@ -1,8 +1,13 @@
-"""Verification for `fem audit --verify`: every file listed in a chain of provenance records
-is hashed again (sha256) and compared with its record, and every file recorded in dvc.lock
-(deps and outs; folders through their `.dir` manifest in the DVC cache, or recomputed the
-way DVC does when there is none) with its md5. Each mismatch names the file, both hashes
-and the record it came from.
+"""Verification for `fem audit --verify`. Each problem names the file and the record:
+
+- every file listed in a chain of provenance records (inputs, outputs, files kept beside the
+  outputs, the source files a download read) is hashed again (sha256) and compared;
+- every file recorded in dvc.lock (deps and outs; folders through their `.dir` manifest in
+  the DVC cache, or recomputed the way DVC does when there is none) with its md5;
+- the fem modules each job imported with the same modules of the checkout audited (the
+  folder the audit runs in when it holds fem/, else the checkout of the running fem);
+- a file in a job's output folder that no record lists is reported;
+- the table is recomputed from its runs and compared cell by cell (fem/recompute.py).
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from pathlib import Path
 import yaml
 
 from fem.config import ConfigError
-from fem.provenance import sha256_file
+from fem.provenance import BOOKKEEPING, CODE_ROOT, sha256_file
+from fem.recompute import recompute_problems
+
+PROVENANCE = "provenance.json"
 
 
 def path_key(path: str | Path) -> str:
@@ -70,19 +78,88 @@ def _unlisted(file: str, field: str, record: str) -> dict:
     }
 
 
+def _other(file: str, kind: str, record: str, message: str) -> dict:
+    """A problem that is not a hash of a listed file: unrecorded files, code, recomputation."""
+    return {"file": file, "kind": kind, "algorithm": None, "expected": None, "actual": None, "record": record,
+            "message": message}  # fmt: skip
+
+
+def audited_checkout() -> Path:
+    """The checkout whose code the records are compared with: the current folder when it
+    holds a fem package (the audit runs where snakemake ran), else the running fem's."""
+    here = Path.cwd()
+    return here if (here / "fem" / "__init__.py").is_file() else CODE_ROOT
+
+
+def _code_problems(report: dict, checkout: Path, hasher: _Hasher) -> list[dict]:
+    """One problem per record whose job imported fem modules that differ from the checkout's
+    (or that recorded no code): its numbers did not come from this checkout's code."""
+    problems = []
+    for path, record in report["provenance"].items():
+        code = record.get("code") or {}
+        if not code.get("modules"):
+            problems.append(_other(path, "code", path, f"NO CODE {path}: records no code hash; rerun its job"))
+            continue
+        changed = [m for m, digest in code["modules"].items() if hasher(checkout / m, "sha256") != digest]
+        if changed:
+            message = (
+                f"CODE {path}: its job ran {', '.join(changed)} of {code.get('package')} (code sha256 "
+                f"{code.get('sha256')}), which differ from {checkout / 'fem'}; rerun it with this checkout's code"
+            )
+            problems.append(_other(path, "code", path, message))
+    return problems
+
+
+def _folder_files(folder: Path):
+    """Files below `folder`, leaving out folders that hold a provenance record of their own."""
+    for current, folders, files in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not (Path(current) / f / PROVENANCE).is_file())
+        yield from (Path(current) / name for name in sorted(files))
+
+
+def _unrecorded(report: dict) -> list[dict]:
+    """Files in a job's output folder (the folder of its provenance.json; a table's record
+    sits in results/, beside everything, and is left out) that no record lists."""
+    listed = {path_key(f) for r in report["provenance"].values() for f in [*r["inputs"], *r["outputs"], *r["kept"]]}
+    problems = []
+    for path in report["provenance"]:
+        for file in _folder_files(Path(path).parent) if Path(path).name == PROVENANCE else ():
+            if file.name not in BOOKKEEPING and path_key(file) not in listed:
+                message = f"UNRECORDED {file}: in the output folder of {path}, but listed by no provenance record"
+                problems.append(_other(str(file), "unrecorded", path, message))
+    return problems
+
+
 def verify_report(report: dict) -> dict:
-    """Hash again every file of every record of the report (and of its dvc.lock) and compare.
-    Returns {"files": distinct files hashed, "problems": [...], "notes": [...], "ok": bool}."""
+    """Run every check of the module docstring on the report (and its dvc.lock).
+    Returns {"files": distinct files hashed, "checkout": the checkout the code is compared
+    with, "problems": [...], "notes": [...], "ok": bool}."""
     hasher = _Hasher()
     problems: list[dict] = []
     notes: list[str] = []
+    absent = []
     for path, record in report["provenance"].items():
         listed = [(f, e["sha256"], "inputs") for f, e in record["inputs"].items()]
         listed += [(f, digest, "outputs") for f, digest in record["outputs"].items()]
+        listed += [(f, digest, "kept") for f, digest in record["kept"].items()]
+        listed += [(f, digest, "sources") for f, digest in ((record["sources"] or {}).get("files") or {}).items()]
         for file, expected, field in listed:
             actual = hasher(file, "sha256")
-            if actual != expected:
+            if actual is None and field in ("kept", "sources"):  # not tracked by DVC / another machine's
+                absent.append(file)
+            elif actual != expected:
                 problems.append(_problem(file, "sha256", expected, actual, f"{path} ({field})"))
+    if absent:
+        notes.append(f"{len(absent)} kept or source file(s) not present here, not checked (e.g. {absent[0]})")
+    checkout = audited_checkout()
+    notes.append(f"code compared with {checkout / 'fem'}")
+    problems += _code_problems(report, checkout, hasher)
+    problems += _unrecorded(report)
+    recomputed, recompute_notes = recompute_problems(
+        report["table"], report["table_provenance"], report["provenance"][report["table_provenance"]]
+    )
+    problems += recomputed
+    notes += recompute_notes
     table_record = report["provenance"][report["table_provenance"]]
     table_inputs = {path_key(f) for f in table_record["inputs"]}
     for run in report["runs"]:
@@ -94,7 +171,8 @@ def verify_report(report: dict) -> dict:
         dvc_problems, dvc_notes = verify_dvc_lock(Path(report["dvc_lock"]), hasher)
         problems += dvc_problems
         notes += dvc_notes
-    return {"files": hasher.files(), "problems": problems, "notes": notes, "ok": not problems}
+    return {"files": hasher.files(), "checkout": str(checkout), "problems": problems, "notes": notes,
+            "ok": not problems}  # fmt: skip
 
 
 def _dvc_manifest(root: Path, digest: str) -> Path | None:

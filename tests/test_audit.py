@@ -1,8 +1,10 @@
-"""`fem audit`: a small but real chain of provenance records (corpus download, tokenize,
-pre-training, fine-tuning, table), written with fem.provenance, audited through the CLI."""
+"""`fem audit`: a small but real chain of provenance records (corpus download, task downloads
+from a small hub mirror, tokenize, pre-training, fine-tuning, table), written with
+fem.provenance, audited through the CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,9 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_data import write_hub_mirror
 
 from fem.cli import main
-from fem.provenance import sha256_file, write_provenance
+from fem.data import download_task
+from fem.provenance import SourcesRead, sha256_file, write_provenance
 from fem.tables import glue_table, load_runs, write_table
 
 CLEAN_GIT = {"commit": "abc", "dirty": False}
@@ -22,17 +26,44 @@ TASKS = ["sst2", "rte"]
 STRATEGIES = ["random", "fe"]
 
 
-def _job(out: Path, provenance: Path, command: list[str], parameters: dict, inputs: list, outputs: list) -> None:
-    """Write a provenance record, with a clean git state so tests do not depend on this checkout."""
-    write_provenance(provenance, command, parameters, inputs, outputs, 0.1)
+def _job(out: Path, provenance: Path, command: list[str], parameters: dict, inputs: list, outputs: list,
+         **extra) -> None:  # fmt: skip
+    """Write a provenance record (`extra`: sources, kept), with a clean git state so tests do
+    not depend on this checkout."""
+    write_provenance(provenance, command, parameters, inputs, outputs, 0.1, **extra)
+    clean_git(provenance)
+
+
+def clean_git(provenance: Path) -> None:
     record = json.loads(provenance.read_text())
     record["git"] = dict(CLEAN_GIT)
     provenance.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def build_chain(root: Path) -> None:
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory) -> Path:
+    """Real downloads of the chain's tasks (`fem.data.download_task`, as `fem download task`)
+    from a small hub mirror, with the sources they read: <root>/data/raw/tasks/<task>."""
+    root = tmp_path_factory.mktemp("downloads")
+    readme = root / "mirror" / "nyu-mll" / "glue" / "README.md"
+    configs = []
+    for task in TASKS:
+        columns = {"sentence": [f"{task} one", f"{task} two"], "label": [0, 1], "idx": [0, 1]}
+        write_hub_mirror(root / "mirror", "nyu-mll/glue", task, {"train": columns, "validation": columns})
+        configs += json.loads(readme.read_text().strip("-\n"))["configs"]
+    readme.write_text("---\n" + json.dumps({"configs": configs}) + "\n---\n")  # both configs in one card
+    with contextlib.chdir(root):
+        for task in TASKS:
+            task_dir, read = Path("data/raw/tasks") / task, SourcesRead()
+            download_task(task, task_dir, str(root / "mirror"), read)
+            _job(task_dir, task_dir / "provenance.json", ["fem", "download", "task", task],
+                 {"kind": "task", "name": task, "out": str(task_dir)}, [], [task_dir], sources=read.record())  # fmt: skip
+    return root
+
+
+def build_chain(root: Path, downloads: Path) -> None:
     """data/raw -> data/tokenized -> results/scratch/pretrain -> finetune -> results/table2.csv,
-    relative to `root` (the current folder)."""
+    relative to `root` (the current folder); the task downloads are copied from `downloads`."""
     corpus = Path("data/raw/corpus/bbc")
     corpus.mkdir(parents=True)
     (corpus / "documents.txt").write_text("one document\nanother document\n")
@@ -46,12 +77,7 @@ def build_chain(root: Path) -> None:
     _job(tokenized, tokenized / "provenance.json", ["fem", "tokenize"],
          {"corpus_dir": str(corpus), "out": str(tokenized)}, [corpus], [tokenized])  # fmt: skip
 
-    for task in TASKS:
-        task_dir = Path("data/raw/tasks") / task
-        task_dir.mkdir(parents=True)
-        (task_dir / "train.jsonl").write_text(f'{{"sentence": "{task}", "label": 1}}\n')
-        _job(task_dir, task_dir / "provenance.json", ["fem", "download", "task", task],
-             {"kind": "task", "name": task, "out": str(task_dir)}, [], [task_dir])  # fmt: skip
+    shutil.copytree(downloads / "data" / "raw" / "tasks", "data/raw/tasks")
 
     metrics_files = []
     for index, strategy in enumerate(STRATEGIES):
@@ -59,6 +85,8 @@ def build_chain(root: Path) -> None:
         (pretrain / "model").mkdir(parents=True)
         (pretrain / "model" / "model.safetensors").write_bytes(bytes([index]) * 256)
         (pretrain / "model" / "config.json").write_text('{"hidden_size": 8}\n')
+        validation = {"step": [0, 3, 6], "loss": [9.0, 7.0 - index, 6.0 - index]}
+        (pretrain / "train_log.json").write_text(json.dumps({"validation": validation}))
         _job(pretrain, pretrain / "provenance.json", ["fem", "pretrain", "--strategy", strategy],
              {"data": str(tokenized), "out": str(pretrain), "strategy": strategy, "seed": 1}, [tokenized], [pretrain])  # fmt: skip
         for task_index, task in enumerate(TASKS):
@@ -68,16 +96,21 @@ def build_chain(root: Path) -> None:
             metrics = {"task": task, "metric_names": ["accuracy"], "score": score, "metrics": {"accuracy": score},
                        "run": {"strategy": strategy, "pretrain_seed": 1, "finetune_seed": 1}}  # fmt: skip
             (finetune / "metrics.json").write_text(json.dumps(metrics))
+            (finetune / "sweep" / "lr-0.0001").mkdir(parents=True)  # as fem.finetuning's sweep keeps it
+            (finetune / "sweep" / "lr-0.0001" / "metrics.json").write_text(json.dumps(metrics))
             parameters = {"task": task, "task_dir": f"data/raw/tasks/{task}", "checkpoint": str(pretrain / "model"),
                           "out": str(finetune), "seed": 1}  # fmt: skip
             _job(finetune, finetune / "provenance.json", ["fem", "finetune", "--task", task], parameters,
-                 [Path("data/raw/tasks") / task, pretrain / "model"], [finetune])  # fmt: skip
+                 [Path("data/raw/tasks") / task, pretrain / "model"], [finetune / "metrics.json"],
+                 kept=[finetune / "sweep"])  # fmt: skip
             metrics_files.append(str(finetune / "metrics.json"))
 
     table = glue_table(load_runs(metrics_files), TASKS, STRATEGIES)
     write_table(table, "results/table2.csv", "results/table2.md", "Table 2", "Caption.", STRATEGIES)
+    # the parameters `fem score-table` records: `fem audit --verify` rebuilds the table from them
     _job(Path("results"), Path("results/table2.provenance.json"), ["fem", "table2"],
-         {"tasks": TASKS, "strategies": STRATEGIES, "baseline": "random", "average_exclude": ["wnli"]},
+         {"tasks": TASKS, "strategies": STRATEGIES, "baseline": "random", "average_exclude": ["wnli"],
+          "average_label": "glue average", "metrics": metrics_files},
          metrics_files, ["results/table2.csv", "results/table2.md"])  # fmt: skip
 
 
@@ -95,9 +128,9 @@ def run_audit(capsys, *args: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def chain(tmp_path, monkeypatch) -> Path:
+def chain(tmp_path, monkeypatch, downloads) -> Path:
     monkeypatch.chdir(tmp_path)
-    build_chain(tmp_path)
+    build_chain(tmp_path, downloads)
     return tmp_path
 
 
@@ -226,3 +259,121 @@ def test_verify_checks_the_files_recorded_in_a_real_dvc_lock(chain, capsys):
     assert len(lines) == 1, output
     assert str(changed) in lines[0] and f"expected md5 {expected}" in lines[0] and f"actual {actual}" in lines[0]
     assert "dvc.lock stage make outs" in lines[0]
+
+
+def rewrite_hash(provenance: Path, file: str) -> None:
+    """Record the current sha256 of `file` among the outputs of `provenance` (a forger's edit)."""
+    record = json.loads(provenance.read_text())
+    assert file in record["outputs"]
+    record["outputs"][file] = sha256_file(file)
+    provenance.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def edit_cell(table: Path, row: int, column: str, value: str) -> str:
+    """Replace one cell of a CSV (row 0 is the first data row); returns the old text."""
+    import csv
+
+    with open(table, newline="") as handle:
+        rows = list(csv.reader(handle))
+    index = rows[0].index(column)
+    old, rows[row + 1][index] = rows[row + 1][index], value
+    with open(table, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return old
+
+
+def test_a_table_edited_together_with_its_hash_is_recomputed_and_caught(chain, capsys):
+    code, output = run_audit(capsys, "results/table2.csv", "--verify")
+    assert code == 0 and "every number recomputed from its runs" in output, output
+    old = edit_cell(Path("results/table2.csv"), 1, "fe", "99.0")  # row 1: rte (accuracy)
+    rewrite_hash(Path("results/table2.provenance.json"), "results/table2.csv")
+    code, output = run_audit(capsys, "results/table2.csv", "--verify", "--json", "audit.json")
+    assert code != 0 and "MISMATCH" not in output  # every hash agrees: only recomputing finds it
+    lines = [line for line in output.splitlines() if line.startswith("RECOMPUTED")]
+    assert len(lines) == 1, output
+    assert "row rte (accuracy), column fe: the table has '99.0'" in lines[0] and f"runs '{old}'" in lines[0]
+    problems = json.loads(Path("audit.json").read_text())["verification"]["problems"]
+    assert [p["kind"] for p in problems] == ["recomputed"]
+
+
+def test_table3_is_recomputed_from_its_runs_and_train_logs(chain, capsys, monkeypatch):
+    """`fem table3` (the real command) on the chain's runs, then verify; a forged score and a
+    forged validation loss are each named by row and column."""
+    metrics = [f"results/scratch/finetune/sst2/{s}-s1-f1/metrics.json" for s in STRATEGIES]
+    logs = [f"results/scratch/pretrain/{s}-s1/train_log.json" for s in STRATEGIES]
+    args = ["table3", "--csv", "results/table3.csv", "--md", "results/table3.md", "--figure", "results/eff.png",
+            "--task", "sst2", "--strategies", *STRATEGIES, "--steps", "6", "--total-steps", "6", "--caption", "C.",
+            "--train-logs", *logs, "--", *metrics]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["fem", *args])  # the command line its provenance records
+    main(args)
+    clean_git(Path("results/table3.provenance.json"))
+    code, output = run_audit(capsys, "results/table3.csv", "--verify")
+    assert code == 0 and "results/table3.csv: every number recomputed" in output, output
+    edit_cell(Path("results/table3.csv"), 1, "score", "1.5")  # row 1: fe at step 6
+    edit_cell(Path("results/table3.csv"), 0, "validation_mlm_loss", "0.5")
+    rewrite_hash(Path("results/table3.provenance.json"), "results/table3.csv")
+    code, output = run_audit(capsys, "results/table3.csv", "--verify")
+    lines = [line for line in output.splitlines() if line.startswith("RECOMPUTED")]
+    assert code != 0 and len(lines) == 2, output
+    assert (
+        "row random step 6, column validation_mlm_loss: the table has '0.5', recomputed from its runs '6.0'"
+        in (lines[0])
+    )
+    assert "row fe step 6, column score: the table has '1.5'" in lines[1]
+
+
+def test_a_file_no_record_lists_is_reported(chain, capsys):
+    run_folder = Path("results/scratch/finetune/sst2/fe-s1-f1")
+    assert (run_folder / "sweep").is_dir()  # kept beside the outputs and listed as such: no problem
+    (run_folder / "extra.csv").write_text("task,score\nsst2,100\n")
+    (run_folder / "sweep" / "lr-0.0001" / "other.json").write_text("{}")
+    code, output = run_audit(capsys, "results/table2.csv", "--verify")
+    lines = [line for line in output.splitlines() if line.startswith("UNRECORDED")]
+    assert code != 0 and len(lines) == 2, output
+    assert (
+        f"UNRECORDED {run_folder / 'extra.csv'}: in the output folder of {run_folder / 'provenance.json'}" in (lines[0])
+    )
+    assert str(run_folder / "sweep" / "lr-0.0001" / "other.json") in lines[1]
+    # a kept file is checked like an output
+    (run_folder / "extra.csv").unlink()
+    (run_folder / "sweep" / "lr-0.0001" / "other.json").unlink()
+    (run_folder / "sweep" / "lr-0.0001" / "metrics.json").write_text("{}")
+    code, output = run_audit(capsys, "results/table2.csv", "--verify")
+    lines = [line for line in output.splitlines() if line.startswith(("MISMATCH", "UNRECORDED"))]
+    assert code != 0 and len(lines) == 1 and "sweep/lr-0.0001/metrics.json" in lines[0], output
+    assert f"{run_folder / 'provenance.json'} (kept)" in lines[0]
+
+
+def test_a_changed_mirror_file_a_download_read_is_found(chain, downloads, capsys):
+    code, output = run_audit(capsys, "results/table2.csv", "--verify")
+    parquet = downloads / "mirror" / "nyu-mll" / "glue" / "sst2" / "train-00000-of-00001.parquet"
+    mirror = f"read from mirror {downloads / 'mirror' / 'nyu-mll' / 'glue'} (set by --mirror (config hub_mirror))"
+    assert code == 0 and mirror in output and str(parquet) in output, output
+    original = parquet.read_bytes()
+    try:
+        flipped = bytearray(original)
+        flipped[len(flipped) // 2] ^= 0x01
+        parquet.write_bytes(bytes(flipped))
+        code, output = run_audit(capsys, "results/table2.csv", "--verify")
+    finally:
+        parquet.write_bytes(original)
+    lines = [line for line in output.splitlines() if line.startswith("MISMATCH")]
+    assert code != 0 and len(lines) == 1, output
+    assert str(parquet) in lines[0] and "data/raw/tasks/sst2/provenance.json (sources)" in lines[0]
+
+
+def test_the_code_each_job_ran_is_compared_with_the_audited_checkout(chain, capsys):
+    """The audit runs in a checkout (a fem/ folder here): its modules must be those the jobs
+    imported; an edited fem/cli.py that never ran is named."""
+    from fem.provenance import PACKAGE
+
+    shutil.copytree(PACKAGE, "fem", ignore=shutil.ignore_patterns("__pycache__"))
+    code, output = run_audit(capsys, "results/table2.csv", "--verify")
+    assert code == 0 and f"code compared with {chain / 'fem'}" in output, output
+    assert f"code: {PACKAGE} (sha256 " in output
+    cli = Path("fem/cli.py")
+    cli.write_text(cli.read_text() + "\n# edited after the jobs ran\n")
+    code, output = run_audit(capsys, "results/table2.csv", "--verify")
+    lines = [line for line in output.splitlines() if line.startswith("CODE")]
+    assert code != 0 and len(lines) == 11, output  # every record of the chain (fem/cli.py imported)
+    assert all(f"ran fem/cli.py of {PACKAGE}" in line and str(chain / "fem") in line for line in lines)
