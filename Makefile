@@ -32,10 +32,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 table1 table2 table3 table4 table5: setup
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/$@.csv
+	$(BIN)/snakemake results/$@.csv
 
 report: setup  # every table and figure, and results/report.md
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default results/report.md
+	$(BIN)/snakemake results/report.md
 
 dvc-yaml: setup  # regenerate dvc.yaml from the Snakemake DAG (after changing rules or config)
 	$(BIN)/fem dvc generate results/report.md

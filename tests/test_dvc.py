@@ -13,7 +13,7 @@ import yaml
 from fem.dvc_stages import SnakemakeJob, param_keys, parse_dry_run, stage_name
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW = ["Snakefile", "workflow", "config", "fem", "dvc.yaml"]
+WORKFLOW = ["Snakefile", "profiles", "workflow", "config", "fem", "dvc.yaml"]
 
 DRY_RUN = """
 [Thu Nov 26 10:57:24 2026]
@@ -98,7 +98,7 @@ def run(command: list[str], cwd: Path, env: dict) -> str:
 def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     work = tmp_path / "repo"
     work.mkdir()
-    for name in ["Snakefile", "workflow", "config", "fem"]:
+    for name in ["Snakefile", "profiles", "workflow", "config", "fem"]:
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
         copy(ROOT / name, work / name)
     config = yaml.safe_load((ROOT / "tests" / "configs" / "micro.yaml").read_text())
