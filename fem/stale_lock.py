@@ -100,10 +100,16 @@ def claim_workdir(workdir: Path) -> str | None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # another live run: Snakemake's lock, if any, is its own
         fcntl.flock(handle, fcntl.LOCK_SH)
-        return None
+        locks = snakemake_locks(workdir)
+        return f"fem: the lock in {locks[0].parent} is kept: another snakemake runs in {workdir}" if locks else None
     except OSError as err:  # no file locks on this file system: nothing can be told apart
         locks = snakemake_locks(workdir)
-        return f"fem: cannot tell whether {locks[0].parent} is stale ({err})" if locks else None
+        return (
+            f"fem: cannot tell whether the lock in {locks[0].parent} is a killed run's (file locks: {err}); "
+            "when no snakemake runs here, run `snakemake --unlock` and then the same command again"
+            if locks
+            else None
+        )
     try:  # the only run: Snakemake's lock files, if any, belong to a dead one
         return _remove_if_stale(workdir)
     finally:
