@@ -2,9 +2,13 @@
 # Language Model" (arXiv 2010.06040). This file only wires things together: the config,
 # its validation (in common.smk, before any job is planned) and one rule file per stage.
 #
-#   snakemake results/table2.csv                  # default config: tiny scale, CPU (any of tables 1-5)
+#   snakemake results/table2.csv                  # default config: tiny scale, CPU (any of tables 1-5);
+#                                                 # profiles/default sets cores and rerun-incomplete
 #   snakemake results/report.md                   # every table and figure
 #   snakemake results/table2.csv --configfile config/paper.yaml --profile workflow/profiles/slurm
+
+import sys
+from pathlib import Path
 
 from snakemake.utils import min_version
 
@@ -15,6 +19,18 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+# A killed run leaves Snakemake's lock behind; it is removed only when neither that run nor
+# any of its jobs is alive (fem/stale_lock.py), so that the same command simply resumes.
+if workflow.is_main_process:
+    from fem.stale_lock import claim_workdir
+
+    lock_message = claim_workdir(Path.cwd())
+    if lock_message:
+        print(lock_message, file=sys.stderr)
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/pretrain.smk"

@@ -271,6 +271,15 @@ def cmd_dvc_generate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(yaml.safe_load(text)['stages'])} stages")
 
 
+def cmd_dvc_pull(args: argparse.Namespace) -> None:
+    from fem.dvc_pull import PullError, pull
+
+    try:
+        print(pull(args.target))
+    except PullError as err:
+        sys.exit(f"fem dvc pull: error: {err}")
+
+
 def cmd_audit(args: argparse.Namespace) -> None:
     from fem.audit import audit, write_report
     from fem.audit_text import format_report
@@ -365,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dvc.yaml")
     p.add_argument("--check", action="store_true", help="compare with --out instead of writing; exit 1 on drift")
     p.set_defaults(handler=cmd_dvc_generate)
+    p = dvc.add_parser("pull", help="pull a target and its dependencies from the DVC remote, check them against "
+                       "dvc.lock, and mark them up to date for Snakemake")  # fmt: skip
+    p.add_argument("target", help="an output of dvc.yaml, e.g. results/table2.csv")
+    p.set_defaults(handler=cmd_dvc_pull)
 
     p = sub.add_parser("score-table", aliases=["table2"], help="build a table of task scores (Tables 1, 2, 4)")
     p.add_argument("--csv", required=True)

@@ -77,13 +77,19 @@ class SnakemakeJob:
     shell: str = ""  # the shell command (listed with --printshellcmds)
 
 
-def dry_run_jobs(targets: list[str], configfiles: list[str], workdir: str | Path = ".") -> list[SnakemakeJob]:
-    """Every job Snakemake would run to build `targets` from nothing (--forceall)."""
-    command = [sys.executable, "-m", "snakemake", "--dry-run", "--forceall", "--cores", "1", *targets]
-    if configfiles:
+def snakemake(args: list[str], configfiles: list[str], workdir: str | Path = ".") -> subprocess.CompletedProcess:
+    """`snakemake --cores 1 args --configfile configfiles` in `workdir`, with this Python's
+    environment first on PATH (its `fem`); output captured."""
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", *args]
+    if configfiles:  # --configfile takes several values: last
         command += ["--configfile", *configfiles]
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
+
+
+def dry_run_jobs(targets: list[str], configfiles: list[str], workdir: str | Path = ".") -> list[SnakemakeJob]:
+    """Every job Snakemake would run to build `targets` from nothing (--forceall)."""
+    done = snakemake(["--dry-run", "--forceall", *targets], configfiles, workdir)
     if done.returncode != 0:
         raise ConfigError(f"snakemake could not plan {targets}: {(done.stdout + done.stderr)[-2000:]}")
     return parse_dry_run(done.stdout + done.stderr)

@@ -81,7 +81,8 @@ def test_micro_table2_on_slurm_equals_the_local_run_and_dvc_records_it(tmp_path,
     run(["git", "init", "-q"], cluster, env)
     run(["dvc", "init", "-q"], cluster, env)
     run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], cluster, env)
-    run(["git", "add", "Snakefile", "workflow", "config", "fem", "micro.yaml", "Makefile", ".dvc"], cluster, env)
+    tracked = ["Snakefile", "profiles", "workflow", "config", "fem", "micro.yaml", "Makefile", ".dvc"]
+    run(["git", "add", *tracked], cluster, env)
     run(["git", "commit", "-qm", "pipeline"], cluster, env)
     # -o setup: use this interpreter's environment instead of building .venv in the copy
     output = run(["make", "-o", "setup", "cluster-table2", f"BIN={bin_dir}", f"SLURM_PROFILE={profile}",

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_pipeline import planned as job_counts
 
 from fem.dvc_stages import SnakemakeJob, param_keys, parse_dry_run, stage_name
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW = ["Snakefile", "workflow", "config", "fem", "dvc.yaml"]
+WORKFLOW = ["Snakefile", "profiles", "workflow", "config", "fem", "dvc.yaml"]
 
 DRY_RUN = """
 [Thu Nov 26 10:57:24 2026]
@@ -98,7 +99,7 @@ def run(command: list[str], cwd: Path, env: dict) -> str:
 def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     work = tmp_path / "repo"
     work.mkdir()
-    for name in ["Snakefile", "workflow", "config", "fem"]:
+    for name in ["Snakefile", "profiles", "workflow", "config", "fem"]:
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
         copy(ROOT / name, work / name)
     config = yaml.safe_load((ROOT / "tests" / "configs" / "micro.yaml").read_text())
@@ -178,6 +179,27 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     )
     assert "row checkpoint fe final" in table5_audit and "OK" in table5_audit
 
+    # the documented pull flow, in a clone with nothing local: Snakemake sees the pulled files
+    # as up to date (a plain `dvc pull` gives them fresh times, and Snakemake would rerun jobs)
+    for local in (work / ".dvc" / "cache", work / "results", work / "data", work / ".snakemake"):
+        shutil.rmtree(local)
+    pulled = run([sys.executable, "-m", "fem", "dvc", "pull", "results/table2.csv"], work, env)
+    assert "all match dvc.lock, and Snakemake sees them as up to date" in pulled
+    dry_run = [sys.executable, "-m", "snakemake", "-n", "results/table2.csv", "--configfile", "micro.yaml"]
+    assert "Nothing to be done" in run(dry_run, work, env)
+    # a parameter that differs from dvc.lock: the flow refuses and marks nothing, so Snakemake
+    # still plans the jobs the parameter changes
+    config["pretrain"]["learning_rate"] = 5e-4
+    (work / "micro.yaml").write_text(yaml.safe_dump(config))
+    refused = subprocess.run([sys.executable, "-m", "fem", "dvc", "pull", "results/table2.csv"], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "do not match this checkout's code and params (dvc.lock)" in refused.stderr
+    assert "pretrain-fe-s1: changed deps micro.yaml pretrain.learning_rate modified" in refused.stderr
+    assert job_counts(run(dry_run, work, env)) == {"pretrain": 4, "finetune": 8, "table2": 1}
+    config["pretrain"]["learning_rate"] = 1e-3
+    (work / "micro.yaml").write_text(yaml.safe_dump(config))
+
     # one flipped byte of a checkpoint is found and named
     weights = work / "results" / "scratch" / "pretrain" / "fe-s1" / "model" / "model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -201,3 +223,17 @@ def test_a_partial_override_owns_only_the_keys_it_sets(tmp_path, mirror):
     assert params["override.yaml"] == ["pretrain.span.max_length"]
     assert "pretrain.span.geometric_p" in params["config/config.yaml"]
     assert stage["cmd"].endswith("--configfile override.yaml")
+
+
+def test_pull_names_a_target_no_stage_outputs_before_fetching_anything(tmp_path, mirror):
+    work = copy_repository(tmp_path)
+    pull = [sys.executable, "-m", "fem", "dvc", "pull", "results/table9.csv"]
+    done = subprocess.run(pull, cwd=work, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "fem dvc pull: error: no stage of dvc.yaml outputs results/table9.csv: "
+        "regenerate it (`fem dvc generate`) or name another target"
+    )
+    (work / "dvc.yaml").unlink()
+    done = subprocess.run(pull, cwd=work, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "dvc.yaml not found: run `fem dvc generate` first" in done.stderr

@@ -15,7 +15,7 @@ import yaml
 from fem.config import deep_update
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ["Snakefile", "workflow", "config", "fem", "tests/configs"]
+COPIED = ["Snakefile", "profiles", "workflow", "config", "fem", "tests/configs"]
 
 
 def snakemake(workdir: Path, *args: str, mirror: Path) -> str:
