@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_pipeline import copy_workflow
 from test_pretraining import cli_args, settings
 
 from fem.checkpointing import FAULT_ENV, load_state, require_checkpoint, save_state
@@ -208,3 +209,27 @@ def settings_flags(command: str) -> list[str]:
     must stop at the missing checkpoint before it uses any of them."""
     fields = dataclasses.fields({"finetune": FinetuneSettings, "variance": VarianceSettings}[command])
     return [item for f in fields if f.name != "learning_rate" for item in ("--" + f.name.replace("_", "-"), "1")]
+
+
+@pytest.mark.slow
+def test_under_snakemake_a_kill_while_finishing_keeps_the_checkpoints_a_table_needs(tmp_path, mirror):
+    """The probe's case through the real workflow: the pre-training job dies after its outputs
+    are written but before it is recorded; the same snakemake command again completes it,
+    and the intermediate checkpoint of Table 3 is there to be fine-tuned."""
+    work = copy_workflow(tmp_path)
+    target = "results/scratch/efficiency/sst2/fe-s1-step-3-f1/metrics.json"
+    command = [sys.executable, "-m", "snakemake", target, "--configfile", "micro.yaml"]
+    env = ENV | {
+        "FEM_HUB_MIRROR": str(mirror),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    killed = subprocess.run(command, cwd=work, env=env | {FAULT_ENV: "provenance"}, capture_output=True, text=True,
+                            timeout=900)  # fmt: skip
+    assert killed.returncode != 0
+    run = work / "results" / "scratch" / "pretrain" / "fe-s1"
+    assert (run / "resume" / "state.pt").is_file() and not (work / target).exists()
+    again = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-0", "step-3"]
+    assert json.loads((work / target).read_text())["run"]["step"] == 3
+    assert not (run / "resume").exists()
