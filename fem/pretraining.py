@@ -401,15 +401,3 @@ def pretrain(
     fault_point("provenance")
     remove_state_folder(work)  # the run is complete; nothing left to resume
     return metrics
-
-
-def _word_starts(data_dir: Path) -> np.ndarray:
-    path = data_dir / "train_word_starts.npy"
-    if not path.is_file():
-        from fem.data import DataSourceError
-
-        raise DataSourceError(
-            f"{path} not found: whole_word masking needs the word starts that `fem tokenize` writes "
-            "(tokenize the corpus again)"
-        )
-    return np.load(path, mmap_mode="r")
