@@ -7,6 +7,8 @@ cheap to import (no torch): it runs on every `snakemake` invocation.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,20 @@ class ConfigError(ValueError):
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with an error naming the file when it is not one."""
+    """Read a YAML mapping, with a one-line error naming the file (and the line of a syntax
+    error) when it is not one."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read config file {path}: {err}") from err
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {path}{where}: not valid YAML ({problem})") from err
+    if data is None:
+        raise ConfigError(f"config file {path} is empty; expected a mapping of keys (as config/config.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of keys, got {type(data).__name__}")
     return data
@@ -68,6 +78,38 @@ def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) 
         raise ConfigError(f"invalid config ({len(problems)} problem(s)):\n{lines}")
 
 
+def tokenized_problems(config: dict[str, Any], root: str | Path = ".") -> list[str]:
+    """Keys asking for more validation blocks than the tokenized data already under
+    `root`/data/tokenized holds (data of other settings, to be tokenized again, is skipped;
+    data not there yet is checked when the job starts: fem.tokenization.load_blocks)."""
+    pre, continual = config["pretrain"], config["continual"]
+    scratch_wanted = {"pretrain.validation_blocks": pre["validation_blocks"],
+                      "variance.sequences": config["variance"]["sequences"]}  # fmt: skip
+    runs = [(config["corpus"]["name"], config["tokenizer"]["source"], config["tokenizer"]["block_size"],
+             config["corpus"]["max_documents"], scratch_wanted)]  # fmt: skip
+    continual_wanted = {continual_key(config)("validation_blocks"): continual_pretrain(config)["validation_blocks"]}
+    runs += [(f"task-{task}", continual["model"], continual["block_size"], continual["max_documents"], continual_wanted)
+             for task in continual["tasks"]]  # fmt: skip
+    problems = []
+    for folder, source, block_size, max_documents, asked in runs:
+        path = Path(root) / "data" / "tokenized" / folder / "meta.json"
+        try:
+            meta = json.loads(path.read_text())
+            settings = meta["tokenizer_source"], meta["block_size"], meta["validation_fraction"], meta["max_documents"]
+            blocks = meta["splits"]["validation"]["blocks"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not tokenized yet, or damaged (the job names the file)
+        if settings != (source, block_size, config["corpus"]["validation_fraction"], max_documents):
+            continue
+        problems += [
+            f"{key}: {count} is more than the {blocks} validation blocks of {path.parent}; expected at most "
+            f"{blocks} (or hold out more documents: corpus.validation_fraction)"
+            for key, count in asked.items()
+            if count > blocks
+        ]
+    return problems
+
+
 def _key_name(path: list[Any]) -> str:
     name = ""
     for part in path:
@@ -91,11 +133,16 @@ def _subschema(schema: dict, path: list[Any]) -> dict:
 
 
 def _deref(schema: dict, node: dict) -> dict:
+    """`node` with its $ref target merged in: the node's own keys win, but the properties of
+    both count (pretrain = the shared pretrain_keys + strategies and save_steps)."""
     if "$ref" in node:
         target = schema
         for part in node["$ref"].removeprefix("#/").split("/"):
             target = target[part]
-        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        target = _deref(schema, target)
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        merged["properties"] = target.get("properties", {}) | node.get("properties", {})
+        return merged
     return node
 
 
@@ -111,7 +158,7 @@ def _allowed(schema: dict, path: list[Any]) -> str:
 
 def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
     path = list(error.absolute_path)
-    if error.validator == "additionalProperties":
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
         allowed = sorted(_subschema(schema, path).get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
         return "; ".join(
@@ -130,53 +177,90 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
 
 def _cross_key_problems(config: dict[str, Any]) -> list[str]:
     problems = []
-    pre, model = config["pretrain"], config["model"]
-    total = sum(pre["replacement"].values())
-    if abs(total - 1.0) > 1e-6:
-        problems.append(f"pretrain.replacement: mask + random + keep = {total:g}; expected them to sum to 1")
+    pre, model, continual = config["pretrain"], config["model"], config["continual"]
     if model["hidden_size"] % model["num_attention_heads"]:
         problems.append(
             f"model.num_attention_heads: {model['num_attention_heads']} does not divide "
             f"model.hidden_size = {model['hidden_size']}"
         )
-    if pre["warmup_steps"] > pre["steps"]:
-        problems.append(f"pretrain.warmup_steps: {pre['warmup_steps']} exceeds pretrain.steps = {pre['steps']}")
+    accumulation = config["implementation"]["pretrain_accumulation_steps"]
     segments = resolve_segments(pre["mask_ratio"], pre["segments"])
-    maskable = config["tokenizer"]["block_size"] - 2
-    if segments > maskable:
-        problems.append(
-            f"pretrain.segments: K = {segments} exceeds the {maskable} maskable positions of a "
-            f"block (tokenizer.block_size - 2)"
-        )
-    multi_copy = [s for s in pre["strategies"] if s in MULTI_COPY_STRATEGIES]
-    if multi_copy and pre["rows_per_step"] % segments:
-        problems.append(
-            f"pretrain.rows_per_step: {pre['rows_per_step']} is not a multiple of K = {segments} "
-            f"(each sequence of {', '.join(multi_copy)} contributes K rows to a step)"
-        )
+    problems += _pretrain_problems(pre, _scratch_key, "tokenizer.block_size", config["tokenizer"]["block_size"],
+                                   "pretrain.strategies", pre["strategies"], accumulation)  # fmt: skip
     late = [s for s in pre["save_steps"] if s >= pre["steps"]]
     if late:
         problems.append(
             f"pretrain.save_steps: {late} not below pretrain.steps = {pre['steps']} (the final model is always saved)"
         )
-    accumulation = config["implementation"]["pretrain_accumulation_steps"]
-    if accumulation > pre["rows_per_step"]:
-        problems.append(
-            f"implementation.pretrain_accumulation_steps: {accumulation} exceeds pretrain.rows_per_step = "
-            f"{pre['rows_per_step']} (each micro-batch needs at least one row)"
-        )
-    continual = pre | config["continual"]["pretrain"]  # a continual run's pretrain keys
-    continual_k = resolve_segments(continual["mask_ratio"], continual["segments"])
-    problems += _process_problems(config, segments, continual, continual_k)
+    merged = continual_pretrain(config)  # a continual run's pretrain keys, checked by the same rules
+    problems += _pretrain_problems(merged, continual_key(config), "continual.block_size", continual["block_size"],
+                                   "continual.strategies", continual["strategies"], accumulation)  # fmt: skip
+    problems = list(dict.fromkeys(problems))  # a pretrain key both kinds of run inherit: named once
+    continual_k = resolve_segments(merged["mask_ratio"], merged["segments"])
+    problems += _process_problems(config, segments, merged, continual_k)
     problems += _finetune_problems(config["finetune"])
     problems += _variance_problems(config["variance"], pre, segments)
-    problems += _table_problems(config, segments, continual, continual_k)
+    problems += _table_problems(config)
+    return problems
+
+
+def continual_pretrain(config: dict[str, Any]) -> dict[str, Any]:
+    """The pretrain keys of a continual run: pretrain, with continual.pretrain on top."""
+    return config["pretrain"] | config["continual"]["pretrain"]
+
+
+def _scratch_key(key: str) -> str:
+    return f"pretrain.{key}"
+
+
+def continual_key(config: dict[str, Any]) -> Callable[[str], str]:
+    """The config key a continual run's pretrain value comes from: continual.pretrain.<key>
+    when overridden there, else pretrain.<key>."""
+    overrides = config["continual"]["pretrain"]
+    return lambda key: f"continual.pretrain.{key}" if key in overrides else f"pretrain.{key}"
+
+
+def _pretrain_problems(
+    pre: dict[str, Any],
+    key: Callable[[str], str],
+    block_key: str,
+    block_size: int,
+    strategies_key: str,
+    strategies: list[str],
+    accumulation: int,
+) -> list[str]:
+    """The cross-key rules of one kind of pre-training run (from scratch, or continual):
+    `pre` its merged pretrain keys, `key(name)` the config key a value comes from."""
+    problems = []
+    total = sum(pre["replacement"].values())
+    if abs(total - 1.0) > 1e-6:
+        problems.append(f"{key('replacement')}: mask + random + keep = {total:g}; expected them to sum to 1")
+    if pre["warmup_steps"] > pre["steps"]:
+        problems.append(f"{key('warmup_steps')}: {pre['warmup_steps']} exceeds {key('steps')} = {pre['steps']}")
+    segments = resolve_segments(pre["mask_ratio"], pre["segments"])
+    if segments > block_size - 2:
+        problems.append(
+            f"{key('segments')}: K = {segments} exceeds the {block_size - 2} maskable positions of a "
+            f"block ({block_key} - 2)"
+        )
+    multi_copy = [s for s in strategies if s in MULTI_COPY_STRATEGIES]
+    if multi_copy and pre["rows_per_step"] % segments:
+        problems.append(
+            f"{key('rows_per_step')}: {pre['rows_per_step']} is not a multiple of K = {segments} "
+            f"(each sequence of {', '.join(multi_copy)} in {strategies_key} contributes K rows to a step)"
+        )
+    if accumulation > pre["rows_per_step"]:
+        problems.append(
+            f"implementation.pretrain_accumulation_steps: {accumulation} exceeds {key('rows_per_step')} = "
+            f"{pre['rows_per_step']} (each micro-batch needs at least one row)"
+        )
     return problems
 
 
 def _process_problems(config: dict[str, Any], segments: int, continual: dict[str, Any], continual_k: int) -> list[str]:
     """Under torchrun (resources.<rule>.gpu > 1) every process needs at least one sequence of
-    each step: at most rows_per_step / K processes, K the most copies per sequence of any run."""
+    each step: at most rows_per_step / K processes, K the most copies per sequence of any run.
+    One process always runs (fewer rows than K is a rows_per_step problem, named apart)."""
     resources, pre = config.get("resources") or {}, config["pretrain"]
     scratch_copies = [copies_per_sequence(s, segments) for s in pre["strategies"]]
     continual_copies = [copies_per_sequence(s, continual_k) for s in config["continual"]["strategies"]]
@@ -190,10 +274,10 @@ def _process_problems(config: dict[str, Any], segments: int, continual: dict[str
             problems.append(f"resources.{rule}.gpu: {resources[rule]['gpu']}; {rule} runs on one GPU at most")
     for rule, (rows, k) in runs.items():
         gpus = (resources.get(rule) or {}).get("gpu", 1)
-        if gpus > rows // k:
+        if gpus > max(1, rows // k):
             problems.append(
                 f"resources.{rule}.gpu: {gpus} processes but only {rows // k} sequences per step "
-                f"({rows} rows / K = {k}); expected at most {rows // k} GPUs"
+                f"({rows} rows / K = {k}); expected at most {max(1, rows // k)} GPUs"
             )
     return problems
 
@@ -216,7 +300,7 @@ def _variance_problems(variance: dict[str, Any], pre: dict[str, Any], segments: 
     return problems
 
 
-def _table_problems(config: dict[str, Any], segments: int, continual: dict[str, Any], k: int) -> list[str]:
+def _table_problems(config: dict[str, Any]) -> list[str]:
     """Tables 1, 3 and 4: every task has its metric, steps are saved, K divides the rows."""
     problems = []
     pre, metrics = config["pretrain"], config["finetune"]["metrics"]
@@ -235,9 +319,6 @@ def _table_problems(config: dict[str, Any], segments: int, continual: dict[str, 
             f"segment_counts.segments: {wrong} do not divide pretrain.rows_per_step = {pre['rows_per_step']} "
             "(compute matching needs rows/K whole sequences per step)"
         )
-    multi_copy = [s for s in config["continual"]["strategies"] if s in MULTI_COPY_STRATEGIES]
-    if multi_copy and continual["rows_per_step"] % k:
-        problems.append(f"continual.pretrain.rows_per_step: {continual['rows_per_step']} is not a multiple of K = {k}")
     return problems
 
 

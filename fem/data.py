@@ -242,7 +242,8 @@ def check_task_source(task: Task, mirror: str | None = None) -> None:
         check_hub_dataset(task.hub_id, task.hub_config, mirror)
 
 
-def _hub_switched_off() -> str | None:
+def hub_switched_off() -> str | None:
+    """The environment variable that switches the hub off (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE), or None."""
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
             return name
@@ -263,7 +264,8 @@ def _from_mirror_or_hub(hub_id: str, config: str | None, mirror: str | None, loa
             return load(str(mirror_dir / hub_id), True)
         except Exception as err:  # datasets raises many types; all mean "not loadable"
             attempts.append(f"mirror path {mirror_dir / hub_id} failed: {type(err).__name__}: {err}")
-    switch = _hub_switched_off()
+            attempts += unreadable_parquet_files(mirror_dir / hub_id, config)
+    switch = hub_switched_off()
     try:
         if switch:  # fail at once rather than let the library retry a blocked network
             raise ConnectionError(f"the hub is switched off ({switch}=1)")
@@ -274,6 +276,24 @@ def _from_mirror_or_hub(hub_id: str, config: str | None, mirror: str | None, loa
         f"cannot load hub dataset {hub_id!r} (config {config!r}) from a local mirror or the hub:\n  - "
         + "\n  - ".join(attempts)
     )
+
+
+def unreadable_parquet_files(folder: Path, config: str | None) -> list[str]:
+    """ "unreadable file <path>: <error>" for each parquet file under `folder` (its `config`
+    subfolder when there is one) that pyarrow cannot read, so a failed mirror load names the
+    damaged file (datasets' own error names neither). Reads row group by row group."""
+    import pyarrow.parquet as pq
+
+    root = folder / config if config and (folder / config).is_dir() else folder
+    unreadable = []
+    for file in sorted(root.rglob("*.parquet")):
+        try:
+            parquet = pq.ParquetFile(file)
+            for group in range(parquet.num_row_groups):
+                parquet.read_row_group(group)
+        except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...: all mean "damaged"
+            unreadable.append(f"unreadable file {file}: {type(err).__name__}: {err}")
+    return unreadable
 
 
 def package_files(package: str, pattern: str) -> list[Path]:
@@ -315,6 +335,13 @@ def download_corpus(name: str, out_dir: str | Path, mirror: str | None = None, r
     """Save corpus `name` to `out_dir` (datasets' save_to_disk format); returns documents.
     `read` gets the places and files read."""
     data = load_corpus(name, mirror, read)
+    if len(data) < 2:  # tokenize splits documents into train and validation
+        corpus = get_corpus(name)
+        source = " + ".join(corpus.parts) or corpus.hub_id or f"package {corpus.package}"
+        raise DataSourceError(
+            f"corpus {name} ({source}, mirror {resolve_mirror(mirror)}) has {len(data)} document(s) with text; "
+            "expected 2 at least: is the source empty?"
+        )
     data.save_to_disk(str(out_dir))
     return len(data)
 

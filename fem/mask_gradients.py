@@ -22,7 +22,6 @@ Memory stays bounded in two ways:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from fem.data import DataSourceError
 from fem.masking import resolve_segments
 from fem.modeling import sparse_mlm_loss
 from fem.settings import VarianceSettings
+from fem.tokenization import load_blocks, load_meta
 from fem.variance import analyse
 
 PARAMETER_SUBSETS = ("without_word_embeddings", "all")
@@ -158,13 +157,8 @@ def analyse_checkpoint(
 
     torch.set_num_threads(threads)
     data_dir = Path(data_dir)
-    meta = json.loads((data_dir / "meta.json").read_text())
-    validation = np.load(data_dir / "validation.npy", mmap_mode="r")
-    if len(validation) < settings.sequences:
-        raise DataSourceError(
-            f"{data_dir / 'validation.npy'} has {len(validation)} blocks; variance.sequences asks for "
-            f"{settings.sequences} (lower it, or hold out more with corpus.validation_fraction)"
-        )
+    meta = load_meta(data_dir)
+    validation = load_blocks(data_dir, "validation", meta, settings.sequences, "variance.sequences")
     pool = np.asarray(validation[: settings.sequences], dtype=np.int64)
     maskable = ~np.isin(pool, meta["unmaskable_token_ids"])
     # Eager attention: vmap has no batching rule for the fused CPU attention kernel.

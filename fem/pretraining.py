@@ -28,7 +28,6 @@ complete and identical (tests/test_crash_safety.py kills it at each step).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import time
@@ -58,6 +57,7 @@ from fem.modeling import build_bert, load_pretrained_mlm, mlm_parts, sparse_mlm_
 from fem.optimization import lr_multiplier, param_groups
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import mfu, peak_flops, training_flops
+from fem.tokenization import load_blocks, load_meta
 
 VALIDATION_SEED = 12345  # the fixed masks every strategy is evaluated on
 VALIDATION_BATCH = 64  # blocks per forward pass during validation
@@ -187,10 +187,12 @@ def pretrain(
     world = world or World()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     work = out_dir / RESUME_DIR
-    meta = json.loads((data_dir / "meta.json").read_text())
-    train = np.load(data_dir / "train.npy", mmap_mode="r")
-    validation = np.load(data_dir / "validation.npy", mmap_mode="r")[: settings.validation_blocks]
-    word_starts = _word_starts(data_dir) if settings.strategy == "whole_word" else None
+    meta = load_meta(data_dir)  # checked: a damaged or truncated file is named, with how to rebuild it
+    train = load_blocks(data_dir, "train", meta)
+    wanted_by = "pretrain.validation_blocks (continual.pretrain.validation_blocks for continual runs)"
+    validation = load_blocks(data_dir, "validation", meta, settings.validation_blocks, wanted_by)
+    validation = validation[: settings.validation_blocks]
+    word_starts = load_blocks(data_dir, "train_word_starts", meta) if settings.strategy == "whole_word" else None
     block_size = train.shape[1]
     special = tuple(meta["unmaskable_token_ids"])
     spec = MaskingSpec(
@@ -399,15 +401,3 @@ def pretrain(
     fault_point("provenance")
     remove_state_folder(work)  # the run is complete; nothing left to resume
     return metrics
-
-
-def _word_starts(data_dir: Path) -> np.ndarray:
-    path = data_dir / "train_word_starts.npy"
-    if not path.is_file():
-        from fem.data import DataSourceError
-
-        raise DataSourceError(
-            f"{path} not found: whole_word masking needs the word starts that `fem tokenize` writes "
-            "(tokenize the corpus again)"
-        )
-    return np.load(path, mmap_mode="r")

