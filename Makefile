@@ -52,6 +52,7 @@ pull-table1 pull-table2 pull-table3 pull-table4 pull-table5: setup
 # CONFIG=config/paper.yaml: paper scale; dvc.yaml is first regenerated for that config, so
 # dvc.lock records the parameters the jobs really ran with.
 cluster-table2: setup
+	$(if $(CONFIG),$(BIN)/fem check-config config/config.yaml $(CONFIG))  # names a broken file; Snakemake would not
 	$(if $(CONFIG),$(BIN)/fem dvc generate results/table2.csv --configfile $(CONFIG))
 	$(BIN)/snakemake --profile $(SLURM_PROFILE) results/table2.csv $(if $(CONFIG),--configfile $(CONFIG))
 	$(BIN)/dvc commit --force --with-deps table2

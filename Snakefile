@@ -14,6 +14,15 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+sys.path.insert(0, workflow.basedir)  # this checkout's fem package (common.smk's jobs run it too)
+from fem.config import ConfigError, load_yaml
+
+if Path("config/config.yaml").exists():
+    try:  # Snakemake's own message for a broken config file does not name the file
+        load_yaml("config/config.yaml")
+    except ConfigError as err:
+        raise SystemExit(f"fem: {err}") from None
+
 
 configfile: "config/config.yaml"
 

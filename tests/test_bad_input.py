@@ -118,6 +118,23 @@ def test_a_bad_config_is_refused_before_any_job(case, tmp_path, mirror):
     assert not any((work / name).exists() for name in JOB_OUTPUTS)
 
 
+# The config file the Snakefile itself reads (Snakemake's own message would not name it)
+DEFAULT_CONFIG_CASES = {
+    "YAML syntax error": ("pretrain: {steps: 3\n", "config file config/config.yaml, line 2, column 1: not valid YAML"),
+    "empty": ("", "config file config/config.yaml is empty"),
+    "a list": ("- scale\n", "config file config/config.yaml: expected a mapping of keys, got list"),
+}
+
+
+@pytest.mark.parametrize("case", DEFAULT_CONFIG_CASES)
+def test_a_broken_default_config_file_is_named_by_snakemake(case, tmp_path, mirror):
+    text, named = DEFAULT_CONFIG_CASES[case]
+    work = copy_workflow(tmp_path)
+    (work / "config" / "config.yaml").write_text(text)
+    dry_run(work, mirror, named)
+    assert not any((work / name).exists() for name in JOB_OUTPUTS)
+
+
 @pytest.fixture(scope="module")
 def tokenized(tmp_path_factory, mirror) -> Path:
     """A copy of the repository whose micro corpus and continual task text are downloaded
