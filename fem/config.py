@@ -85,13 +85,16 @@ def tokenized_problems(config: dict[str, Any], root: str | Path = ".") -> list[s
     pre, continual = config["pretrain"], config["continual"]
     scratch_wanted = {"pretrain.validation_blocks": pre["validation_blocks"],
                       "variance.sequences": config["variance"]["sequences"]}  # fmt: skip
-    runs = [(config["corpus"]["name"], config["tokenizer"]["source"], config["tokenizer"]["block_size"],
-             config["corpus"]["max_documents"], scratch_wanted)]  # fmt: skip
+    corpus = config["corpus"]
+    runs = [(corpus["name"], config["tokenizer"]["source"], config["tokenizer"]["block_size"],
+             corpus["validation_fraction"], corpus["max_documents"], scratch_wanted,
+             "corpus.validation_fraction")]  # fmt: skip
     continual_wanted = {continual_key(config)("validation_blocks"): continual_pretrain(config)["validation_blocks"]}
-    runs += [(f"task-{task}", continual["model"], continual["block_size"], continual["max_documents"], continual_wanted)
+    runs += [(f"task-{task}", continual["model"], continual["block_size"], continual["validation_fraction"],
+              continual["max_documents"], continual_wanted, "continual.validation_fraction")
              for task in continual["tasks"]]  # fmt: skip
     problems = []
-    for folder, source, block_size, max_documents, asked in runs:
+    for folder, source, block_size, fraction, max_documents, asked, fraction_key in runs:
         path = Path(root) / "data" / "tokenized" / folder / "meta.json"
         try:
             meta = json.loads(path.read_text())
@@ -99,11 +102,11 @@ def tokenized_problems(config: dict[str, Any], root: str | Path = ".") -> list[s
             blocks = meta["splits"]["validation"]["blocks"]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not tokenized yet, or damaged (the job names the file)
-        if settings != (source, block_size, config["corpus"]["validation_fraction"], max_documents):
+        if settings != (source, block_size, fraction, max_documents):
             continue
         problems += [
             f"{key}: {count} is more than the {blocks} validation blocks of {path.parent}; expected at most "
-            f"{blocks} (or hold out more documents: corpus.validation_fraction)"
+            f"{blocks} (or hold out more documents: {fraction_key})"
             for key, count in asked.items()
             if count > blocks
         ]

@@ -160,7 +160,7 @@ def param_keys(rule: str, config: dict, wildcards: dict[str, str]) -> list[str]:
     keys = [k for k in keys if k not in spec.get("except", [])]
     # Jobs of the continual setting (Table 1) read continual settings instead / as well.
     if rule == "tokenize" and wildcards.get("corpus", "").startswith("task-"):
-        keys = ["corpus.validation_fraction", "continual.model", "continual.block_size", "continual.max_documents"]
+        keys = ["continual.validation_fraction", "continual.model", "continual.block_size", "continual.max_documents"]
     if rule == "finetune" and wildcards.get("setting") == "continual":
         keys += [f"continual.finetune.{k}" for k in _lookup(config, "continual.finetune")]
     # A continual.pretrain / continual.finetune key replaces the general one: only it is read.

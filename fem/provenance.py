@@ -23,7 +23,7 @@ from fem.config import ConfigError
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "snakemake")
 PACKAGE = Path(__file__).resolve().parent  # the fem package this process imported
 CODE_ROOT = PACKAGE.parent  # the checkout holding it (when it is one)
-CODE_PATHS = ("fem", "workflow", "Snakefile", "config", "pyproject.toml")  # what "dirty" is about
+CODE_PATHS = ("fem", "workflow", "profiles", "Snakefile", "config", "pyproject.toml")  # what "dirty" is about
 CODE_ROOT_ENV = "FEM_CODE_ROOT"  # set by workflow/rules/common.smk: the checkout whose fem jobs must run
 # Bookkeeping files, not data: provenance files themselves, the .gitignore files DVC writes
 # beside its outputs and the timestamp Snakemake writes into folder outputs (`dvc pull` does

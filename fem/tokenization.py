@@ -269,6 +269,7 @@ def load_blocks(data_dir: str | Path, name: str, meta: dict, min_blocks: int = 1
     if len(array) < min_blocks:
         raise ConfigError(
             f"{wanted_by} asks for {min_blocks} blocks, but {path} holds only {len(array)}; expected at most "
-            f"{len(array)} (or hold out more documents: corpus.validation_fraction)"
+            f"{len(array)} (or hold out more documents: corpus.validation_fraction, continual.validation_fraction "
+            "for task text)"
         )
     return array

@@ -5,7 +5,8 @@
 - every file recorded in dvc.lock (deps and outs; folders through their `.dir` manifest in
   the DVC cache, or recomputed the way DVC does when there is none) with its md5;
 - the fem modules each job imported with the same modules of the checkout audited (the
-  folder the audit runs in when it holds fem/, else the checkout of the running fem);
+  folder the audit runs in when it holds fem/, else the checkout of the running fem): a job
+  that ran another copy of fem is a problem, modules of this checkout edited since a note;
 - a file in a job's output folder that no record lists is reported;
 - the table is recomputed from its runs and compared cell by cell (fem/recompute.py).
 """
@@ -91,23 +92,33 @@ def audited_checkout() -> Path:
     return here if (here / "fem" / "__init__.py").is_file() else CODE_ROOT
 
 
-def _code_problems(report: dict, checkout: Path, hasher: _Hasher) -> list[dict]:
-    """One problem per record whose job imported fem modules that differ from the checkout's
-    (or that recorded no code): its numbers did not come from this checkout's code."""
-    problems = []
+def _code_problems(report: dict, checkout: Path, hasher: _Hasher) -> tuple[list[dict], list[str]]:
+    """(problems, notes) of the code each record's job imported against the checkout's.
+
+    A problem: the job recorded no code, or it ran another copy of fem whose modules differ
+    from the checkout's (its numbers did not come from this code). A note: modules of this
+    same checkout changed after the job ran. Whether such an edit matters is the rules' call:
+    Snakemake reruns a job when a module among its rule's code inputs changes; for any other
+    module (config checks, provenance itself) `snakemake --forcerun` records the new code."""
+    problems, notes = [], []
     for path, record in report["provenance"].items():
         code = record.get("code") or {}
         if not code.get("modules"):
             problems.append(_other(path, "code", path, f"NO CODE {path}: records no code hash; rerun its job"))
             continue
         changed = [m for m, digest in code["modules"].items() if hasher(checkout / m, "sha256") != digest]
-        if changed:
-            message = (
-                f"CODE {path}: its job ran {', '.join(changed)} of {code.get('package')} (code sha256 "
-                f"{code.get('sha256')}), which differ from {checkout / 'fem'}; rerun it with this checkout's code"
-            )
-            problems.append(_other(path, "code", path, message))
-    return problems
+        if not changed:
+            continue
+        package = code.get("package")
+        if package and Path(package).resolve() == (checkout / "fem").resolve():
+            notes.append(f"code changed since {path} was made: {', '.join(changed)}")
+            continue
+        message = (
+            f"CODE {path}: its job ran {', '.join(changed)} of {package} (code sha256 "
+            f"{code.get('sha256')}), which differ from {checkout / 'fem'}; rerun it with this checkout's code"
+        )
+        problems.append(_other(path, "code", path, message))
+    return problems, notes
 
 
 def _folder_files(folder: Path):
@@ -153,7 +164,8 @@ def verify_report(report: dict) -> dict:
         notes.append(f"{len(absent)} kept or source file(s) not present here, not checked (e.g. {absent[0]})")
     checkout = audited_checkout()
     notes.append(f"code compared with {checkout / 'fem'}")
-    problems += _code_problems(report, checkout, hasher)
+    code_problems, code_notes = _code_problems(report, checkout, hasher)
+    problems, notes = problems + code_problems, notes + code_notes
     problems += _unrecorded(report)
     recomputed, recompute_notes = recompute_problems(
         report["table"], report["table_provenance"], report["provenance"][report["table_provenance"]]

@@ -68,6 +68,7 @@ CONFIG_CASES = {
     "continual.pretrain.schedule unknown": ({"continual": {"pretrain": {"schedule": "step"}}}, ["continual.pretrain.schedule: 'step' is not allowed; expected one of linear, cosine"]),
     "continual.finetune.max_length tiny": ({"continual": {"finetune": {"max_length": 4}}}, ["continual.finetune.max_length: 4 is not allowed; expected maximum tokens per example"]),
     "continual.block_size 2": ({"continual": {"block_size": 2}}, ["continual.block_size: 2 is not allowed; expected tokens per packed block"]),
+    "continual.validation_fraction above a half": ({"continual": {"validation_fraction": 0.9}}, ["continual.validation_fraction: 0.9 is not allowed; expected share of a task's training texts held out"]),
     "continual.max_documents 1": ({"continual": {"max_documents": 1}}, ["continual.max_documents: 1 is not allowed; expected training texts used per task, an integer >= 2"]),
     "continual.pretrain.strategies not overridable": ({"continual": {"pretrain": {"strategies": ["fe"]}}}, ["continual.pretrain.strategies: unknown key; allowed keys here: learning_rate"]),
     "continual.finetune.tasks not overridable": ({"continual": {"finetune": {"tasks": ["sst2"]}}}, ["continual.finetune.tasks: unknown key; allowed keys here: batch_size"]),

@@ -32,8 +32,8 @@ rule pretrain_continual:
         meta="data/tokenized/task-{task}/meta.json",
         word_starts="data/tokenized/task-{task}/train_word_starts.npy",
         tokenizer="data/tokenized/task-{task}/tokenizer",
-        code=fem_modules("pretraining", "distributed", "throughput", "masking", "collation", "checkpointing", "modeling",
-                         "optimization", "settings", "cli"),
+        code=fem_modules("pretraining", "tokenization", "distributed", "throughput", "masking", "collation",
+                         "checkpointing", "modeling", "optimization", "settings", "cli"),
     output:
         model=directory("results/continual/pretrain/{task}/{strategy}-s{seed}/model"),
         checkpoints=directory("results/continual/pretrain/{task}/{strategy}-s{seed}/checkpoints"),

@@ -24,7 +24,8 @@ rule finetune:
     input:
         checkpoint=finetune_checkpoint_dir,
         task="data/raw/tasks/{task}",
-        code=fem_modules("finetuning", "distributed", "metrics", "data", "modeling", "optimization", "settings", "cli"),
+        code=fem_modules("finetuning", "checkpointing", "distributed", "metrics", "data", "modeling", "optimization", "settings",
+                         "cli"),
     output:
         metrics="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
         predictions="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/predictions.csv",
@@ -55,7 +56,8 @@ rule finetune_squad:
     input:
         checkpoint="results/{setting}/pretrain/{strategy}-s{seed}/model",
         task="data/raw/tasks/{task}",
-        code=fem_modules("squad", "finetuning", "distributed", "metrics", "data", "modeling", "optimization", "settings", "cli"),
+        code=fem_modules("squad", "finetuning", "checkpointing", "distributed", "metrics", "data", "modeling", "optimization",
+                         "settings", "cli"),
     output:
         metrics="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
         predictions="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/predictions.json",
@@ -88,7 +90,8 @@ rule finetune_checkpoint:
     input:
         checkpoints="results/scratch/pretrain/{strategy}-s{seed}/checkpoints",
         task="data/raw/tasks/{task}",
-        code=fem_modules("finetuning", "distributed", "metrics", "data", "modeling", "optimization", "settings", "cli"),
+        code=fem_modules("finetuning", "checkpointing", "distributed", "metrics", "data", "modeling", "optimization", "settings",
+                         "cli"),
     output:
         metrics="results/scratch/efficiency/{task}/{strategy}-s{seed}-step-{step}-f{ftseed}/metrics.json",
         predictions="results/scratch/efficiency/{task}/{strategy}-s{seed}-step-{step}-f{ftseed}/predictions.csv",

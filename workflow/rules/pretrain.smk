@@ -19,8 +19,8 @@ rule pretrain:
         meta=f"data/tokenized/{CORPUS}/meta.json",
         word_starts=f"data/tokenized/{CORPUS}/train_word_starts.npy",
         tokenizer=f"data/tokenized/{CORPUS}/tokenizer",
-        code=fem_modules("pretraining", "distributed", "throughput", "masking", "collation", "checkpointing", "modeling",
-                         "optimization", "settings", "cli"),
+        code=fem_modules("pretraining", "tokenization", "distributed", "throughput", "masking", "collation",
+                         "checkpointing", "modeling", "optimization", "settings", "cli"),
     output:
         model=directory("results/{setting}/pretrain/{strategy}-s{seed}/model"),
         checkpoints=directory("results/{setting}/pretrain/{strategy}-s{seed}/checkpoints"),

@@ -23,7 +23,9 @@ rule tokenize:
         # task-<name> corpora (continual pre-training) use the pretrained model's tokenizer
         tokenizer=lambda w: CONTINUAL["model"] if w.corpus.startswith("task-") else config["tokenizer"]["source"],
         block_size=lambda w: CONTINUAL["block_size"] if w.corpus.startswith("task-") else config["tokenizer"]["block_size"],
-        validation_fraction=config["corpus"]["validation_fraction"],
+        validation_fraction=lambda w: (
+            CONTINUAL["validation_fraction"] if w.corpus.startswith("task-") else config["corpus"]["validation_fraction"]
+        ),
         max_documents=lambda w: json.dumps(
             CONTINUAL["max_documents"] if w.corpus.startswith("task-") else config["corpus"]["max_documents"]
         ),

@@ -43,7 +43,7 @@ rule variance:
         unpack(variance_inputs),
         validation=f"data/tokenized/{CORPUS}/validation.npy",
         meta=f"data/tokenized/{CORPUS}/meta.json",
-        code=fem_modules("variance", "mask_gradients", "masking", "settings", "cli"),
+        code=fem_modules("variance", "mask_gradients", "masking", "tokenization", "checkpointing", "settings", "cli"),
     output:
         variance="results/{setting}/variance/{strategy}-s{seed}/step-{step}/variance.json",
         provenance="results/{setting}/variance/{strategy}-s{seed}/step-{step}/provenance.json",
