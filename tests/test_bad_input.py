@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CreatesAFile, workflow_env
 from test_data import write_hub_mirror
 from test_pipeline import change_config, copy_workflow, snakemake
 from test_pretraining import cli_args, settings
@@ -35,7 +36,7 @@ JOB_OUTPUTS = ("data", "results", "logs")
 def refused(args: list[str], cwd: Path, mirror: Path, *named: str, absent: tuple[str, ...] = ()) -> str:
     """Run `args` (a real command) and assert it is refused fast with every `named` text in
     its output, none of `absent`, and no Traceback; returns the output."""
-    env = os.environ | {"FEM_HUB_MIRROR": str(mirror), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    env = workflow_env(mirror)
     start = time.perf_counter()
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     seconds = time.perf_counter() - start
@@ -189,19 +190,9 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-class Planted:
-    """Unpickling this creates the file `marker`: a pickled .npy must never be unpickled."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return Path.touch, (self.marker,)
-
-
 def pickled(path: Path) -> None:
     array = np.empty((1,), dtype=object)
-    array[0] = Planted(path.parent.parent / "unpickled")
+    array[0] = CreatesAFile(path.parent.parent / "unpickled")  # a pickled .npy must never be unpickled
     with path.open("wb") as file:
         np.lib.format.write_array(file, array, allow_pickle=True)
     assert pickle.loads(pickle.dumps(array[0])) is None and (path.parent.parent / "unpickled").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CreatesAFile, workflow_env
 from safetensors.torch import load_file
 from test_pipeline import copy_workflow
 from test_pretraining import cli_args, settings
@@ -109,16 +110,6 @@ def test_an_uninterrupted_command_matches_the_library_run(packed, reference, tmp
     done = fem_pretrain(packed, tmp_path / "run")
     assert done.returncode == 0, done.stderr[-2000:]
     assert_same_run(tmp_path / "run", reference)
-
-
-class CreatesAFile:
-    """A pickle that would create `path` when unpickled (the remote-code-execution probe)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __reduce__(self):
-        return (Path.touch, (self.path,))
 
 
 def test_a_planted_pickle_in_the_resume_state_never_runs(packed, tmp_path):
@@ -219,10 +210,7 @@ def test_under_snakemake_a_kill_while_finishing_keeps_the_checkpoints_a_table_ne
     work = copy_workflow(tmp_path)
     target = "results/scratch/efficiency/sst2/fe-s1-step-3-f1/metrics.json"
     command = [sys.executable, "-m", "snakemake", target, "--configfile", "micro.yaml"]
-    env = ENV | {
-        "FEM_HUB_MIRROR": str(mirror),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = workflow_env(mirror) | {"OMP_NUM_THREADS": "1"}
     killed = subprocess.run(command, cwd=work, env=env | {FAULT_ENV: "provenance"}, capture_output=True, text=True,
                             timeout=900)  # fmt: skip
     assert killed.returncode != 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import workflow_env
 from test_dvc import run
 from test_pipeline import ROOT, copy_workflow
 
@@ -36,14 +37,6 @@ def as_default_config(work: Path) -> Path:
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     shutil.copy(ROOT / "Makefile", work / "Makefile")
     return work
-
-
-def environment(mirror: Path) -> dict[str, str]:
-    """A shell with the environment activated (README: `source .venv/bin/activate`)."""
-    return os.environ | {
-        "FEM_HUB_MIRROR": str(mirror),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
 
 
 SNAKEMAKE = ["snakemake", TARGET]  # the README's command, as typed
@@ -125,7 +118,7 @@ def main_snakemake(group: int) -> int:
 def reference(tmp_path_factory, mirror) -> Path:
     """The same table, built by one uninterrupted run."""
     work = as_default_config(copy_workflow(tmp_path_factory.mktemp("uninterrupted")))
-    run(SNAKEMAKE, work, environment(mirror))
+    run(SNAKEMAKE, work, workflow_env(mirror))
     return work
 
 
@@ -142,7 +135,7 @@ def assert_resumed_to_the_uninterrupted_result(work: Path, reference: Path, inte
 @pytest.mark.slow
 def test_a_killed_snakemake_resumes_when_the_same_command_is_run_again(tmp_path, mirror, reference):
     work = as_default_config(copy_workflow(tmp_path))
-    env = environment(mirror)
+    env = workflow_env(mirror)
     first = start(SNAKEMAKE, work, env)
     wait_for_a_saved_pretrain_state(work, first)
     # while it runs, its lock is live: the same command in another terminal is refused, and
@@ -165,7 +158,7 @@ def test_a_make_table2_killed_before_it_recorded_a_finished_job_completes_when_r
     done (Snakemake is stopped first, so this is certain): the job is marked incomplete, and
     without rerun-incomplete the rerun would stop with IncompleteFilesException."""
     work = as_default_config(copy_workflow(tmp_path))
-    env = environment(mirror)
+    env = workflow_env(mirror)
     first = start(MAKE, work, env)
     wait_for_a_saved_pretrain_state(work, first)
     snakemake = main_snakemake(first.pid)
@@ -194,7 +187,7 @@ def test_a_lock_stays_while_jobs_of_the_killed_snakemake_still_run(tmp_path, mir
     """Snakemake killed alone (not its process group) leaves its jobs running: the lock stays
     until they have ended, then the same command runs."""
     work = as_default_config(copy_workflow(tmp_path))
-    env = environment(mirror)
+    env = workflow_env(mirror)
     command = ["snakemake", "results/scratch/pretrain/fe-s1/metrics.json"]
     first = start(command, work, env)
     wait_for_a_saved_pretrain_state(work, first)
@@ -230,7 +223,7 @@ def test_a_lock_stays_when_the_killed_run_had_cluster_jobs(tmp_path, mirror):
     names the jobs to check."""
     work = copy_workflow(tmp_path)
     locks = plant_a_killed_runs_lock(work, external_jobid="4242")
-    done = subprocess.run(SNAKEMAKE + ["-n"], cwd=work, env=environment(mirror), capture_output=True, text=True,
+    done = subprocess.run(SNAKEMAKE + ["-n"], cwd=work, env=workflow_env(mirror), capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     output = done.stdout + done.stderr
     assert "had submitted cluster jobs 4242" in output and "squeue -j 4242" in output, output[-2000:]
