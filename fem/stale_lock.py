@@ -16,6 +16,9 @@ before Snakemake locks the directory, and the lock is removed only when all of t
    long as the job lives (a SIGKILL of Snakemake alone leaves its jobs running).
 3. The killed run had no job on a cluster: Snakemake records an external job id (SLURM's) for
    every output of a submitted job, and such jobs outlive the run on other hosts.
+4. The last run that was alone in the directory ran on this host (`.snakemake/fem-runs.host`):
+   on a file system whose locks are local to each host (Lustre's localflock, NFS mounted
+   nolock) a live run on another login node would look dead from here.
 
 Otherwise the lock stays, and the message says what to check before `snakemake --unlock`.
 """
@@ -26,10 +29,12 @@ import fcntl
 import json
 import os
 import re
+import socket
 from pathlib import Path
 
 JOB_MARKER = "FEM_SNAKEMAKE_DIR"  # set in the environment of every job a run starts
 RUNS_LOCK = "fem-runs.lock"  # in .snakemake/: the flock every live run holds (shared)
+RUNS_HOST = "fem-runs.host"  # in .snakemake/: the host of the last run that was alone there
 _SNAKEMAKE_LOCK = re.compile(r"\d+\.(input|output)\.lock")  # Snakemake's own lock files
 _held: list = []  # the open lock file of this process: closing it would drop the flock
 
@@ -113,6 +118,7 @@ def claim_workdir(workdir: Path) -> str | None:
     try:  # the only run: Snakemake's lock files, if any, belong to a dead one
         return _remove_if_stale(workdir)
     finally:
+        (workdir / ".snakemake" / RUNS_HOST).write_text(socket.gethostname() + "\n")
         fcntl.flock(handle, fcntl.LOCK_SH)  # live from now on, as every other run
 
 
@@ -121,6 +127,13 @@ def _remove_if_stale(workdir: Path) -> str | None:
     if not locks:
         return None
     where = locks[0].parent
+    host_file = workdir / ".snakemake" / RUNS_HOST
+    host = host_file.read_text().strip() if host_file.is_file() else socket.gethostname()
+    if host != socket.gethostname():
+        return (
+            f"fem: the lock in {where} was left by a run on host {host}, which this host cannot see: when no "
+            "snakemake runs there, run `snakemake --unlock` and then the same command again"
+        )
     submitted = cluster_jobs(workdir)
     if submitted:
         return (

@@ -204,14 +204,16 @@ def test_a_lock_stays_while_jobs_of_the_killed_snakemake_still_run(tmp_path, mir
     assert (work / "results" / "scratch" / "pretrain" / "fe-s1" / "metrics.json").is_file()
 
 
-def plant_a_killed_runs_lock(work: Path, external_jobid: str) -> Path:
-    """The lock files a killed run leaves (Snakemake's format: one path per line), and the
-    incomplete-output record of a job it had submitted to a cluster, with the cluster's job id
-    (as Snakemake's SLURM executor records it)."""
+def plant_a_killed_runs_lock(work: Path, external_jobid: str | None = None) -> Path:
+    """The lock files a killed run leaves (Snakemake's format: one path per line), and with
+    `external_jobid` the incomplete-output record of a job it had submitted to a cluster, with
+    the cluster's job id (as Snakemake's SLURM executor records it)."""
     locks = work / ".snakemake" / "locks"
     locks.mkdir(parents=True)
     (locks / "0.input.lock").write_text("data/tokenized/bbc/train.npy\n")
     (locks / "0.output.lock").write_text(f"{TARGET}\n")
+    if external_jobid is None:
+        return locks
     record = work / ".snakemake" / "incomplete" / base64.urlsafe_b64encode(TARGET.encode()).decode()
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"external_jobid": external_jobid}))
@@ -227,4 +229,17 @@ def test_a_lock_stays_when_the_killed_run_had_cluster_jobs(tmp_path, mirror):
                           timeout=300)  # fmt: skip
     output = done.stdout + done.stderr
     assert "had submitted cluster jobs 4242" in output and "squeue -j 4242" in output, output[-2000:]
+    assert sorted(p.name for p in locks.iterdir()) == ["0.input.lock", "0.output.lock"]
+
+
+def test_a_lock_stays_when_the_last_run_was_on_another_host(tmp_path, mirror):
+    """File locks may be local to each host (Lustre localflock, NFS nolock): a lock left by a
+    run on another login node is never taken for a dead run's."""
+    work = copy_workflow(tmp_path)
+    locks = plant_a_killed_runs_lock(work)
+    (work / ".snakemake" / "fem-runs.host").write_text("login-node-2\n")
+    done = subprocess.run(SNAKEMAKE + ["-n"], cwd=work, env=workflow_env(mirror), capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    output = done.stdout + done.stderr
+    assert "was left by a run on host login-node-2" in output and "snakemake --unlock" in output, output[-2000:]
     assert sorted(p.name for p in locks.iterdir()) == ["0.input.lock", "0.output.lock"]
