@@ -5,7 +5,8 @@ Snakemake reruns a job whose inputs are newer than its outputs: after a plain `d
 `snakemake results/table2.csv` would recompute most of what was pulled. This command pulls
 the DVC stage that outputs TARGET with all the stages it depends on, checks with
 `dvc status` that every one of them matches `dvc.lock` (its code, params and inputs are the
-ones that produced the pulled outputs), and only then runs `snakemake --touch --forceall
+ones that produced the pulled outputs: code and params before anything is downloaded, the
+pulled data after), and only then runs `snakemake --touch --forceall
 TARGET`, which sets the times in the order of the DAG and records, in `.snakemake/metadata`,
 this checkout's code and params for every job (the other rerun triggers). Stage names come
 from fem.dvc_stages; the config files are those dvc.yaml's stage commands were generated with.
@@ -74,6 +75,28 @@ def _flatten(change) -> str:
     return str(change)
 
 
+def unpullable_changes(status: dict, stages: dict) -> dict:
+    """The changes of `dvc status --json` that no pull can mend: deps no stage outputs (code,
+    params, raw inputs) that are modified or new. Deps that are other stages' outputs, and
+    missing ones, are what a pull brings."""
+    produced = {out for stage in stages.values() for out in stage.get("outs", []) + stage.get("metrics", [])}
+    found: dict = {}
+    for stage, changes in status.items():
+        for change in changes:
+            deps = change.get("changed deps", {}) if isinstance(change, dict) else {}
+            kept = {dep: what for dep, what in deps.items() if dep not in produced and what != "deleted"}
+            if kept:
+                found.setdefault(stage, []).append({"changed deps": kept})
+    return found
+
+
+def _status(stage: str, workdir: Path) -> dict:
+    done = _dvc(["status", "--with-deps", "--json", stage], workdir, capture=True)
+    if done.returncode != 0:
+        raise PullError(f"`dvc status --with-deps {stage}` failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout or "{}")
+
+
 def _dvc(args: list[str], workdir: Path, capture: bool) -> subprocess.CompletedProcess:
     # this environment's DVC, as for snakemake; a pull shows its progress on the terminal
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, capture_output=capture, text=True)
@@ -90,12 +113,16 @@ def pull(target: str, workdir: Path = Path(".")) -> str:
     stage = stage_of(target, stages)
     configfiles = configfiles_of(stages[stage]["cmd"])
     flags = ["--configfile", *configfiles] if configfiles else []
+    changed = unpullable_changes(_status(stage, workdir), stages)
+    if changed:  # before downloading anything: the remote's outputs are not this code's
+        raise PullError(
+            f"the remote's outputs do not match this checkout's code and params (dvc.lock): "
+            f"{describe_status(changed)}; nothing was pulled: `snakemake {shlex.join([target, *flags])}` rebuilds "
+            "what changed"
+        )
     if _dvc(["pull", "--with-deps", stage], workdir, capture=False).returncode != 0:
         raise PullError(f"`dvc pull --with-deps {stage}` failed (its message is above); nothing was marked")
-    done = _dvc(["status", "--with-deps", "--json", stage], workdir, capture=True)
-    if done.returncode != 0:
-        raise PullError(f"`dvc status --with-deps {stage}` failed: {done.stderr.strip()[-500:]}")
-    status = json.loads(done.stdout or "{}")
+    status = _status(stage, workdir)
     if status:
         raise PullError(
             f"the pulled outputs do not match this checkout's code and params (dvc.lock): {describe_status(status)}; "

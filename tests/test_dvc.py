@@ -183,12 +183,9 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     # as up to date (a plain `dvc pull` gives them fresh times, and Snakemake would rerun jobs)
     for local in (work / ".dvc" / "cache", work / "results", work / "data", work / ".snakemake"):
         shutil.rmtree(local)
-    pulled = run([sys.executable, "-m", "fem", "dvc", "pull", "results/table2.csv"], work, env)
-    assert "all match dvc.lock, and Snakemake sees them as up to date" in pulled
     dry_run = [sys.executable, "-m", "snakemake", "-n", "results/table2.csv", "--configfile", "micro.yaml"]
-    assert "Nothing to be done" in run(dry_run, work, env)
-    # a parameter that differs from dvc.lock: the flow refuses and marks nothing, so Snakemake
-    # still plans the jobs the parameter changes
+    # a parameter that differs from dvc.lock: the flow refuses before it downloads anything,
+    # so Snakemake still plans the jobs the parameter changes
     config["pretrain"]["learning_rate"] = 5e-4
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
     refused = subprocess.run([sys.executable, "-m", "fem", "dvc", "pull", "results/table2.csv"], cwd=work, env=env,
@@ -196,9 +193,13 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "do not match this checkout's code and params (dvc.lock)" in refused.stderr
     assert "pretrain-fe-s1: changed deps micro.yaml pretrain.learning_rate modified" in refused.stderr
-    assert job_counts(run(dry_run, work, env)) == {"pretrain": 4, "finetune": 8, "table2": 1}
+    assert "nothing was pulled" in refused.stderr and not (work / "results").exists()
+    assert job_counts(run(dry_run, work, env))["pretrain"] == 4
     config["pretrain"]["learning_rate"] = 1e-3
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
+    pulled = run([sys.executable, "-m", "fem", "dvc", "pull", "results/table2.csv"], work, env)
+    assert "all match dvc.lock, and Snakemake sees them as up to date" in pulled
+    assert "Nothing to be done" in run(dry_run, work, env)
 
     # one flipped byte of a checkpoint is found and named
     weights = work / "results" / "scratch" / "pretrain" / "fe-s1" / "model" / "model.safetensors"
