@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -97,6 +98,23 @@ def code_state(package: Path = PACKAGE) -> dict:
         "sha256": hashlib.sha256(listing.encode()).hexdigest(),
         "modules": {name: files[name] for name in sorted(imported) if name in files},
     }
+
+
+def job_environment(checkout: str | Path, environ: Mapping[str, str], python: str) -> dict[str, str]:
+    """The variables to set so that the jobs of a Snakemake run in `checkout` run its own fem
+    package, whichever `fem` or `torchrun` is first on PATH: `checkout` first on PYTHONPATH
+    (Python looks there before site-packages and before an editable install of another
+    checkout), $FEM_CODE_ROOT (with which fem refuses any other copy: check_code_root), and
+    the scripts folder of `python` (the interpreter running Snakemake) first on PATH when it
+    has a `fem`. The rules' shell commands stay as written, so Snakemake's code trigger does
+    not depend on where the checkout lies."""
+    root = os.path.abspath(checkout)
+    paths = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    updates = {CODE_ROOT_ENV: root, "PYTHONPATH": os.pathsep.join([root, *paths])}
+    scripts = os.path.dirname(python)
+    if os.access(os.path.join(scripts, "fem"), os.X_OK):
+        updates["PATH"] = os.pathsep.join([scripts, environ.get("PATH", "")])
+    return updates
 
 
 def check_code_root(package: Path = PACKAGE) -> None:

@@ -8,26 +8,12 @@ sys.path.insert(0, workflow.basedir)  # the fem package of this checkout, even i
 
 from fem.config import ConfigError, check_config
 from fem.masking import resolve_segments
-from fem.provenance import CODE_ROOT_ENV
+from fem.provenance import job_environment
 
 
-def run_this_checkout():
-    """Every job runs this checkout's fem package, whichever `fem` or `torchrun` is first on
-    PATH: the jobs' environment (inherited from this process) gets this checkout first on
-    PYTHONPATH, where Python looks before site-packages and before an editable install of
-    another checkout, and $FEM_CODE_ROOT, with which fem refuses to run any other copy
-    (fem/provenance.py check_code_root). The scripts of the Python running Snakemake come
-    first on PATH when it has a `fem`. The shell commands stay as written, so Snakemake's
-    code trigger does not depend on where the checkout lies."""
-    root = os.path.abspath(workflow.basedir)
-    os.environ[CODE_ROOT_ENV] = root
-    os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root])
-    scripts = os.path.dirname(sys.executable)
-    if os.access(os.path.join(scripts, "fem"), os.X_OK):
-        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
-
-
-run_this_checkout()
+# Every job runs this checkout's fem package, whichever `fem` is first on PATH (the jobs
+# inherit this process's environment; fem/provenance.py job_environment says how).
+os.environ.update(job_environment(workflow.basedir, os.environ, sys.executable))
 
 try:
     check_config(config)
