@@ -4,7 +4,7 @@
 rule tokenize:
     input:
         corpus="data/raw/corpus/{corpus}",
-        code=fem_modules("tokenization", "cli"),
+        code=fem_modules("tokenization", "duplicates", "cli"),
     output:
         train="data/tokenized/{corpus}/train.npy",
         validation="data/tokenized/{corpus}/validation.npy",
