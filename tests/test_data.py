@@ -238,3 +238,20 @@ def test_overlap_report_counts_dev_texts_found_in_the_corpus(tmp_path):
     done = overlap(tmp_path / "tasks" / "mrpc", bad)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"task rte: {bad} cannot be read" in done.stderr and "splits train, validation" in done.stderr
+
+
+def test_the_pipeline_reports_the_overlap_of_its_corpus_and_dev_sets(tmp_path, mirror):
+    from test_pipeline import copy_workflow, planned, snakemake
+
+    work = copy_workflow(tmp_path)
+    plan = planned(snakemake(work, "-n", "results/report.md", mirror=mirror))
+    assert plan["data_overlap"] == 1  # `make report` builds it
+    snakemake(work, "results/data/overlap.json", mirror=mirror)
+    report = json.loads((work / "results" / "data" / "overlap.json").read_text())
+    # micro: 120 BBC documents; Table 2's tasks (sst2, stsb), none of whose dev texts is news text
+    assert report["corpus"]["documents"] == 120 and sorted(report["tasks"]) == ["sst2", "stsb"]
+    assert report["tasks"]["stsb"]["validation"]["examples"] == 1500
+    assert report["tasks"]["stsb"]["validation"]["with_copy_in_train"] == 6
+    assert 'stsb: {"validation": {"examples": 1500' in (work / "logs" / "data" / "overlap.log").read_text()
+    provenance = json.loads((work / "data" / "raw" / "tasks" / "stsb" / "provenance.json").read_text())
+    assert provenance["sources"]["duplicates"]["splits_as_published"]["validation"]["with_copy_in_train"] == 6
