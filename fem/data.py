@@ -433,7 +433,12 @@ def load_bbc_news_task(read: SourcesRead | None = None):
 def dev_copies_in_train(task: Task, splits) -> dict:
     """For official splits, kept as published: per split other than train, how many of its
     examples have an exact copy in train, all text columns together after normalisation
-    (fem.duplicates.row_key): {split: {"examples": n, "with_copy_in_train": n}}."""
+    (fem.duplicates.row_key): {split: {"examples": n, "with_copy_in_train": n}}; or
+    {"text_columns_missing": [...]} when the data lacks some of the task's text columns
+    (fine-tuning names them; the download only records it)."""
+    missing = sorted({c for rows in splits.values() for c in task.text_columns if c not in rows.column_names})
+    if missing:
+        return {"text_columns_missing": missing}
 
     def keys(rows) -> list[str]:
         columns = [rows[c] for c in task.text_columns]

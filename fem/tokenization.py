@@ -249,7 +249,8 @@ def open_corpus(corpus_dir: Path):
         if "text" not in data.column_names:  # a DatasetDict's column_names is a dict of splits
             raise KeyError("no column 'text'")
         return data
-    except (FileNotFoundError, KeyError, ValueError) as err:  # no folder, not a saved dataset, no text column
+    # no folder, not a saved dataset, no text column; IndexError: datasets reading a 0-row dataset
+    except (FileNotFoundError, KeyError, ValueError, IndexError) as err:
         raise _unreadable_corpus(corpus_dir, err) from err
 
 
