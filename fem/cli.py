@@ -93,6 +93,14 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
     _provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
 
 
+def cmd_train_tokenizer(args: argparse.Namespace) -> None:
+    from fem.wordpiece import train_corpus_tokenizer
+
+    start = time.perf_counter()
+    train_corpus_tokenizer(args.corpus_dir, args.out, args.vocab_size, args.validation_fraction, args.max_documents)
+    _provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     """`fem pretrain`; also under `torchrun --nproc_per_node N -m fem pretrain ...` (DDP)."""
     from fem.distributed import close_world, init_world
@@ -332,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, required=True)
     p.add_argument("--max-documents", type=_yaml_value, default=None)
     p.set_defaults(handler=cmd_tokenize)
+
+    p = sub.add_parser("train-tokenizer", help="learn a WordPiece vocabulary on a corpus's training documents")
+    p.add_argument("--corpus-dir", required=True)
+    p.add_argument("--out", required=True, help="folder for the tokenizer (loadable with AutoTokenizer)")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--validation-fraction", type=float, required=True, help="as `fem tokenize`: the same split")
+    p.add_argument("--max-documents", type=_yaml_value, default=None)
+    p.set_defaults(handler=cmd_train_tokenizer)
 
     p = sub.add_parser("pretrain", help="pre-train a BERT from scratch with one masking strategy")
     p.add_argument("--data", required=True, help="folder written by `fem tokenize`")

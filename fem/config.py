@@ -86,7 +86,7 @@ def tokenized_problems(config: dict[str, Any], root: str | Path = ".") -> list[s
     scratch_wanted = {"pretrain.validation_blocks": pre["validation_blocks"],
                       "variance.sequences": config["variance"]["sequences"]}  # fmt: skip
     corpus = config["corpus"]
-    runs = [(corpus["name"], config["tokenizer"]["source"], config["tokenizer"]["block_size"],
+    runs = [(corpus["name"], tokenizer_source(config), config["tokenizer"]["block_size"],
              corpus["validation_fraction"], corpus["max_documents"], scratch_wanted,
              "corpus.validation_fraction")]  # fmt: skip
     continual_wanted = {continual_key(config)("validation_blocks"): continual_pretrain(config)["validation_blocks"]}
@@ -204,7 +204,30 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
     problems += _finetune_problems(config["finetune"])
     problems += _variance_problems(config["variance"], pre, segments)
     problems += _table_problems(config)
+    problems += _tokenizer_problems(config["tokenizer"])
     return problems
+
+
+TRAINED_TOKENIZER = "trained"  # tokenizer.source: a WordPiece vocabulary learned on the corpus (fem/wordpiece.py)
+
+
+def tokenizer_source(config: dict[str, Any]) -> str:
+    """The tokenizer the pre-training corpus is tokenized with: tokenizer.source as given, or
+    for `trained` the folder the train_tokenizer rule writes for this corpus and vocabulary size."""
+    tokenizer = config["tokenizer"]
+    if tokenizer["source"] == TRAINED_TOKENIZER:
+        return f"data/tokenizers/{config['corpus']['name']}-wordpiece{tokenizer['vocab_size']}"
+    return tokenizer["source"]
+
+
+def _tokenizer_problems(tokenizer: dict[str, Any]) -> list[str]:
+    trained = tokenizer["source"] == TRAINED_TOKENIZER
+    if trained and tokenizer.get("vocab_size") is None:
+        return ["tokenizer.vocab_size: missing; expected an integer >= 64 (tokenizer.source is `trained`)"]
+    if not trained and tokenizer.get("vocab_size") is not None:
+        return [f"tokenizer.vocab_size: {tokenizer['vocab_size']} is only read with tokenizer.source `trained`; "
+                f"expected null (the vocabulary of {tokenizer['source']!r} is fixed)"]  # fmt: skip
+    return []
 
 
 def continual_pretrain(config: dict[str, Any]) -> dict[str, Any]:

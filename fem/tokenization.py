@@ -177,21 +177,7 @@ def tokenize_corpus(
     Nothing is written when the corpus is unreadable or too small (DataSourceError)."""
     out_dir = Path(out_dir)
     tokenizer = load_tokenizer(tokenizer_source)
-    texts = corpus_texts(Path(corpus_dir))
-    if max_documents is not None:
-        texts = texts[:max_documents]
-    try:
-        train_texts, val_texts, corpus_stats = split_corpus(texts, validation_fraction)
-    except ValueError as err:
-        raise DataSourceError(
-            f"corpus {corpus_dir} has {len(texts)} document(s): {err} (an empty download? delete the folder and "
-            "download the corpus again)"
-        ) from err
-    print(
-        f"corpus {corpus_dir}: {corpus_stats['documents']} documents, {corpus_stats['duplicates_removed']} exact "
-        "duplicates removed (whitespace and case normalised; first occurrence kept)",
-        flush=True,
-    )
+    train_texts, val_texts, corpus_stats = read_and_split_corpus(corpus_dir, validation_fraction, max_documents)
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
     meta = {
         "tokenizer_source": tokenizer_source,
@@ -252,6 +238,30 @@ def open_corpus(corpus_dir: Path):
     # no folder, not a saved dataset, no text column; IndexError: datasets reading a 0-row dataset
     except (FileNotFoundError, KeyError, ValueError, IndexError) as err:
         raise _unreadable_corpus(corpus_dir, err) from err
+
+
+def read_and_split_corpus(
+    corpus_dir: str | Path, validation_fraction: float, max_documents: int | None
+) -> tuple[list[str], list[str], dict]:
+    """The first `max_documents` documents (None: all) of the corpus saved at `corpus_dir`,
+    deduplicated and split by `split_corpus`: the one place `fem tokenize` and
+    `fem train-tokenizer` choose their documents, so both see the same training split."""
+    texts = corpus_texts(Path(corpus_dir))
+    if max_documents is not None:
+        texts = texts[:max_documents]
+    try:
+        train_texts, val_texts, corpus_stats = split_corpus(texts, validation_fraction)
+    except ValueError as err:
+        raise DataSourceError(
+            f"corpus {corpus_dir} has {len(texts)} document(s): {err} (an empty download? delete the folder and "
+            "download the corpus again)"
+        ) from err
+    print(
+        f"corpus {corpus_dir}: {corpus_stats['documents']} documents, {corpus_stats['duplicates_removed']} exact "
+        "duplicates removed (whitespace and case normalised; first occurrence kept)",
+        flush=True,
+    )
+    return train_texts, val_texts, corpus_stats
 
 
 def corpus_texts(corpus_dir: Path) -> list[str]:

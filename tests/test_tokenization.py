@@ -101,3 +101,34 @@ def test_bbc_pretraining_split_has_no_validation_document_with_a_copy_in_train()
     assert stats["documents"] == 2225 and stats["duplicates_removed"] == 101
     assert stats["validation_with_copy_in_train"] == 0 == len({normalize_text(t) for t in validation} & set(
         map(normalize_text, train)))  # fmt: skip
+
+
+def test_learned_wordpiece_is_deterministic_and_learns_only_training_documents(tmp_path):
+    """`fem train-tokenizer` learns from the documents `fem tokenize` trains on: a word that
+    occurs only in validation documents is not a token of the vocabulary, one of the
+    training documents is; the same corpus gives byte-identical files."""
+    from transformers import AutoTokenizer
+
+    from fem.tokenization import read_and_split_corpus
+    from fem.wordpiece import SPECIAL_TOKENS, train_corpus_tokenizer
+
+    words = [f"{a}{b}{c}" for a in "klmnop" for b in "aeiou" for c in "rst"][:60]  # one word per document
+    texts = [f"the market rose as traders bought {w} {w} {w} {w} shares" for w in words]
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "corpus"))
+    train_texts, validation_texts, _ = read_and_split_corpus(tmp_path / "corpus", 0.2, None)
+    train_only = [w for w in words if any(w in t.split() for t in train_texts)]
+    validation_only = [w for w in words if any(w in t.split() for t in validation_texts)]
+    assert len(validation_only) == 12 and not set(train_only) & set(validation_only)
+
+    for run in ("a", "b"):
+        train_corpus_tokenizer(tmp_path / "corpus", tmp_path / run, vocab_size=400, validation_fraction=0.2,
+                               max_documents=None)  # fmt: skip
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "a"))
+    vocab = tokenizer.get_vocab()
+    assert len(vocab) <= 400
+    assert [vocab[t] for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert (tokenizer.pad_token_id, tokenizer.mask_token_id) == (0, 4)
+    assert "market" in vocab and all(w in vocab for w in train_only)
+    assert not [w for w in validation_only if w in vocab]
+    assert tokenizer("The Market", "rose")["input_ids"][0] == vocab["[CLS]"]
