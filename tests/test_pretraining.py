@@ -279,6 +279,7 @@ def test_validation_reports_masked_token_accuracy_from_the_same_forward_pass(pac
     baseline = unigram_baseline(np.load(packed / "train.npy"), targets, meta["vocab_size"], special)
     assert metrics["unigram_validation_loss"] == baseline.loss
     assert metrics["unigram_validation_accuracy"] == baseline.accuracy
+    assert metrics["corpus"] == meta["corpus"] and metrics["corpus"]["documents"] == 60  # the corpus split's counts
 
 
 def test_unigram_baseline_by_hand():
