@@ -51,7 +51,7 @@ def step_summary(log: dict, max_grad_norm: float, model_config, block_size: int)
     masked tokens, model FLOPs and masked share of the maskable positions per step, and the
     pre-clip gradient norms: the share of steps clipped (norm above `max_grad_norm`) and
     their median, 90th percentile and maximum."""
-    norms, predictions = np.asarray(log["grad_norm"]), np.asarray(log["predictions"])
+    norms, predictions = np.asarray(log["grad_norm"]), np.asarray(log["predictions"])  # one per step
     flops = [training_flops(model_config, r, block_size, m) for r, m in zip(log["rows"], predictions, strict=True)]
     return {
         "predictions_per_step": float(predictions.mean()),
@@ -62,7 +62,7 @@ def step_summary(log: dict, max_grad_norm: float, model_config, block_size: int)
             "median": float(np.median(norms)),
             "p90": float(np.percentile(norms, 90)),
             "max": float(norms.max()),
-        },  # fmt: skip
+        },
     }
 
 
