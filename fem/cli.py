@@ -180,7 +180,7 @@ def _checkpoint_run(args: argparse.Namespace) -> dict:
     import json
 
     metrics = json.loads(Path(args.checkpoint_metrics).read_text())
-    final = "settings" in metrics  # a run's metrics.json; checkpoint_metrics.json has only step and loss
+    final = "settings" in metrics  # a run's metrics.json; checkpoint_metrics.json has step, loss, accuracy
     step = metrics["settings"]["steps"] if final else metrics["step"]
     return _labels(args) | {"step": step, "final": final, "validation_mlm_loss": metrics["validation_mlm_loss"],
                             "checkpoint": str(args.checkpoint)}  # fmt: skip

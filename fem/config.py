@@ -270,10 +270,11 @@ def _pretrain_problems(
             f"block ({block_key} - 2)"
         )
     multi_copy = [s for s in strategies if s in MULTI_COPY_STRATEGIES]
-    if multi_copy and pre["rows_per_step"] % segments:
+    if multi_copy and pre["match"] == "rows" and pre["rows_per_step"] % segments:  # sequences: any count works
         problems.append(
             f"{key('rows_per_step')}: {pre['rows_per_step']} is not a multiple of K = {segments} "
-            f"(each sequence of {', '.join(multi_copy)} in {strategies_key} contributes K rows to a step)"
+            f"(each sequence of {', '.join(multi_copy)} in {strategies_key} contributes K rows to a step, "
+            f"{key('match')}: rows)"
         )
     if accumulation > pre["rows_per_step"]:
         problems.append(
@@ -285,14 +286,17 @@ def _pretrain_problems(
 
 def _process_problems(config: dict[str, Any], segments: int, continual: dict[str, Any], continual_k: int) -> list[str]:
     """Under torchrun (resources.<rule>.gpu > 1) every process needs at least one sequence of
-    each step: at most rows_per_step / K processes, K the most copies per sequence of any run.
-    One process always runs (fewer rows than K is a rows_per_step problem, named apart)."""
+    each step: at most rows_per_step / K processes under match rows, K the most copies per
+    sequence of any run, or rows_per_step under match sequences. One process always runs
+    (fewer rows than K is a rows_per_step problem, named apart)."""
     resources, pre = config.get("resources") or {}, config["pretrain"]
     scratch_copies = [copies_per_sequence(s, segments) for s in pre["strategies"]]
     continual_copies = [copies_per_sequence(s, continual_k) for s in config["continual"]["strategies"]]
-    runs = {  # Table 4's fe-k<K> runs are pre-training runs too
-        "pretrain": (pre["rows_per_step"], max(*scratch_copies, *config["segment_counts"]["segments"])),
-        "pretrain_continual": (continual["rows_per_step"], max(continual_copies)),
+    scratch_most = max(*scratch_copies, *config["segment_counts"]["segments"])  # Table 4's fe-k<K> runs too
+    continual_most = max(continual_copies)
+    runs = {  # (rows_per_step, K); under match sequences every strategy takes rows_per_step sequences
+        "pretrain": (pre["rows_per_step"], scratch_most if pre["match"] == "rows" else 1),
+        "pretrain_continual": (continual["rows_per_step"], continual_most if continual["match"] == "rows" else 1),
     }
     problems = []
     for rule in ("tokenize", "variance"):  # no torchrun: a second GPU would sit idle
@@ -301,9 +305,10 @@ def _process_problems(config: dict[str, Any], segments: int, continual: dict[str
     for rule, (rows, k) in runs.items():
         gpus = (resources.get(rule) or {}).get("gpu", 1)
         if gpus > max(1, rows // k):
+            per_rows = f" ({rows} rows / K = {k})" if k > 1 else ""
             problems.append(
-                f"resources.{rule}.gpu: {gpus} processes but only {rows // k} sequences per step "
-                f"({rows} rows / K = {k}); expected at most {max(1, rows // k)} GPUs"
+                f"resources.{rule}.gpu: {gpus} processes but only {rows // k} sequences per step{per_rows}; "
+                f"expected at most {max(1, rows // k)} GPUs"
             )
     return problems
 
@@ -340,7 +345,7 @@ def _table_problems(config: dict[str, Any]) -> list[str]:
     if unsaved:
         problems.append(f"efficiency.steps: {unsaved} are not in pretrain.save_steps = {pre['save_steps']}")
     wrong = [k for k in config["segment_counts"]["segments"] if pre["rows_per_step"] % k]
-    if wrong:
+    if wrong and pre["match"] == "rows":  # under match sequences every K takes rows_per_step sequences
         problems.append(
             f"segment_counts.segments: {wrong} do not divide pretrain.rows_per_step = {pre['rows_per_step']} "
             "(compute matching needs rows/K whole sequences per step)"
