@@ -34,18 +34,20 @@ DEFAULT_SETTING = "scratch"  # the `setting` wildcard's default value: left out 
 RULE_PARAMS: dict[str, dict] = {
     "download_corpus": {"keys": []},
     "download_task": {"keys": []},
+    "train_tokenizer": {"keys": ["corpus.validation_fraction", "corpus.max_documents"]},  # + the wildcard's size
     "tokenize": {"keys": ["tokenizer.source", "tokenizer.block_size", "corpus.validation_fraction",
                           "corpus.max_documents"]},
     "pretrain": {"sections": ["pretrain", "model"], "except": ["pretrain.strategies"]},
     "finetune": {"sections": ["finetune"], "per_task": "finetune.metrics",
-                 "except": ["finetune.tasks", "finetune.metrics", "finetune.average_exclude", "finetune.squad"]},
+                 "except": ["finetune.tasks", "finetune.metrics", "finetune.average_exclude", "finetune.squad",
+                            "finetune.per_task"]},
     "finetune_squad": {"keys": ["finetune.squad"]},
     "task_text": {"keys": []},
     "pretrain_continual": {"sections": ["pretrain", "continual.pretrain"], "keys": ["continual.model"],
                            "except": ["pretrain.strategies", "pretrain.save_steps"]},
     "finetune_checkpoint": {"sections": ["finetune"], "per_task": "finetune.metrics",
                             "except": ["finetune.tasks", "finetune.metrics", "finetune.average_exclude",
-                                       "finetune.squad"]},
+                                       "finetune.squad", "finetune.per_task"]},
     "table1": {"keys": ["scale", "continual", "pretrain.mask_ratio", "pretrain.segments"]},
     "table3": {"keys": ["scale", "seeds", "efficiency", "pretrain.strategies", "pretrain.steps"]},
     "table4": {"keys": ["scale", "seeds", "segment_counts", "pretrain.strategies", "pretrain.steps",
@@ -159,6 +161,8 @@ def param_keys(rule: str, config: dict, wildcards: dict[str, str]) -> list[str]:
         keys += [f"{section}.{k}" for k in _lookup(config, section)]
     if "per_task" in spec:
         keys.append(f"{spec['per_task']}.{wildcards['task']}")
+        if wildcards["task"] in (config["finetune"].get("per_task") or {}):  # this task's own finetune values
+            keys.append(f"finetune.per_task.{wildcards['task']}")
     keys = [k for k in keys if k not in spec.get("except", [])]
     # Jobs of the continual setting (Table 1) read continual settings instead / as well.
     if rule == "tokenize" and wildcards.get("corpus", "").startswith("task-"):

@@ -120,10 +120,12 @@ def launcher(rule_name):
 LAUNCH = {name: launcher(name) for name in ("pretrain", "pretrain_continual", "finetune", "finetune_squad")}
 
 
-def glue_settings():
-    """The finetune keys that are FinetuneSettings flags (learning_rates included)."""
-    per_task = ("tasks", "metrics", "average_exclude", "squad")
-    return {k: v for k, v in config["finetune"].items() if k not in per_task}
+def glue_settings(task):
+    """The finetune keys that are FinetuneSettings flags (learning_rates included), with
+    finetune.per_task[task] on top."""
+    not_flags = ("tasks", "metrics", "average_exclude", "squad", "per_task")
+    settings = {k: v for k, v in config["finetune"].items() if k not in not_flags}
+    return settings | (config["finetune"].get("per_task") or {}).get(task, {})
 
 
 def all_tasks():

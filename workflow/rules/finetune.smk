@@ -11,8 +11,9 @@ def finetune_checkpoint_dir(wildcards):
 
 
 def finetune_settings(wildcards):
-    """FinetuneSettings flags: the finetune keys; for continual runs with continual.finetune on top."""
-    settings = glue_settings()
+    """FinetuneSettings flags: the finetune keys (finetune.per_task on top); for continual runs with
+    continual.finetune on top of those."""
+    settings = glue_settings(wildcards.task)
     if wildcards.setting == "continual":
         settings |= CONTINUAL["finetune"]
     return cli_flags(settings)
@@ -104,7 +105,7 @@ rule finetune_checkpoint:
     resources:
         **rule_resources("finetune"),
     params:
-        settings=cli_flags(glue_settings()),
+        settings=lambda w: cli_flags(glue_settings(w.task)),
         metrics=task_metric_flags,
     shell:
         "{LAUNCH[finetune]} finetune --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoints}/step-{wildcards.step}"
