@@ -5,8 +5,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from fem.config import ConfigError, check_config, load_yaml
+from fem.config import ConfigError, check_config, deep_update, load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,3 +131,27 @@ def test_schema_documents_every_key():
     for name, definition in schema["$defs"].items():  # keys shared by several sections (pretrain_keys, ...)
         walk(definition, f"$defs.{name}.")
     assert undocumented == []
+
+
+def test_finetune_per_task_values_reach_only_that_tasks_jobs_and_its_dvc_params(tmp_path, mirror):
+    """finetune.per_task.<task> replaces the general finetune values in that task's jobs only,
+    and dvc.yaml names it among that stage's params (so changing it reruns only that task)."""
+    from test_pipeline import change_config, copy_workflow, snakemake
+
+    from fem.dvc_stages import param_keys
+
+    work = copy_workflow(tmp_path)
+    per_task = {"stsb": {"max_train_examples": 7, "learning_rates": [0.01]}}
+    change_config(work, {"finetune": {"per_task": per_task}})
+    output = snakemake(work, "-n", "-p", "results/table2.csv", mirror=mirror)
+    commands = [line for line in output.splitlines() if line.startswith("Shell command: fem finetune ")]
+    stsb = [c for c in commands if "--task stsb " in c]
+    sst2 = [c for c in commands if "--task sst2 " in c]
+    assert stsb and sst2
+    assert all("--max-train-examples 7 " in c and "--learning-rates '[0.01]'" in c for c in stsb)
+    assert all("--max-train-examples 48 " in c and "--learning-rates '[0.0001]'" in c for c in sst2)
+
+    config = yaml.safe_load((work / "micro.yaml").read_text())
+    deep_update(config, {"finetune": {"per_task": per_task}})
+    assert "finetune.per_task.stsb.max_train_examples" in param_keys("finetune", config, {"task": "stsb"})
+    assert not [k for k in param_keys("finetune", config, {"task": "sst2"}) if "per_task" in k]
