@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,7 @@ def cmd_download(args: argparse.Namespace) -> None:
     else:
         counts = download_task(args.name, args.out, args.mirror, read)
         print(f"task {args.name}: {counts} -> {args.out}")
+        print(f"task {args.name}: exact copies (whitespace and case normalised): {json.dumps(read.duplicates)}")
     _provenance(Path(args.out) / "provenance.json", args, [], [args.out], start, sources=read.record())
 
 
@@ -89,6 +91,14 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
         args.validation_fraction,
         args.max_documents,
     )
+    _provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> None:
+    from fem.wordpiece import train_corpus_tokenizer
+
+    start = time.perf_counter()
+    train_corpus_tokenizer(args.corpus_dir, args.out, args.vocab_size, args.validation_fraction, args.max_documents)
     _provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
 
 
@@ -159,7 +169,7 @@ def _checkpoint_run(args: argparse.Namespace) -> dict:
     import json
 
     metrics = json.loads(Path(args.checkpoint_metrics).read_text())
-    final = "settings" in metrics  # a run's metrics.json; checkpoint_metrics.json has only step and loss
+    final = "settings" in metrics  # a run's metrics.json; checkpoint_metrics.json has step, loss, accuracy
     step = metrics["settings"]["steps"] if final else metrics["step"]
     return _labels(args) | {"step": step, "final": final, "validation_mlm_loss": metrics["validation_mlm_loss"],
                             "checkpoint": str(args.checkpoint)}  # fmt: skip
@@ -209,6 +219,20 @@ def cmd_report(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     write_results_report(args.out, args.tables, args.figures)
     _provenance(table_provenance_path(args.out), args, args.tables + args.figures, [args.out], start)
+
+
+def cmd_overlap(args: argparse.Namespace) -> None:
+    """Dev sets against their train split and the pre-training corpus (fem/overlap.py)."""
+    from fem.overlap import overlap_markdown, overlap_report
+
+    start = time.perf_counter()
+    report = overlap_report(args.corpus_dir, {Path(d).name: d for d in args.task_dirs}, args.max_documents)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.md).write_text(overlap_markdown(report))
+    print(overlap_markdown(report))
+    inputs = [args.corpus_dir, *args.task_dirs]
+    _provenance(table_provenance_path(args.json), args, inputs, [args.json, args.md], start)
 
 
 def cmd_dvc_generate(args: argparse.Namespace) -> None:
@@ -270,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, required=True)
     p.add_argument("--max-documents", type=_yaml_value, default=None)
     p.set_defaults(handler=cmd_tokenize)
+
+    p = sub.add_parser("train-tokenizer", help="learn a WordPiece vocabulary on a corpus's training documents")
+    p.add_argument("--corpus-dir", required=True)
+    p.add_argument("--out", required=True, help="folder for the tokenizer (loadable with AutoTokenizer)")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--validation-fraction", type=float, required=True, help="as `fem tokenize`: the same split")
+    p.add_argument("--max-documents", type=_yaml_value, default=None)
+    p.set_defaults(handler=cmd_train_tokenizer)
 
     p = sub.add_parser("pretrain", help="pre-train a BERT from scratch with one masking strategy")
     p.add_argument("--data", required=True, help="folder written by `fem tokenize`")
@@ -337,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", nargs="+", required=True, help="tableN.md files, in order")
     p.add_argument("--figures", nargs="*", default=[], help="figure files")
     p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("overlap", help="count dev examples with a copy in train or their text in the corpus")
+    p.add_argument("--corpus-dir", required=True, help="folder written by `fem download corpus`")
+    p.add_argument("--max-documents", type=_yaml_value, default=None, help="documents read, as tokenize (null: all)")
+    p.add_argument("--task-dirs", nargs="+", required=True, help="folders written by `fem download task`, one per task")
+    p.add_argument("--json", required=True)
+    p.add_argument("--md", required=True)
+    p.set_defaults(handler=cmd_overlap)
 
     p = sub.add_parser("audit", help="show (and verify) the chain of evidence behind every number of a table")
     p.add_argument("table", help="a results table CSV with a runs column, e.g. results/table2.csv")

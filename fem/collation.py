@@ -1,9 +1,14 @@
 """Turn packed blocks into masked training rows for one optimizer step.
 
-Compute is matched between strategies (DESIGN §5): a step always has `rows` rows. The
-one-copy strategies (random, span, whole_word) fill them with `rows` distinct sequences;
-the K-copy strategies (random_k, fe, fe_contiguous, fe_span) with rows/K sequences, each
-repeated K times with its K masks, so all K copies of a sequence land in the same step.
+What a step holds is set by `match` (the config's pretrain.match), for a step size of
+`rows_per_step`:
+- "rows" (compute matched, DESIGN §5): a step always has rows_per_step rows. The one-copy
+  strategies (random, span, whole_word) fill them with rows_per_step distinct sequences; the
+  K-copy strategies (random_k, fe, fe_contiguous, fe_span) with rows_per_step/K sequences.
+- "sequences" (data matched): every strategy takes rows_per_step distinct sequences, so a
+  K-copy strategy does K x rows_per_step rows, K times the compute of a one-copy strategy.
+Either way a K-copy strategy repeats each sequence K times with its K masks, so all K
+copies of a sequence land in the same step.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import numpy as np
 import torch
 
 from fem.masking import SpanShape, copies_per_sequence, corrupt, strategy_masks
+
+MATCHES = ("rows", "sequences")  # what pretrain.match holds equal across strategies: rows or distinct sequences
 
 
 @dataclass
@@ -78,6 +85,17 @@ class MaskingSpec:
     def sequences_per_step(self, rows: int) -> int:
         """Distinct sequences a step of `rows` rows takes under this strategy."""
         return rows // self.copies
+
+    def step_size(self, rows_per_step: int, match: str) -> tuple[int, int]:
+        """(distinct sequences, rows) of one optimizer step (all processes) under `match`
+        (one of MATCHES; see the module docstring)."""
+        if match == "rows":
+            sequences = self.sequences_per_step(rows_per_step)
+        elif match == "sequences":
+            sequences = rows_per_step
+        else:
+            raise ValueError(f"unknown match {match!r}; expected one of {', '.join(MATCHES)}")
+        return sequences, sequences * self.copies
 
 
 def mask_rows(

@@ -86,7 +86,7 @@ def tokenized_problems(config: dict[str, Any], root: str | Path = ".") -> list[s
     scratch_wanted = {"pretrain.validation_blocks": pre["validation_blocks"],
                       "variance.sequences": config["variance"]["sequences"]}  # fmt: skip
     corpus = config["corpus"]
-    runs = [(corpus["name"], config["tokenizer"]["source"], config["tokenizer"]["block_size"],
+    runs = [(corpus["name"], tokenizer_source(config), config["tokenizer"]["block_size"],
              corpus["validation_fraction"], corpus["max_documents"], scratch_wanted,
              "corpus.validation_fraction")]  # fmt: skip
     continual_wanted = {continual_key(config)("validation_blocks"): continual_pretrain(config)["validation_blocks"]}
@@ -204,7 +204,30 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
     problems += _finetune_problems(config["finetune"])
     problems += _variance_problems(config["variance"], pre, segments)
     problems += _table_problems(config)
+    problems += _tokenizer_problems(config["tokenizer"])
     return problems
+
+
+TRAINED_TOKENIZER = "trained"  # tokenizer.source: a WordPiece vocabulary learned on the corpus (fem/wordpiece.py)
+
+
+def tokenizer_source(config: dict[str, Any]) -> str:
+    """The tokenizer the pre-training corpus is tokenized with: tokenizer.source as given, or
+    for `trained` the folder the train_tokenizer rule writes for this corpus and vocabulary size."""
+    tokenizer = config["tokenizer"]
+    if tokenizer["source"] == TRAINED_TOKENIZER:
+        return f"data/tokenizers/{config['corpus']['name']}-wordpiece{tokenizer['vocab_size']}"
+    return tokenizer["source"]
+
+
+def _tokenizer_problems(tokenizer: dict[str, Any]) -> list[str]:
+    trained = tokenizer["source"] == TRAINED_TOKENIZER
+    if trained and tokenizer.get("vocab_size") is None:
+        return ["tokenizer.vocab_size: missing; expected an integer >= 64 (tokenizer.source is `trained`)"]
+    if not trained and tokenizer.get("vocab_size") is not None:
+        return [f"tokenizer.vocab_size: {tokenizer['vocab_size']} is only read with tokenizer.source `trained`; "
+                f"expected null (the vocabulary of {tokenizer['source']!r} is fixed)"]  # fmt: skip
+    return []
 
 
 def continual_pretrain(config: dict[str, Any]) -> dict[str, Any]:
@@ -247,10 +270,11 @@ def _pretrain_problems(
             f"block ({block_key} - 2)"
         )
     multi_copy = [s for s in strategies if s in MULTI_COPY_STRATEGIES]
-    if multi_copy and pre["rows_per_step"] % segments:
+    if multi_copy and pre["match"] == "rows" and pre["rows_per_step"] % segments:  # sequences: any count works
         problems.append(
             f"{key('rows_per_step')}: {pre['rows_per_step']} is not a multiple of K = {segments} "
-            f"(each sequence of {', '.join(multi_copy)} in {strategies_key} contributes K rows to a step)"
+            f"(each sequence of {', '.join(multi_copy)} in {strategies_key} contributes K rows to a step, "
+            f"{key('match')}: rows)"
         )
     if accumulation > pre["rows_per_step"]:
         problems.append(
@@ -262,14 +286,17 @@ def _pretrain_problems(
 
 def _process_problems(config: dict[str, Any], segments: int, continual: dict[str, Any], continual_k: int) -> list[str]:
     """Under torchrun (resources.<rule>.gpu > 1) every process needs at least one sequence of
-    each step: at most rows_per_step / K processes, K the most copies per sequence of any run.
-    One process always runs (fewer rows than K is a rows_per_step problem, named apart)."""
+    each step: at most rows_per_step / K processes under match rows, K the most copies per
+    sequence of any run, or rows_per_step under match sequences. One process always runs
+    (fewer rows than K is a rows_per_step problem, named apart)."""
     resources, pre = config.get("resources") or {}, config["pretrain"]
     scratch_copies = [copies_per_sequence(s, segments) for s in pre["strategies"]]
     continual_copies = [copies_per_sequence(s, continual_k) for s in config["continual"]["strategies"]]
-    runs = {  # Table 4's fe-k<K> runs are pre-training runs too
-        "pretrain": (pre["rows_per_step"], max(*scratch_copies, *config["segment_counts"]["segments"])),
-        "pretrain_continual": (continual["rows_per_step"], max(continual_copies)),
+    scratch_most = max(*scratch_copies, *config["segment_counts"]["segments"])  # Table 4's fe-k<K> runs too
+    continual_most = max(continual_copies)
+    runs = {  # (rows_per_step, K); under match sequences every strategy takes rows_per_step sequences
+        "pretrain": (pre["rows_per_step"], scratch_most if pre["match"] == "rows" else 1),
+        "pretrain_continual": (continual["rows_per_step"], continual_most if continual["match"] == "rows" else 1),
     }
     problems = []
     for rule in ("tokenize", "variance"):  # no torchrun: a second GPU would sit idle
@@ -278,9 +305,10 @@ def _process_problems(config: dict[str, Any], segments: int, continual: dict[str
     for rule, (rows, k) in runs.items():
         gpus = (resources.get(rule) or {}).get("gpu", 1)
         if gpus > max(1, rows // k):
+            per_rows = f" ({rows} rows / K = {k})" if k > 1 else ""
             problems.append(
-                f"resources.{rule}.gpu: {gpus} processes but only {rows // k} sequences per step "
-                f"({rows} rows / K = {k}); expected at most {max(1, rows // k)} GPUs"
+                f"resources.{rule}.gpu: {gpus} processes but only {rows // k} sequences per step{per_rows}; "
+                f"expected at most {max(1, rows // k)} GPUs"
             )
     return problems
 
@@ -317,7 +345,7 @@ def _table_problems(config: dict[str, Any]) -> list[str]:
     if unsaved:
         problems.append(f"efficiency.steps: {unsaved} are not in pretrain.save_steps = {pre['save_steps']}")
     wrong = [k for k in config["segment_counts"]["segments"] if pre["rows_per_step"] % k]
-    if wrong:
+    if wrong and pre["match"] == "rows":  # under match sequences every K takes rows_per_step sequences
         problems.append(
             f"segment_counts.segments: {wrong} do not divide pretrain.rows_per_step = {pre['rows_per_step']} "
             "(compute matching needs rows/K whole sequences per step)"

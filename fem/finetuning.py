@@ -25,7 +25,7 @@ import torch
 
 from fem.data import Task, task_label_names
 from fem.distributed import World, batch_share, data_parallel, seed_rank_stream
-from fem.metrics import compute_metrics, task_score
+from fem.metrics import compute_metrics, constant_metrics, majority_label, task_score
 from fem.optimization import finetuning_optimizer, shared_step
 from fem.settings import FinetuneSettings
 
@@ -63,6 +63,17 @@ def predict(model, encoded: list[list[int]], pad_id: int, is_regression: bool, b
     return torch.cat(outputs).cpu().numpy()
 
 
+def trivial_prediction(train_labels: np.ndarray, label_names: tuple[str, ...] | None) -> tuple[float, str]:
+    """The trivial predictor of a task, fit on its (subsampled) training labels: the majority
+    class (classification, `label_names` its class names) or the mean label (regression,
+    `label_names` None); returns (the constant it predicts, a description of it)."""
+    if label_names is None:
+        mean = float(np.mean(train_labels))
+        return mean, f"the mean training label {mean:.4g} for every example"
+    majority = majority_label(train_labels)
+    return majority, f"majority class {label_names[majority]!r} of the training set"
+
+
 def finetune(
     task: Task,
     task_dir: str | Path,
@@ -81,7 +92,9 @@ def finetune(
     With one dev split the metrics are named as given ("accuracy"); with several (MNLI) they
     get the split's suffix ("accuracy_matched", "accuracy_mismatched"). The score is the mean
     of all of them. `run_labels` (strategy, seeds, ...) are stored under "run" in
-    metrics.json so tables can group runs without parsing paths."""
+    metrics.json so tables can group runs without parsing paths. Beside them metrics.json
+    holds the trivial baseline on the same dev examples (trivial_prediction):
+    trivial_metrics (the same names), trivial_score and trivial_predictor."""
     import datasets
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -153,6 +166,8 @@ def finetune(
         )
 
     metrics: dict[str, float] = {}
+    trivial_metrics: dict[str, float] = {}  # the same metrics of the trivial predictor, on the same examples
+    constant, trivial_predictor = trivial_prediction(train_labels.cpu().numpy(), label_names)
     counts: dict[str, dict] = {}
     prediction_rows = []
     for split, dev in devs.items():
@@ -162,6 +177,8 @@ def finetune(
         suffix = "" if len(devs) == 1 else "_" + split.removeprefix("validation_")
         for name, value in compute_metrics(metric_names, predictions, dev_labels).items():
             metrics[name + suffix] = value
+        for name, value in constant_metrics(metric_names, constant, dev_labels).items():
+            trivial_metrics[name + suffix] = value
         if not task.is_regression:
             counts[split] = {name: int(np.sum(predictions == i)) for i, name in enumerate(label_names)}
             if max(counts[split].values()) == len(predictions):
@@ -178,6 +195,9 @@ def finetune(
         "metrics": metrics,
         "metric_names": list(metrics),
         "score": score,
+        "trivial_metrics": trivial_metrics,
+        "trivial_score": task_score(trivial_metrics, tuple(trivial_metrics)),
+        "trivial_predictor": trivial_predictor,
         "prediction_counts": counts or None,  # predicted dev labels per split and class (None for regression)
         "train_examples": len(train_ids),
         "train_examples_available": len(data["train"]),

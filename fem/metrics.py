@@ -103,6 +103,18 @@ def compute_metrics(names: tuple[str, ...], predictions: np.ndarray, labels: np.
     return {name: METRICS[name](predictions, labels) for name in names}
 
 
+def majority_label(labels: np.ndarray) -> int:
+    """The most frequent of integer class `labels` (the smallest among equally frequent ones):
+    the prediction of the majority-class baseline."""
+    return int(np.argmax(np.bincount(np.asarray(labels, dtype=np.int64))))
+
+
+def constant_metrics(names: tuple[str, ...], value: float, labels: np.ndarray) -> dict[str, float]:
+    """The named metrics of predicting `value` for every one of `labels`: a trivial baseline.
+    Pearson and Spearman are 0.0 (a constant has no correlation), MCC 0.0."""
+    return compute_metrics(names, np.full(len(labels), value), np.asarray(labels))
+
+
 def task_score(metrics: dict[str, float], names: tuple[str, ...]) -> float:
     """One number per task: the mean of its metrics (GLUE convention for MRPC, QQP, STS-B)."""
     return float(np.mean([metrics[name] for name in names]))
@@ -148,6 +160,15 @@ def squad_exact_match(prediction: str, gold_answers: list[str]) -> float:
 def squad_f1(prediction: str, gold_answers: list[str]) -> float:
     """Token-level F1 of the normalised prediction, the best over gold answers, in [0, 1]."""
     return max(_f1(prediction, a) for a in _gold_or_empty(gold_answers))
+
+
+def squad_trivial_metrics(gold: dict[str, list[str]], unanswerable: bool) -> dict[str, float]:
+    """The SQuAD metrics (as squad_metrics) of the trivial predictor: for v2 (`unanswerable`)
+    the empty answer to every question in `gold`; for v1.1, where every question has an
+    answer, exact_match and f1 0.0."""
+    if not unanswerable:
+        return {"exact_match": 0.0, "f1": 0.0}
+    return squad_metrics(dict.fromkeys(gold, ""), gold)
 
 
 def squad_metrics(predictions: dict[str, str], gold: dict[str, list[str]]) -> dict[str, float]:

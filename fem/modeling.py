@@ -77,7 +77,12 @@ def sparse_mlm_loss(
     input_ids: int64 [R, L]; masked: bool [R, L]; targets: int64 [M] in row-major order of
     `masked`. Packed blocks have no padding, so no attention mask is needed.
     """
+    return F.cross_entropy(masked_logits(model, input_ids, masked).float(), targets, reduction=reduction)
+
+
+def masked_logits(model: BertForMaskedLM, input_ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """The LM head's logits at the masked positions only: [M, V] for input_ids int64 [R, L]
+    and masked bool [R, L] with M True entries, in row-major order."""
     encoder, head = mlm_parts(model)
     hidden = encoder(input_ids=input_ids).last_hidden_state  # [R, L, H]
-    logits = head(hidden[masked])  # [M, V]
-    return F.cross_entropy(logits.float(), targets, reduction=reduction)
+    return head(hidden[masked])

@@ -13,9 +13,12 @@ Output folder (out_dir):
   model/                final model, loadable with AutoModelForMaskedLM.from_pretrained
   checkpoints/step-N/   intermediate models at the configured save_steps (+ checkpoint_metrics.json);
                         step-0 is the initialisation
-  train_log.json        per step: loss, lr, sequences, rows, predictions (all ranks), seconds
-                        (wall time of the step, masking included); validation curve
-  metrics.json          validation MLM loss (fixed masks), throughput, settings
+  train_log.json        per step: loss, lr, sequences, rows, predictions, maskable (positions
+                        of the step's rows that could be masked), grad_norm (pre-clip total
+                        gradient norm), all ranks; seconds (wall time of the step, masking
+                        included); validation curve: step, loss, accuracy (fem/validation.py)
+  metrics.json          validation MLM loss and masked-token accuracy (fixed masks) with their
+                        unigram baselines, clipping, step size, throughput, settings
   resume/               while running: the resumable state and finished intermediate
                         checkpoints (removed when the run completes)
 
@@ -28,7 +31,6 @@ complete and identical (tests/test_crash_safety.py kills it at each step).
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -58,9 +60,8 @@ from fem.optimization import lr_multiplier, param_groups
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import mfu, peak_flops, training_flops
 from fem.tokenization import load_blocks, load_meta
+from fem.train_log import append_step, new_log, record_validation, step_summary, validation_metrics
 
-VALIDATION_SEED = 12345  # the fixed masks every strategy is evaluated on
-VALIDATION_BATCH = 64  # blocks per forward pass during validation
 RESUME_DIR = "resume"
 OUTPUTS = ("model", "checkpoints", "train_log.json", "metrics.json")  # what a finished run leaves in out_dir
 
@@ -88,27 +89,6 @@ def sequence_schedule(
     return epochs, indices
 
 
-@torch.no_grad()
-def validation_loss(model, blocks: np.ndarray, mask_ratio: float, special_ids, meta: dict) -> float:
-    """Mean MLM loss (nats per masked token) over fixed masks of `blocks` (int [N, L]): a
-    random masking at `mask_ratio` with VALIDATION_SEED and 80/10/10 corruption, identical
-    for every strategy, so the numbers compare across runs. Uses no random numbers."""
-    spec = MaskingSpec(
-        "random", VALIDATION_SEED, mask_ratio, 1, {"mask": 0.8, "random": 0.1, "keep": 0.1},
-        meta["mask_token_id"], meta["vocab_size"], tuple(special_ids),
-    )  # fmt: skip
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for start in range(0, len(blocks), VALIDATION_BATCH):
-        idx = np.arange(start, min(start + VALIDATION_BATCH, len(blocks)))
-        rows = mask_rows(blocks[idx], np.zeros(len(idx), dtype=np.int64), idx, spec).to(device)
-        total += sparse_mlm_loss(model, rows.input_ids, rows.masked, rows.targets, reduction="sum").item()
-        count += len(rows.targets)
-    model.train()
-    return total / count
-
-
 class MaskedLMLoss(torch.nn.Module):
     """The summed sparse MLM loss of `model` as a module, so DistributedDataParallel can
     wrap it (DDP's gradient hooks fire on its forward)."""
@@ -121,7 +101,7 @@ class MaskedLMLoss(torch.nn.Module):
         return sparse_mlm_loss(self.model, input_ids, masked, targets, reduction="sum")
 
 
-def train_step(
+def train_step_with_norm(
     loss_module: torch.nn.Module,
     rows,
     optimizer,
@@ -131,10 +111,11 @@ def train_step(
     bf16: bool = False,
     world: World | None = None,
     total_predictions: int | None = None,
-) -> float:
+) -> tuple[float, float]:
     """One optimizer step on this rank's `rows`, in `accumulation_steps` micro-batches;
-    returns the mean loss over the step's masked tokens of all ranks (`total_predictions`,
-    summed over the ranks here when not given).
+    returns (the mean loss over the step's masked tokens of all ranks (`total_predictions`,
+    summed over the ranks here when not given), the total gradient norm before clipping to
+    `max_grad_norm`: the L2 norm over all parameters of the whole step's gradient).
 
     Each micro-batch adds sum-loss / (masked tokens of the whole step, all ranks) to the
     gradient, times the number of ranks because DDP averages over them: the step's gradient
@@ -160,10 +141,63 @@ def train_step(
             loss = loss / total_predictions * world.size  # (x / n * 1 is x / n exactly: one process as before)
             loss.backward()
         step_loss += loss.item() / world.size
-    torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)  # the model's order: same sum
+    # after DDP's all-reduce every rank holds the same gradient, so the same norm
+    norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)  # the model's order: same sum
     optimizer.step()
     scheduler.step()
-    return sum_over_ranks(step_loss, world, device)
+    return sum_over_ranks(step_loss, world, device), norm.item()
+
+
+def train_step(*args, **kwargs) -> float:
+    """train_step_with_norm (same arguments), returning only the mean loss."""
+    return train_step_with_norm(*args, **kwargs)[0]
+
+
+def masking_spec(settings: PretrainSettings, meta: dict) -> MaskingSpec:
+    """How a run masks its training rows: the strategy and masking keys of `settings`, the
+    tokenizer's special ids from `meta` (the tokenized data's meta.json)."""
+    return MaskingSpec(
+        strategy=settings.strategy,
+        seed=settings.seed,
+        mask_ratio=settings.mask_ratio,
+        segments=resolve_segments(settings.mask_ratio, settings.segments),
+        replacement=settings.replacement,
+        mask_token_id=meta["mask_token_id"],
+        vocab_size=meta["vocab_size"],
+        special_ids=tuple(meta["unmaskable_token_ids"]),
+        span=SpanShape(settings.span["geometric_p"], int(settings.span["max_length"])),
+    )
+
+
+def build_model(settings: PretrainSettings, meta: dict, block_size: int) -> torch.nn.Module:
+    """The model a run starts from (on the CPU): seeded with settings.seed, a BERT of the
+    settings' shape, or settings.init_from continued (its MLM head fresh when not shipped)."""
+    torch.manual_seed(settings.seed)  # also seeds a fresh MLM head of a pretrained encoder
+    if settings.init_from:
+        return load_pretrained_mlm(settings.init_from, meta["vocab_size"])
+    return build_bert(
+        vocab_size=meta["vocab_size"],
+        hidden_size=settings.hidden_size,
+        num_hidden_layers=settings.num_hidden_layers,
+        num_attention_heads=settings.num_attention_heads,
+        intermediate_size=settings.intermediate_size,
+        max_position_embeddings=max(512, block_size),
+        pad_token_id=meta["pad_token_id"],
+        dropout=settings.dropout,
+    )
+
+
+def build_optimizer(model: torch.nn.Module, settings: PretrainSettings, fused: bool = False) -> tuple:
+    """(AdamW, its learning-rate schedule) of a run: RoBERTa's betas and eps, no decay on
+    biases and LayerNorm weights (fem.optimization.param_groups), warm-up then decay."""
+    optimizer = torch.optim.AdamW(
+        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-6,
+        fused=fused or None,
+    )  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(settings.schedule, s, settings.warmup_steps, settings.steps)
+    )
+    return optimizer, scheduler
 
 
 def pretrain(
@@ -195,18 +229,8 @@ def pretrain(
     word_starts = load_blocks(data_dir, "train_word_starts", meta) if settings.strategy == "whole_word" else None
     block_size = train.shape[1]
     special = tuple(meta["unmaskable_token_ids"])
-    spec = MaskingSpec(
-        strategy=settings.strategy,
-        seed=settings.seed,
-        mask_ratio=settings.mask_ratio,
-        segments=resolve_segments(settings.mask_ratio, settings.segments),
-        replacement=settings.replacement,
-        mask_token_id=meta["mask_token_id"],
-        vocab_size=meta["vocab_size"],
-        special_ids=special,
-        span=SpanShape(settings.span["geometric_p"], int(settings.span["max_length"])),
-    )
-    per_step = spec.sequences_per_step(settings.rows_per_step)
+    spec = masking_spec(settings, meta)
+    per_step, step_rows = spec.step_size(settings.rows_per_step, settings.match)  # all ranks
     if per_step < world.size:
         raise ValueError(
             f"{per_step} sequences per step cannot be shared by {world.size} processes: "
@@ -214,20 +238,7 @@ def pretrain(
         )
     my_share = rank_share(per_step, world)  # this rank's sequences of every step
 
-    torch.manual_seed(settings.seed)  # also seeds a fresh MLM head of a pretrained encoder
-    if settings.init_from:
-        model = load_pretrained_mlm(settings.init_from, meta["vocab_size"])
-    else:
-        model = build_bert(
-            vocab_size=meta["vocab_size"],
-            hidden_size=settings.hidden_size,
-            num_hidden_layers=settings.num_hidden_layers,
-            num_attention_heads=settings.num_attention_heads,
-            intermediate_size=settings.intermediate_size,
-            max_position_embeddings=max(512, block_size),
-            pad_token_id=meta["pad_token_id"],
-            dropout=settings.dropout,
-        )
+    model = build_model(settings, meta, block_size)
     model.set_attn_implementation(implementation.attention)
     device = world.device()
     model.to(device).train()
@@ -236,18 +247,12 @@ def pretrain(
         mlm_parts(model)[0].compile()  # the encoder, in place: parameter names and checkpoints are unchanged
     loss_module = MaskedLMLoss(model)
     loss_module = data_parallel(loss_module, world)  # DDP starts every rank from rank 0's weights
-    optimizer = torch.optim.AdamW(
-        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-6,
-        fused=implementation.fused_adamw or None,
-    )  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(settings.schedule, s, settings.warmup_steps, settings.steps)
-    )
+    optimizer, scheduler = build_optimizer(model, settings, implementation.fused_adamw)
     print(
         f"pretrain {settings.strategy} seed {settings.seed}"
         f"{f' from {settings.init_from}' if settings.init_from else ''}: "
         f"{len(train)} train blocks of {block_size}, "
-        f"K={spec.segments}, per step {per_step} sequences / {settings.rows_per_step} rows "
+        f"K={spec.segments}, per step {per_step} sequences / {step_rows} rows (matched: {settings.match}) "
         f"({implementation.accumulation_steps} micro-batch(es)), "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, device {device}"
         f"{f', {world.size} processes' if world.distributed else ''}",
@@ -260,15 +265,12 @@ def pretrain(
     if state is None:
         if world.is_main:  # only the writer clears the folder (another rank could remove step-0 below)
             shutil.rmtree(work, ignore_errors=True)
-        first_step, elapsed = 0, 0.0
-        log = {"step": [], "loss": [], "lr": [], "sequences": [], "rows": [], "predictions": [], "seconds": []}
-        initial = validation_loss(model, validation, settings.mask_ratio, special, meta) if world.is_main else None
-        log["validation"] = {"step": [0], "loss": [initial]}
+        first_step, elapsed, log = 0, 0.0, new_log()
+        initial = record_validation(log, 0, model, validation, settings.mask_ratio, meta) if world.is_main else None
         if 0 in settings.save_steps and world.is_main:  # the initialisation, e.g. for the gradient-variance analysis
             save_model_folder(
-                model, work / "checkpoints" / "step-0", data_dir / "tokenizer",
-                {"checkpoint_metrics.json": {"step": 0, "validation_mlm_loss": initial}},
-            )  # fmt: skip
+                model, work / "checkpoints" / "step-0", data_dir / "tokenizer", {"checkpoint_metrics.json": initial}
+            )
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -296,16 +298,17 @@ def pretrain(
         done = step + 1
         tick = time.perf_counter()
         epochs, indices = sequence_schedule(step, per_step, len(train), settings.seed, epoch_cache)
-        epochs, indices = epochs[my_share], indices[my_share]
-        rows = mask_rows(train[indices], epochs, indices, spec, None if word_starts is None else word_starts[indices])
+        blocks = train[indices]  # every rank reads the whole step's blocks, to count its maskable positions
+        maskable = spec.copies * int(np.count_nonzero(~np.isin(blocks, special)))
+        epochs, indices, blocks = epochs[my_share], indices[my_share], blocks[my_share]
+        rows = mask_rows(blocks, epochs, indices, spec, None if word_starts is None else word_starts[indices])
         masking_seconds += time.perf_counter() - tick
         if implementation.pin_memory and device.type == "cuda":
             rows = rows.pin_memory()  # so the copy below runs asynchronously
         rows = rows.to(device, non_blocking=True)
         lr = scheduler.get_last_lr()[0]  # the rate this step uses
-        step_rows = per_step * spec.copies  # of all ranks: each sequence gives `copies` rows
         step_predictions = int(sum_over_ranks(len(rows.targets), world, device))
-        loss = train_step(
+        loss, grad_norm = train_step_with_norm(
             loss_module, rows, optimizer, scheduler, settings.max_grad_norm, implementation.accumulation_steps,
             bf16=implementation.bf16, world=world, total_predictions=step_predictions,
         )  # fmt: skip
@@ -313,9 +316,8 @@ def pretrain(
         train_seconds += step_seconds
         flops = training_flops(model.config, step_rows, block_size, step_predictions)
         step_flops, total_flops = step_flops + flops, total_flops + flops
-        for key, value in (("step", done), ("loss", loss), ("lr", lr), ("sequences", per_step), ("rows", step_rows),
-                           ("predictions", step_predictions), ("seconds", step_seconds)):  # fmt: skip
-            log[key].append(value)
+        append_step(log, step=done, loss=loss, lr=lr, sequences=per_step, rows=step_rows, predictions=step_predictions,
+                    maskable=maskable, grad_norm=grad_norm, seconds=step_seconds)  # fmt: skip
 
         if (done % settings.log_every == 0 or done == settings.steps) and world.is_main:
             now = time.perf_counter()
@@ -332,15 +334,12 @@ def pretrain(
             last, step_flops = now, 0.0
         validate_now = settings.validate_every and done % settings.validate_every == 0
         if (validate_now or done in settings.save_steps or done == settings.steps) and world.is_main:
-            loss_now = validation_loss(model, validation, settings.mask_ratio, special, meta)
-            log["validation"]["step"].append(done)
-            log["validation"]["loss"].append(loss_now)
-            print(f"step {done}: validation MLM loss {loss_now:.4f}", flush=True)
-        if done in settings.save_steps and done < settings.steps and world.is_main:
-            save_model_folder(
-                model, work / "checkpoints" / f"step-{done}", data_dir / "tokenizer",
-                {"checkpoint_metrics.json": {"step": done, "validation_mlm_loss": log["validation"]["loss"][-1]}},
-            )  # fmt: skip
+            now_metrics = record_validation(log, done, model, validation, settings.mask_ratio, meta)
+            if done in settings.save_steps and done < settings.steps:
+                save_model_folder(
+                    model, work / "checkpoints" / f"step-{done}", data_dir / "tokenizer",
+                    {"checkpoint_metrics.json": now_metrics},
+                )  # fmt: skip
         resume_now = implementation.resume_every and done % implementation.resume_every == 0
         if (resume_now or done in settings.save_steps) and done < settings.steps:
             save_resume_state(done)
@@ -353,9 +352,9 @@ def pretrain(
         save_resume_state(settings.steps)
     fault_point("final-state")
     wall = elapsed + loop_seconds
-    final_loss = log["validation"]["loss"][-1]
-    initial_loss = log["validation"]["loss"][0]
-    print(f"validation MLM loss {initial_loss:.4f} -> {final_loss:.4f} ({wall:.1f}s)", flush=True)
+    curve = log["validation"]
+    print(f"validation MLM loss {curve['loss'][0]:.4f} -> {curve['loss'][-1]:.4f}, masked-token accuracy "
+          f"{curve['accuracy'][0]:.4f} -> {curve['accuracy'][-1]:.4f} ({wall:.1f}s)", flush=True)  # fmt: skip
 
     # The finishing sequence. Each step can be redone from resume/, which is removed last.
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -365,23 +364,24 @@ def pretrain(
     fault_point("checkpoints")
     write_json_atomic(out_dir / "train_log.json", log)
     fault_point("train-log")
-    tokens = settings.steps * settings.rows_per_step * block_size
-    trained_here = (settings.steps - first_step) * settings.rows_per_step * block_size
+    tokens = settings.steps * step_rows * block_size
+    trained_here = (settings.steps - first_step) * step_rows * block_size
     metrics = {
         "strategy": settings.strategy,
         "seed": settings.seed,
         "segments": spec.segments,
         "copies_per_sequence": spec.copies,
-        "validation_mlm_loss": final_loss,
-        "validation_mlm_loss_init": initial_loss,
-        "validation_blocks": len(validation),
-        "validation_perplexity": math.exp(final_loss),
+        # validation loss and masked-token accuracy (final and at step 0), their unigram baselines
+        **validation_metrics(log, train, validation, settings.mask_ratio, meta),
         "final_train_loss": float(np.mean(log["loss"][-settings.log_every :])),
         "train_tokens": tokens,
+        "match": settings.match,
+        "rows_per_step": step_rows,
         "sequences_per_step": per_step,
-        # rows are matched across strategies; predictions differ slightly by design
-        # (random: round(p*n) per row; fe: n/K per row, with K = round(1/p))
-        "predictions_per_step": float(np.mean(log["predictions"])),
+        # predictions_per_step, flops_per_step, masking_ratio_per_row, clipped_share, grad_norm; under
+        # match "rows" predictions differ slightly by design (random: round(p*n) per row; fe: n/K per row)
+        **step_summary(log, settings.max_grad_norm, model.config, block_size),
+        "corpus": meta.get("corpus", {}),  # the corpus preparation's counts (documents, duplicates removed)
         "wall_seconds": wall,
         "resumed_from_step": first_step,
         # throughput of the training steps (masking included; validation and saving not)

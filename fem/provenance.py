@@ -134,18 +134,25 @@ class SourcesRead:
     data came from (a mirror folder and the setting that chose it, the hub, a URL, a pip
     package) and every local file read there (a mirror's data files and dataset card, a
     package's text files), so that `fem audit --verify` finds a source file changed since.
-    Files fetched from the hub or a URL go through the datasets cache; their place names them."""
+    Files fetched from the hub or a URL go through the datasets cache; their place names them.
+    `duplicates`: the exact copies the download found in what it read (fem/data.py says what
+    each count means), recorded beside the places."""
 
     places: list[dict] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    duplicates: dict = field(default_factory=dict)
 
     def add(self, place: dict, files: list[Path] = ()) -> None:
         self.places.append(place)
         self.files += [Path(os.path.abspath(f)) for f in files]
 
+    def note_duplicates(self, counts: dict) -> None:
+        self.duplicates.update(counts)
+
     def record(self) -> dict:
-        """{"places": [...], "files": {absolute path: sha256}}."""
-        return {"places": self.places, "files": {str(f): sha256_file(f) for f in dict.fromkeys(self.files)}}
+        """{"places": [...], "files": {absolute path: sha256}}, and "duplicates" when noted."""
+        files = {str(f): sha256_file(f) for f in dict.fromkeys(self.files)}
+        return {"places": self.places, "files": files} | ({"duplicates": self.duplicates} if self.duplicates else {})
 
 
 def environment() -> dict:

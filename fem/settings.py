@@ -20,7 +20,7 @@ class PretrainSettings:
     replacement: dict[str, float]  # {"mask", "random", "keep"} shares, summing to 1
     span: dict[str, float]  # {"geometric_p", "max_length"} of span / fe_span lengths
     steps: int  # optimizer steps
-    rows_per_step: int  # masked rows per step, equal across strategies
+    rows_per_step: int  # rows per step (match "rows") or distinct sequences per step (match "sequences")
     learning_rate: float
     schedule: str  # "linear" | "cosine" decay after warm-up
     warmup_steps: int
@@ -38,6 +38,9 @@ class PretrainSettings:
     # None: a BERT from scratch. Else the pretrained encoder to continue (hub id, folder or
     # "pip:<package>"), for continual (task-adaptive) pre-training, Table 1.
     init_from: str | None = None
+    # What every strategy gets equal per step (fem.collation.MATCHES): "rows" (compute; K-copy
+    # strategies take rows_per_step / K sequences) or "sequences" (data; K-copy strategies do K x the rows).
+    match: str = "rows"
 
 
 @dataclass(frozen=True)

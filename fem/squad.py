@@ -32,7 +32,7 @@ import torch
 
 from fem.data import Task
 from fem.distributed import World, batch_share, data_parallel, seed_rank_stream
-from fem.metrics import squad_metrics
+from fem.metrics import squad_metrics, squad_trivial_metrics
 from fem.optimization import finetuning_optimizer, shared_step
 from fem.settings import SquadSettings
 
@@ -283,9 +283,13 @@ def finetune_squad(
     )
     ids = list(dev["id"])
     predictions = {ids[i]: answers[i] for i in range(len(ids))}
-    metrics = squad_metrics(predictions, {ids[i]: dev_answers[i]["text"] for i in range(len(ids))})
+    gold = {ids[i]: dev_answers[i]["text"] for i in range(len(ids))}
+    metrics = squad_metrics(predictions, gold)
     if not task.unanswerable:  # v1.1: every question has an answer; the breakdown adds nothing
         metrics = {name: metrics[name] for name in ("exact_match", "f1")}
+    trivial_metrics = squad_trivial_metrics(gold, task.unanswerable)  # the same keys as metrics
+    trivial_predictor = ('the empty answer ("no answer") to every question' if task.unanswerable
+                         else "none: every question has an answer, so exact match and F1 are 0")  # fmt: skip
     wall = time.perf_counter() - start
     metric_names = list(metric_names or task.metrics)
     print(f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
@@ -296,6 +300,9 @@ def finetune_squad(
         "metrics": metrics,
         "metric_names": metric_names,
         "score": float(np.mean([metrics[name] for name in metric_names])),
+        "trivial_metrics": trivial_metrics,
+        "trivial_score": float(np.mean([trivial_metrics[name] for name in metric_names])),
+        "trivial_predictor": trivial_predictor,
         "train_examples": len(train),
         "train_features": n_train,
         "train_examples_available": len(data["train"]),

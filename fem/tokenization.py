@@ -1,6 +1,8 @@
 """Tokenization and packing of a corpus into fixed-length blocks.
 
-Documents are split into train/validation (by document, seeded), tokenized without special
+Exact duplicates (after whitespace and case normalisation, fem/duplicates.py) are removed,
+keeping the first occurrence, so that no validation document has a copy in train; the
+rest are split into train/validation (by document, seeded), tokenized without special
 tokens, concatenated, and cut into blocks of `block_size` tokens: [CLS] + block_size-2
 corpus tokens + [SEP]. No padding and no separators inside a block, so every block has
 exactly block_size-2 maskable positions: mask counts and tensor shapes are static. A block
@@ -14,7 +16,8 @@ Output folder:
                               loadable with np.load(..., mmap_mode="r")
   train_word_starts.npy,      bool [blocks, block_size]: True where a token begins a word
   validation_word_starts.npy  (from the fast tokenizer's word ids; used by whole-word masking)
-  meta.json                   sizes, special token ids, counts
+  meta.json                   sizes, special token ids, counts; "corpus": documents read,
+                              duplicates removed, documents per split (split_corpus)
   tokenizer/                  the tokenizer, saved, so later stages use exactly this one
 """
 
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from fem.data import DataSourceError, hub_switched_off
+from fem.duplicates import first_occurrences, normalize_text, with_copy_in
 
 SPLIT_SEED = 0  # document-level train/validation split; fixed so every run shares it
 _HUB_ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")  # "name" or "owner/name"
@@ -93,6 +97,30 @@ def split_documents(n_documents: int, validation_fraction: float) -> tuple[np.nd
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def split_corpus(texts: list[str], validation_fraction: float) -> tuple[list[str], list[str], dict]:
+    """(train texts, validation texts, stats) of a corpus: exact duplicates (after
+    whitespace and case normalisation) removed first, keeping each text's first occurrence,
+    then the seeded document split of `split_documents` over what is left, in corpus order.
+
+    stats (meta.json's "corpus"): {"documents": texts given, "duplicates_removed",
+    "train_documents", "validation_documents", "validation_with_copy_in_train": 0 after the
+    removal, counted to show it}. ValueError when fewer than 2 distinct documents remain."""
+    keys = [normalize_text(text) for text in texts]
+    unique = first_occurrences(keys)
+    if len(unique) < 2:
+        raise ValueError(f"the train/validation split needs 2 distinct documents at least, got {len(unique)}")
+    train_docs, val_docs = split_documents(len(unique), validation_fraction)
+    train, validation = [unique[i] for i in train_docs], [unique[i] for i in val_docs]
+    stats = {
+        "documents": len(texts),
+        "duplicates_removed": len(texts) - len(unique),
+        "train_documents": len(train),
+        "validation_documents": len(validation),
+        "validation_with_copy_in_train": len(with_copy_in([keys[i] for i in validation], (keys[i] for i in train))),
+    }
+    return [texts[i] for i in train], [texts[i] for i in validation], stats
+
+
 def pack_blocks(token_lists: list[list[int]], block_size: int, cls_id: int, sep_id: int) -> tuple[np.ndarray, int]:
     """Concatenate token lists and cut them into [CLS] body [SEP] blocks.
 
@@ -149,15 +177,7 @@ def tokenize_corpus(
     Nothing is written when the corpus is unreadable or too small (DataSourceError)."""
     out_dir = Path(out_dir)
     tokenizer = load_tokenizer(tokenizer_source)
-    texts = _corpus_texts(Path(corpus_dir))
-    if max_documents is not None:
-        texts = texts[:max_documents]
-    if len(texts) < 2:
-        raise DataSourceError(
-            f"corpus {corpus_dir} has {len(texts)} document(s); the train/validation split needs 2 at least "
-            "(an empty download? delete the folder and download the corpus again)"
-        )
-    train_docs, val_docs = split_documents(len(texts), validation_fraction)
+    train_texts, val_texts, corpus_stats = read_and_split_corpus(corpus_dir, validation_fraction, max_documents)
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
     meta = {
         "tokenizer_source": tokenizer_source,
@@ -176,11 +196,12 @@ def tokenize_corpus(
         "split_seed": SPLIT_SEED,
         "validation_fraction": validation_fraction,
         "max_documents": max_documents,  # so a plan can tell whether these files match its config
+        "corpus": corpus_stats,
         "splits": {},
     }
     packed = {}
-    for split, docs in (("train", train_docs), ("validation", val_docs)):
-        ids, word_starts = tokenize_texts(tokenizer, [texts[i] for i in docs])
+    for split, docs in (("train", train_texts), ("validation", val_texts)):
+        ids, word_starts = tokenize_texts(tokenizer, docs)
         blocks, dropped = pack_blocks(ids, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id)
         if len(blocks) == 0:
             raise DataSourceError(
@@ -204,18 +225,59 @@ def tokenize_corpus(
     return meta
 
 
-def _corpus_texts(corpus_dir: Path) -> list[str]:
-    """The "text" column of a corpus saved by `fem download corpus` (datasets' save_to_disk)."""
+def open_corpus(corpus_dir: Path):
+    """The corpus saved by `fem download corpus` (datasets' save_to_disk) as a memory-mapped
+    datasets.Dataset with a "text" column; DataSourceError naming the folder otherwise."""
     import datasets
 
     try:
-        return datasets.load_from_disk(str(corpus_dir))["text"]
-    # no folder, not a saved dataset, no text column; IndexError: datasets' reading of a 0-row dataset
+        data = datasets.load_from_disk(str(corpus_dir))
+        if "text" not in data.column_names:  # a DatasetDict's column_names is a dict of splits
+            raise KeyError("no column 'text'")
+        return data
+    # no folder, not a saved dataset, no text column; IndexError: datasets reading a 0-row dataset
     except (FileNotFoundError, KeyError, ValueError, IndexError) as err:
+        raise _unreadable_corpus(corpus_dir, err) from err
+
+
+def read_and_split_corpus(
+    corpus_dir: str | Path, validation_fraction: float, max_documents: int | None
+) -> tuple[list[str], list[str], dict]:
+    """The first `max_documents` documents (None: all) of the corpus saved at `corpus_dir`,
+    deduplicated and split by `split_corpus`: the one place `fem tokenize` and
+    `fem train-tokenizer` choose their documents, so both see the same training split."""
+    texts = corpus_texts(Path(corpus_dir))
+    if max_documents is not None:
+        texts = texts[:max_documents]
+    try:
+        train_texts, val_texts, corpus_stats = split_corpus(texts, validation_fraction)
+    except ValueError as err:
         raise DataSourceError(
-            f"corpus {corpus_dir} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            "delete the folder and download the corpus again"
+            f"corpus {corpus_dir} has {len(texts)} document(s): {err} (an empty download? delete the folder and "
+            "download the corpus again)"
         ) from err
+    print(
+        f"corpus {corpus_dir}: {corpus_stats['documents']} documents, {corpus_stats['duplicates_removed']} exact "
+        "duplicates removed (whitespace and case normalised; first occurrence kept)",
+        flush=True,
+    )
+    return train_texts, val_texts, corpus_stats
+
+
+def corpus_texts(corpus_dir: Path) -> list[str]:
+    """The "text" column of a corpus saved by `fem download corpus`, read into memory."""
+    data = open_corpus(corpus_dir)
+    try:
+        return data["text"]
+    except IndexError as err:  # datasets' reading of a 0-row dataset
+        raise _unreadable_corpus(corpus_dir, err) from err
+
+
+def _unreadable_corpus(corpus_dir: Path, err: Exception) -> DataSourceError:
+    return DataSourceError(
+        f"corpus {corpus_dir} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}); "
+        "delete the folder and download the corpus again"
+    )
 
 
 # The files `tokenize_corpus` writes per split, and the dtype each must have (None: meta's).

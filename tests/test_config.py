@@ -52,6 +52,12 @@ def test_default_and_micro_configs_are_valid(config):
         (lambda c: c.update(resources={"pretrain": {"gpu": 2}}), "resources.pretrain.gpu: 2 processes but only 1 sequences per step (14 rows / K = 14); expected at most 1 GPUs"),
         (lambda c: c.update(resources={"variance": {"gpu": 2}}), "resources.variance.gpu: 2; variance runs on one GPU at most"),
         (lambda c: c["implementation"].update(pretrain_attention="flash"), "implementation.pretrain_attention: 'flash' is not allowed; expected one of sdpa, eager"),
+        (lambda c: c["pretrain"].update(match="tokens"), "pretrain.match: 'tokens' is not allowed; expected one of rows, sequences"),
+        (lambda c: c["pretrain"].pop("match"), "pretrain.match: missing; expected what every masking strategy gets equal"),
+        (lambda c: c["continual"]["pretrain"].update(match="both"), "continual.pretrain.match: 'both' is not allowed"),
+        # under match sequences K does not divide the count, but every process still needs a sequence
+        (lambda c: c["pretrain"].update(match="sequences", rows_per_step=3) or c.update(resources={"pretrain": {"gpu": 4}}),
+         "resources.pretrain.gpu: 4 processes but only 3 sequences per step; expected at most 3 GPUs"),
     ],
 )  # fmt: skip
 def test_bad_values_are_named_with_what_is_allowed(config, change, expected):
@@ -59,6 +65,24 @@ def test_bad_values_are_named_with_what_is_allowed(config, change, expected):
     with pytest.raises(ConfigError) as raised:
         check_config(config)
     assert expected in str(raised.value)
+
+
+def test_match_sequences_lifts_the_multiple_of_k_rule(config):
+    """Under match: sequences every strategy takes rows_per_step sequences, so any count works for
+    the K-copy strategies, Table 4's K values and the processes; under match: rows it must be a
+    multiple of every K."""
+    config["pretrain"].update(strategies=["random", "random_k", "fe"], rows_per_step=10)
+    config["continual"]["pretrain"]["rows_per_step"] = 10
+    config["resources"] = {"pretrain": {"gpu": 10}, "pretrain_continual": {"gpu": 10}}
+    with pytest.raises(ConfigError) as raised:
+        check_config(config)
+    for expected in ("pretrain.rows_per_step: 10 is not a multiple of K = 7",
+                     "segment_counts.segments: [7, 14] do not divide pretrain.rows_per_step = 10",
+                     "resources.pretrain.gpu: 10 processes but only 0 sequences per step (10 rows / K = 14)",
+                     "continual.pretrain.rows_per_step: 10 is not a multiple of K = 7"):  # fmt: skip
+        assert expected in str(raised.value)
+    config["pretrain"]["match"] = "sequences"  # the continual runs inherit it
+    check_config(config)
 
 
 def test_snakemake_refuses_a_bad_config_fast_and_starts_no_job(tmp_path):

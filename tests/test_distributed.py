@@ -71,6 +71,9 @@ def test_two_process_ddp_equals_one_process_with_accumulation(packed, tmp_path, 
     assert np.allclose(log_one["loss"], log_ddp["loss"], rtol=1e-6)
     assert log_one["rows"] == log_ddp["rows"] == [14] * 5  # the global batch, summed over ranks
     assert log_one["predictions"] == log_ddp["predictions"]
+    # the logged norm is that of the whole step's gradient (after the all-reduce), not a rank's share
+    assert np.allclose(log_one["grad_norm"], log_ddp["grad_norm"], rtol=1e-5)
+    assert log_one["maskable"] == log_ddp["maskable"]
     metrics = json.loads((parallel / "metrics.json").read_text())
     assert metrics["processes"] == 2 and json.loads((single / "metrics.json").read_text())["processes"] == 1
     assert log_one["loss"][-1] < log_one["loss"][0]

@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from fem.data import get_task
-from fem.finetuning import finetune, sweep_learning_rates
+from fem.finetuning import SUBSAMPLE_SEED, finetune, sweep_learning_rates
 from fem.settings import FinetuneSettings
 
 
@@ -123,3 +123,33 @@ def test_learning_rate_sweep_keeps_the_best_dev_score(tmp_path):
     assert (tmp_path / "out" / "sweep" / "lr-0.001" / "predictions.csv").is_file()
     single = sweep_learning_rates(run, [1e-3], tmp_path / "single")
     assert single["learning_rate"] == 1e-3 and not (tmp_path / "single" / "sweep").exists()
+
+
+@pytest.mark.parametrize("name", ["mrpc", "cola", "stsb"])
+def test_trivial_baseline_is_the_training_majority_scored_on_the_same_dev_examples(tmp_path, mirror, checkpoint,
+                                                                                     name):  # fmt: skip
+    """The majority class of the 32 subsampled training examples, predicted for all 24 dev
+    examples and scored by hand from the dev labels; STS-B (regression): correlation 0."""
+    task_dir = task_data(tmp_path, mirror, name)
+    result = finetune(get_task(name), task_dir, checkpoint, tmp_path / "out", SETTINGS)
+    assert list(result["trivial_metrics"]) == list(result["metrics"])
+    assert result["trivial_score"] == pytest.approx(np.mean(list(result["trivial_metrics"].values())))
+    if name == "stsb":
+        assert result["trivial_metrics"] == {"pearson": 0.0, "spearman": 0.0}
+        assert result["trivial_predictor"].startswith("the mean training label")
+        return
+    data = datasets.load_from_disk(str(task_dir))
+    keep = np.sort(np.random.default_rng(SUBSAMPLE_SEED).permutation(40)[:32])
+    train = [data["train"][int(i)]["label"] for i in keep]
+    majority = 1 if train.count(1) > train.count(0) else 0
+    dev = np.array(data["validation"]["label"][:24])
+    names = get_task(name).label_names
+    assert result["trivial_predictor"] == f"majority class {names[majority]!r} of the training set"
+    if name == "cola":  # a constant prediction has no correlation
+        assert result["trivial_metrics"] == {"matthews_correlation": 0.0}
+        return
+    right = int(np.sum(dev == majority))
+    assert result["trivial_metrics"]["accuracy"] == right / 24
+    positives = int(np.sum(dev == 1))  # F1 of class 1: precision positives/24, recall 1 when predicting 1
+    assert result["trivial_metrics"]["f1"] == pytest.approx(2 * positives / (positives + 24) if majority else 0.0)
+    assert 0.5 < result["trivial_score"] < 1  # MRPC's dev set is mostly paraphrases: a real baseline to beat

@@ -16,6 +16,8 @@ from fem.modeling import build_bert
 from fem.optimization import cosine_schedule, linear_schedule
 from fem.pretraining import MaskedLMLoss, pretrain, sequence_schedule, train_step
 from fem.settings import PretrainImplementation, PretrainSettings
+from fem.throughput import training_flops
+from fem.validation import unigram_baseline, validate, validation_batches, validation_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,3 +207,117 @@ def test_throughput_benchmark_runs_both_engines_and_every_strategy(packed):
         assert any(
             line.split()[:1] == [strategy] and line.split()[1].endswith("%") for line in done.stdout.splitlines()
         )
+
+
+def test_train_log_holds_the_pre_clip_gradient_norm_of_every_step(packed, tmp_path):
+    """Step 1's logged norm equals the norm of a gradient recomputed here, independently (the
+    same initialisation and dropout stream, the dense MLM head, a float64 sum of squares);
+    clipped_share and the norm summary in metrics.json come from the logged norms."""
+    run = settings("random", steps=4, max_grad_norm=1.4)  # between the norms of this run's steps
+    metrics = pretrain(packed, tmp_path / "run", run)
+    log = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    assert len(log["grad_norm"]) == len(log["loss"]) == 4
+
+    meta = json.loads((packed / "meta.json").read_text())
+    train = np.load(packed / "train.npy")
+    torch.manual_seed(run.seed)
+    model = build_bert(meta["vocab_size"], 32, 1, 2, 64, pad_token_id=meta["pad_token_id"], dropout=0.1)
+    model.set_attn_implementation("sdpa")
+    spec = MaskingSpec("random", run.seed, 0.15, 7, run.replacement, meta["mask_token_id"], meta["vocab_size"],
+                       tuple(meta["unmaskable_token_ids"]))  # fmt: skip
+    epochs, indices = sequence_schedule(0, 14, len(train), run.seed, {})
+    rows = mask_rows(train[indices], epochs, indices, spec)
+    logits = model(input_ids=rows.input_ids).logits[rows.masked]  # every position through the head
+    torch.nn.functional.cross_entropy(logits, rows.targets).backward()
+    norm = sum(float(p.grad.double().pow(2).sum()) for p in model.parameters()) ** 0.5
+    # torch's float32 norm of the 1M-entry embedding gradient is off by ~3e-4 of this float64 one
+    assert log["grad_norm"][0] == pytest.approx(norm, rel=1e-3)
+
+    norms = np.array(log["grad_norm"])
+    assert metrics["clipped_share"] == np.mean(norms > 1.4) and 0 < metrics["clipped_share"] < 1
+    assert metrics["grad_norm"] == {"median": np.median(norms), "p90": np.percentile(norms, 90), "max": norms.max()}
+
+
+def test_validation_reports_masked_token_accuracy_from_the_same_forward_pass(packed, tmp_path):
+    """The accuracy on the fixed validation masks equals a hand count with the dense head, on a
+    tiny model whose output bias favours two frequent tokens (so some, not all, are right);
+    a run's log, checkpoints and metrics carry it, with the unigram baseline."""
+    meta = json.loads((packed / "meta.json").read_text())
+    blocks = np.load(packed / "validation.npy")[:16]
+    special = meta["unmaskable_token_ids"]
+    torch.manual_seed(0)
+    model = build_bert(meta["vocab_size"], 32, 1, 2, 64).eval()
+    targets = validation_targets(blocks, 0.15, special, meta)
+    frequent = np.bincount(targets).argsort()[-2:]  # the two commonest targets
+    with torch.no_grad():
+        model.cls.predictions.bias[torch.from_numpy(frequent)] += 20.0
+    result = validate(model, blocks, 0.15, special, meta)
+    model.eval()  # validate leaves it training
+    correct = count = 0
+    loss = 0.0
+    with torch.no_grad():
+        for rows in validation_batches(blocks, 0.15, special, meta):
+            logits = model(input_ids=rows.input_ids).logits[rows.masked]
+            correct += int((logits.argmax(-1) == rows.targets).sum())
+            count += len(rows.targets)
+            loss += float(torch.nn.functional.cross_entropy(logits, rows.targets, reduction="sum"))
+    assert count == len(targets) and 0 < correct < np.isin(targets, frequent).sum()
+    assert result.accuracy == correct / count
+    assert result.loss == pytest.approx(loss / count, rel=1e-5)
+
+    metrics = pretrain(packed, tmp_path / "run", settings("fe", steps=4, validate_every=2, save_steps=[0, 3],
+                                                          validation_blocks=16))  # fmt: skip
+    log = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    assert log["validation"]["step"] == [0, 2, 3, 4] and len(log["validation"]["accuracy"]) == 4
+    final = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "run" / "model"))
+    assert metrics["validation_masked_accuracy"] == log["validation"]["accuracy"][-1]
+    assert metrics["validation_masked_accuracy"] == validate(final, blocks, 0.15, special, meta).accuracy
+    assert metrics["validation_masked_accuracy_init"] == log["validation"]["accuracy"][0]
+    for step, position in ((0, 0), (3, 2)):
+        saved = json.loads((tmp_path / "run" / "checkpoints" / f"step-{step}" / "checkpoint_metrics.json").read_text())
+        assert saved["validation_masked_accuracy"] == log["validation"]["accuracy"][position]
+    baseline = unigram_baseline(np.load(packed / "train.npy"), targets, meta["vocab_size"], special)
+    assert metrics["unigram_validation_loss"] == baseline.loss
+    assert metrics["unigram_validation_accuracy"] == baseline.accuracy
+    assert metrics["corpus"] == meta["corpus"] and metrics["corpus"]["documents"] == 60  # the corpus split's counts
+
+
+def test_unigram_baseline_by_hand():
+    """Vocabulary 10, special ids 0-3: the training blocks hold 5 three times, 7 twice and 6
+    once (total 6, V' = 6 non-special ids), so q(5) = 4/12, q(7) = 3/12 and an unseen 8 gets
+    1/12; the most frequent token is 5."""
+    blocks = np.array([[1, 5, 5, 6, 2], [1, 5, 7, 7, 2], [1, 2, 0, 0, 0]])
+    result = unigram_baseline(blocks, np.array([5, 7, 8]), vocab_size=10, special_ids=(0, 1, 2, 3))
+    assert result.loss == pytest.approx(-(np.log(4 / 12) + np.log(3 / 12) + np.log(1 / 12)) / 3)
+    assert result.accuracy == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="special token"):
+        unigram_baseline(blocks, np.array([5, 1]), vocab_size=10, special_ids=(0, 1, 2, 3))
+
+
+def test_match_sequences_gives_k_copy_strategies_k_times_the_rows(packed, tmp_path):
+    """match: sequences, 4 per step (not a multiple of K = 7): random and fe take the same 4
+    sequences per step, fe masks 7 copies of each (28 rows, every maskable position once, so
+    a masking ratio of 1/7 per row) against random's 4 rows of 4 masked of 30 positions.
+    match: rows gives both 14 rows."""
+    logs, metrics = {}, {}
+    for match, rows_per_step in (("sequences", 4), ("rows", 14)):
+        for strategy in ("random", "fe"):
+            out = tmp_path / f"{match}-{strategy}"
+            metrics[match, strategy] = pretrain(packed, out, settings(strategy, steps=2, match=match,
+                                                                      rows_per_step=rows_per_step))  # fmt: skip
+            logs[match, strategy] = json.loads((out / "train_log.json").read_text())
+    random, fe = logs["sequences", "random"], logs["sequences", "fe"]
+    assert random["sequences"] == fe["sequences"] == [4, 4]
+    assert random["rows"] == [4, 4] and fe["rows"] == [28, 28]
+    assert random["predictions"] == [4 * 4] * 2 and fe["predictions"] == [4 * 30] * 2
+    assert logs["rows", "random"]["rows"] == logs["rows", "fe"]["rows"] == [14, 14]
+    assert logs["rows", "random"]["sequences"] == [14, 14] and logs["rows", "fe"]["sequences"] == [2, 2]
+    config = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "sequences-fe" / "model")).config
+    for (match, strategy), run in metrics.items():
+        log = logs[match, strategy]
+        assert run["match"] == match
+        assert run["rows_per_step"] == log["rows"][0] and run["sequences_per_step"] == log["sequences"][0]
+        assert run["flops_per_step"] == training_flops(config, log["rows"][0], 32, log["predictions"][0])
+    assert metrics["sequences", "random"]["masking_ratio_per_row"] == pytest.approx(4 / 30)
+    assert metrics["sequences", "fe"]["masking_ratio_per_row"] == pytest.approx(1 / 7)
+    assert metrics["sequences", "fe"]["train_tokens"] == 7 * metrics["sequences", "random"]["train_tokens"]

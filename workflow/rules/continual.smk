@@ -33,7 +33,7 @@ rule pretrain_continual:
         word_starts="data/tokenized/task-{task}/train_word_starts.npy",
         tokenizer="data/tokenized/task-{task}/tokenizer",
         code=fem_modules("pretraining", "tokenization", "distributed", "throughput", "masking", "collation",
-                         "checkpointing", "modeling", "optimization", "settings", "cli"),
+                         "checkpointing", "modeling", "optimization", "settings", "cli", "validation", "train_log"),
     output:
         model=directory("results/continual/pretrain/{task}/{strategy}-s{seed}/model"),
         checkpoints=directory("results/continual/pretrain/{task}/{strategy}-s{seed}/checkpoints"),

@@ -26,7 +26,7 @@ rule download_corpus:
 
 rule download_task:
     input:
-        fem_modules("data", "cli"),
+        fem_modules("data", "duplicates", "cli"),
     output:
         directory("data/raw/tasks/{task}"),
     log:
@@ -37,3 +37,28 @@ rule download_task:
         mirror=mirror_flag(),
     shell:
         "fem download task {wildcards.task} --out {output} {params.mirror} 2>&1 | tee {log}"
+
+
+# The tasks fine-tuned from the models pre-trained here (Tables 2-4): their dev sets are
+# checked against the pre-training corpus.
+SCRATCH_TASKS = sorted(set(TASKS) | set(config["segment_counts"]["tasks"]) | {config["efficiency"]["task"]})
+
+
+rule data_overlap:
+    input:
+        corpus=f"data/raw/corpus/{CORPUS}",
+        tasks=expand("data/raw/tasks/{task}", task=SCRATCH_TASKS),
+        code=fem_modules("overlap", "duplicates", "data", "tokenization", "cli"),
+    output:
+        json="results/data/overlap.json",
+        md="results/data/overlap.md",
+        provenance="results/data/overlap.provenance.json",
+    log:
+        "logs/data/overlap.log",
+    benchmark:
+        "logs/benchmarks/data/overlap.tsv"
+    params:
+        max_documents=json.dumps(config["corpus"]["max_documents"]),
+    shell:
+        "fem overlap --corpus-dir {input.corpus} --max-documents {params.max_documents} --task-dirs {input.tasks}"
+        " --json {output.json} --md {output.md} 2>&1 | tee {log}"

@@ -20,7 +20,7 @@ rule pretrain:
         word_starts=f"data/tokenized/{CORPUS}/train_word_starts.npy",
         tokenizer=f"data/tokenized/{CORPUS}/tokenizer",
         code=fem_modules("pretraining", "tokenization", "distributed", "throughput", "masking", "collation",
-                         "checkpointing", "modeling", "optimization", "settings", "cli"),
+                         "checkpointing", "modeling", "optimization", "settings", "cli", "validation", "train_log"),
     output:
         model=directory("results/{setting}/pretrain/{strategy}-s{seed}/model"),
         checkpoints=directory("results/{setting}/pretrain/{strategy}-s{seed}/checkpoints"),

@@ -321,6 +321,7 @@ rule report:
         tables=expand("results/table{n}.md", n=[1, 2, 3, 4, 5]),
         figures=["results/figures/efficiency.png", "results/figures/variance_vs_hamming.png",
                  "results/figures/estimator_variance.png"],
+        data_overlap="results/data/overlap.md",
         code=fem_modules("report", "cli"),
     output:
         report="results/report.md",

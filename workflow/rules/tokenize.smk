@@ -1,10 +1,32 @@
-# Tokenize the corpus and pack it into fixed-length blocks (memory-mappable .npy files).
+# Tokenize the corpus and pack it into fixed-length blocks (memory-mappable .npy files), with
+# a WordPiece vocabulary learned on the corpus first when tokenizer.source is `trained`.
+
+
+rule train_tokenizer:
+    input:
+        corpus="data/raw/corpus/{corpus}",
+        code=fem_modules("wordpiece", "tokenization", "duplicates", "cli"),
+    output:
+        directory("data/tokenizers/{corpus}-wordpiece{vocab_size}"),
+    log:
+        "logs/train_tokenizer/{corpus}-wordpiece{vocab_size}.log",
+    benchmark:
+        "logs/benchmarks/train_tokenizer/{corpus}-wordpiece{vocab_size}.tsv"
+    params:
+        # the documents `fem tokenize` keeps for training: the same split, so no validation text is learned
+        validation_fraction=config["corpus"]["validation_fraction"],
+        max_documents=json.dumps(config["corpus"]["max_documents"]),
+    shell:
+        "fem train-tokenizer --corpus-dir {input.corpus} --out {output} --vocab-size {wildcards.vocab_size}"
+        " --validation-fraction {params.validation_fraction} --max-documents {params.max_documents}"
+        " 2>&1 | tee {log}"
 
 
 rule tokenize:
     input:
         corpus="data/raw/corpus/{corpus}",
-        code=fem_modules("tokenization", "cli"),
+        learned_tokenizer=lambda w: [] if w.corpus.startswith("task-") or not TOKENIZER_TRAINED else TOKENIZER_SOURCE,
+        code=fem_modules("tokenization", "duplicates", "cli"),
     output:
         train="data/tokenized/{corpus}/train.npy",
         validation="data/tokenized/{corpus}/validation.npy",
@@ -21,7 +43,7 @@ rule tokenize:
         **rule_resources("tokenize"),
     params:
         # task-<name> corpora (continual pre-training) use the pretrained model's tokenizer
-        tokenizer=lambda w: CONTINUAL["model"] if w.corpus.startswith("task-") else config["tokenizer"]["source"],
+        tokenizer=lambda w: CONTINUAL["model"] if w.corpus.startswith("task-") else TOKENIZER_SOURCE,
         block_size=lambda w: CONTINUAL["block_size"] if w.corpus.startswith("task-") else config["tokenizer"]["block_size"],
         validation_fraction=lambda w: (
             CONTINUAL["validation_fraction"] if w.corpus.startswith("task-") else config["corpus"]["validation_fraction"]

@@ -1,0 +1,87 @@
+"""train_log.json of a pre-training run: its keys, the validation curve, and the summaries of
+both that metrics.json reports.
+
+Per step (lists of equal length, all processes counted): step, loss (mean over the step's
+masked tokens), lr, sequences (distinct), rows, predictions (masked tokens), maskable
+(positions of the step's rows that could be masked: all but special tokens), grad_norm (the
+total gradient norm before clipping), seconds. The validation curve "validation": step, loss
+and accuracy on the fixed validation masks (fem/validation.py), at step 0 and after the
+validated steps. Everything metrics.json derives from the log is computed from the log
+alone, so a resumed run (whose log comes back with its state) reports the same.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fem.throughput import training_flops
+from fem.validation import unigram_baseline, validate, validation_targets
+
+STEP_KEYS = ("step", "loss", "lr", "sequences", "rows", "predictions", "maskable", "grad_norm", "seconds")
+
+
+def new_log() -> dict:
+    """An empty train_log.json: one list per step key, and the validation curve."""
+    return {key: [] for key in STEP_KEYS} | {"validation": {"step": [], "loss": [], "accuracy": []}}
+
+
+def append_step(log: dict, **values: float) -> None:
+    """Append one step's values to `log`: exactly the keys STEP_KEYS."""
+    if set(values) != set(STEP_KEYS):
+        raise ValueError(f"a train-log step needs the keys {STEP_KEYS}, got {tuple(values)}")
+    for key, value in values.items():
+        log[key].append(value)
+
+
+def record_validation(log: dict, step: int, model, blocks: np.ndarray, mask_ratio: float, meta: dict) -> dict:
+    """Validate `model` after `step` steps on the fixed masks of `blocks`, append the result to
+    log["validation"] and return it as a checkpoint's checkpoint_metrics.json."""
+    result = validate(model, blocks, mask_ratio, meta["unmaskable_token_ids"], meta)
+    for key, value in (("step", step), ("loss", result.loss), ("accuracy", result.accuracy)):
+        log["validation"][key].append(value)
+    print(f"step {step}: validation MLM loss {result.loss:.4f}, masked-token accuracy {result.accuracy:.4f}",
+          flush=True)  # fmt: skip
+    return {"step": step, "validation_mlm_loss": result.loss, "validation_masked_accuracy": result.accuracy}
+
+
+def step_summary(log: dict, max_grad_norm: float, model_config, block_size: int) -> dict:
+    """What the run's steps were, from its train log (so a resumed run gives the same): mean
+    masked tokens, model FLOPs and masked share of the maskable positions per step, and the
+    pre-clip gradient norms: the share of steps clipped (norm above `max_grad_norm`) and
+    their median, 90th percentile and maximum."""
+    norms, predictions = np.asarray(log["grad_norm"]), np.asarray(log["predictions"])  # one per step
+    flops = [training_flops(model_config, r, block_size, m) for r, m in zip(log["rows"], predictions, strict=True)]
+    return {
+        "predictions_per_step": float(predictions.mean()),
+        "flops_per_step": float(np.mean(flops)),
+        "masking_ratio_per_row": float(np.mean(predictions / np.asarray(log["maskable"]))),  # random ~ p, fe ~ 1/K
+        "clipped_share": float(np.mean(norms > max_grad_norm)),
+        "grad_norm": {
+            "median": float(np.median(norms)),
+            "p90": float(np.percentile(norms, 90)),
+            "max": float(norms.max()),
+        },
+    }
+
+
+def validation_metrics(log: dict, train_blocks: np.ndarray, blocks: np.ndarray, mask_ratio: float, meta: dict) -> dict:
+    """metrics.json's intrinsic measures: the validation MLM loss (nats per masked token) and
+    masked-token accuracy at the end of the run and at step 0, from the log's validation
+    curve, and their trivial baselines: a unigram model of `train_blocks` on the same
+    targets of the fixed masks of `blocks` (fem.validation.unigram_baseline)."""
+    curve = log["validation"]
+    special = meta["unmaskable_token_ids"]
+    unigram = unigram_baseline(train_blocks, validation_targets(blocks, mask_ratio, special, meta),
+                               meta["vocab_size"], special)  # fmt: skip
+    return {
+        "validation_mlm_loss": curve["loss"][-1],
+        "validation_mlm_loss_init": curve["loss"][0],
+        "validation_masked_accuracy": curve["accuracy"][-1],
+        "validation_masked_accuracy_init": curve["accuracy"][0],
+        "unigram_validation_loss": unigram.loss,
+        "unigram_validation_accuracy": unigram.accuracy,
+        "validation_blocks": len(blocks),
+        "validation_perplexity": math.exp(curve["loss"][-1]),
+    }
