@@ -14,7 +14,7 @@ localrules:
 from fem.comparisons import default_comparisons, statistics_caption, table4_strategies
 
 # pretrain.match (fem pretrain): rows (equal compute per step) or sequences (equal distinct sequences)
-MATCH = config["pretrain"].get("match", "rows")
+MATCH = config["pretrain"]["match"]
 TABLE_CODE = ("tables", "statistics", "row_statistics", "comparisons", "intrinsic", "table_cli", "cli")
 TRIVIAL_GLUE = (
     "'trivial' is each row's trivial baseline on the same dev examples: the majority class of the (subsampled) "
