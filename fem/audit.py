@@ -154,22 +154,28 @@ def _row_runs(table: Path, rows: list[dict[str, str]], parameters: dict) -> list
 def _column_runs(
     column: str, runs: list[str], strategy_of: dict[str, str | None], strategies: list[str], baselines: set[str]
 ) -> list[str]:
-    """The runs a number column is computed from: `<s>` and `<s>_std` from the runs of
-    strategy s; `<s>_minus_<b>` from those of s and b; `p_<s>` from those of s and the
-    baseline; any other column (seed counts, pairs) from all runs of the row. Runs of unknown
-    strategy count for every column."""
+    """The runs a number column is computed from: `<s>` and `<s>_<statistic>` (std, lo, hi)
+    from the runs of strategy s; `<a>_minus_<b>` and its statistics from those of a and b;
+    `p_<s>` (older tables) from those of s and the baseline; any other column (seed counts,
+    pairs, trivial) from all runs of the row. Runs of unknown strategy count for every
+    column, and so do all runs of the row when none has a wanted strategy (Table 4 names its
+    columns by role: `fe` holds the runs of fe-k<K>)."""
     wanted: set[str] | None = None
+    pairs = [(a, b) for a in strategies for b in strategies if f"{a}_minus_{b}" in column]
     if column in strategies:
         wanted = {column}
-    elif column.endswith("_std") and column[: -len("_std")] in strategies:
-        wanted = {column[: -len("_std")]}
+    elif pairs:
+        wanted = set(max(pairs, key=lambda pair: len(pair[0]) + len(pair[1])))  # fe_minus_random_k, not ..._random
     elif "_minus_" in column:
         wanted = set(column.split("_minus_", 1))
     elif column.startswith("p_") and column[2:] in strategies:
         wanted = {column[2:], *baselines}
+    elif any(column.startswith(f"{s}_") for s in strategies):
+        wanted = {max((s for s in strategies if column.startswith(f"{s}_")), key=len)}
     if wanted is None:
         return list(runs)
-    return [run for run in runs if strategy_of.get(run) is None or strategy_of[run] in wanted]
+    chosen = [run for run in runs if strategy_of.get(run) is None or strategy_of[run] in wanted]
+    return chosen or list(runs)
 
 
 def _dirty_reason(record: dict) -> str | None:

@@ -21,6 +21,7 @@ import yaml
 from fem.config import ConfigError
 from fem.provenance import table_provenance_path
 from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings, SquadSettings, VarianceSettings
+from fem.table_cli import add_table_commands
 
 
 def _yaml_value(text: str):
@@ -196,18 +197,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     close_world(world)
 
 
-def cmd_score_table(args: argparse.Namespace) -> None:
-    """Tables 1, 2 and 4: tasks as rows, strategies as columns (fem.tables.glue_table)."""
-    from fem.tables import build_table, write_table
-
-    start = time.perf_counter()
-    table = build_table("score-table", vars(args))
-    write_table(table, args.csv, args.md, args.title, args.caption, args.strategies)
-    print(table.drop(columns=["runs"]).to_string(index=False))
-    provenance = table_provenance_path(args.csv)
-    _provenance(provenance, args, args.metrics, [args.csv, args.md], start)
-
-
 def _checkpoint_run(args: argparse.Namespace) -> dict:
     """Labels of the analysed checkpoint: strategy and seed from --label, step and validation
     loss from its checkpoint_metrics.json (intermediate) or the run's metrics.json (final)."""
@@ -241,41 +230,6 @@ def cmd_variance(args: argparse.Namespace) -> None:
           + "; ".join(f"{k} {v['value']:.3g} [{v['lo']:.3g}, {v['hi']:.3g}]" for k, v in ratios.items()))  # fmt: skip
     inputs = [args.checkpoint, args.checkpoint_metrics, Path(args.data) / "validation.npy"]
     _provenance(out / "provenance.json", args, inputs, [out / "variance.json"], start)
-
-
-def cmd_table5(args: argparse.Namespace) -> None:
-    from fem.figures import plot_estimator_variance, plot_variance_vs_hamming
-    from fem.tables import build_table, load_variance_results, variance_markdown
-
-    start = time.perf_counter()
-    table = build_table("table5", vars(args))
-    results = load_variance_results(args.results)  # for the figures
-    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.csv, index=False)
-    title = "Table 5: gradient variance of fully-explored vs random masks"
-    Path(args.md).write_text(variance_markdown(table, title, args.caption))
-    plot_variance_vs_hamming(results, args.hamming_figure)
-    plot_estimator_variance(results, args.estimator_figure)
-    print(Path(args.md).read_text())
-    outputs = [args.csv, args.md, args.hamming_figure, args.estimator_figure]
-    _provenance(table_provenance_path(args.csv), args, args.results, outputs, start)
-
-
-def cmd_table3(args: argparse.Namespace) -> None:
-    from fem.efficiency import efficiency_markdown
-    from fem.figures import plot_efficiency
-    from fem.tables import build_table
-
-    start = time.perf_counter()
-    table = build_table("table3", vars(args))
-    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.csv, index=False)
-    title = "Table 3: efficiency, score and validation loss along pre-training"
-    Path(args.md).write_text(efficiency_markdown(table, title, args.caption))
-    plot_efficiency(table, args.task, args.figure)
-    print(table.drop(columns=["runs"]).to_string(index=False))
-    outputs = [args.csv, args.md, args.figure]
-    _provenance(table_provenance_path(args.csv), args, args.metrics + args.train_logs, outputs, start)
 
 
 def cmd_task_text(args: argparse.Namespace) -> None:
@@ -434,15 +388,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, VarianceSettings)
     p.set_defaults(handler=cmd_variance)
 
-    p = sub.add_parser("table5", help="build results/table5.csv, .md and the two variance figures")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--md", required=True)
-    p.add_argument("--hamming-figure", required=True)
-    p.add_argument("--estimator-figure", required=True)
-    p.add_argument("--caption", required=True)
-    p.add_argument("results", nargs="+", help="variance.json files of `fem variance`")
-    p.set_defaults(handler=cmd_table5)
-
     p = sub.add_parser("dvc", help="DVC integration")
     dvc = p.add_subparsers(required=True, metavar="action")
     p = dvc.add_parser("generate", help="write dvc.yaml from the Snakemake DAG (one stage per job)")
@@ -456,31 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="an output of dvc.yaml, e.g. results/table2.csv")
     p.set_defaults(handler=cmd_dvc_pull)
 
-    p = sub.add_parser("score-table", aliases=["table2"], help="build a table of task scores (Tables 1, 2, 4)")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--md", required=True)
-    p.add_argument("--title", default="Table 2: BERT pre-trained from scratch, GLUE and SQuAD dev")
-    p.add_argument("--average-label", default="glue average", help="name of the row averaging the task scores")
-    p.add_argument("--tasks", nargs="+", required=True)
-    p.add_argument("--strategies", nargs="+", required=True)
-    p.add_argument("--baseline", default="random", help="strategy the others are compared with")
-    p.add_argument("--average-exclude", nargs="*", default=["wnli"], help="tasks left out of the GLUE average")
-    p.add_argument("--caption", required=True)
-    p.add_argument("metrics", nargs="+", help="metrics.json files of fine-tuning runs")
-    p.set_defaults(handler=cmd_score_table)
-
-    p = sub.add_parser("table3", help="build results/table3.csv, .md and the efficiency figure")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--md", required=True)
-    p.add_argument("--figure", required=True)
-    p.add_argument("--task", required=True, help="the downstream task scored")
-    p.add_argument("--strategies", nargs="+", required=True)
-    p.add_argument("--steps", nargs="+", type=int, required=True, help="checkpoint steps, the final one included")
-    p.add_argument("--total-steps", type=int, required=True, help="pre-training steps (the final model's step)")
-    p.add_argument("--caption", required=True)
-    p.add_argument("--train-logs", nargs="+", required=True, help="train_log.json of the pre-training runs")
-    p.add_argument("metrics", nargs="+", help="metrics.json files of fine-tuning runs")
-    p.set_defaults(handler=cmd_table3)
+    add_table_commands(sub)  # score-table, table3, table4, table5, power (fem/table_cli.py)
 
     p = sub.add_parser("task-text", help="save a task's training text as a corpus (continual pre-training)")
     p.add_argument("--task", required=True)

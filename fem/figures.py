@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no display (cluster nodes have none)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fem.tables import checkpoint_label  # noqa: E402
+from fem.variance_table import checkpoint_label  # noqa: E402
 
 
 def _save(figure, path: str | Path) -> None:
@@ -99,7 +99,7 @@ def _linear_threshold(results: list[dict]) -> float:
 
 def plot_efficiency(table, task: str, path: str | Path) -> None:
     """Table 3 as a figure: downstream score and validation MLM loss against the pre-training
-    step, one line per strategy, error bars = standard deviation over seeds."""
+    step, one line per strategy, error bars = standard deviation over pre-training seeds."""
     figure, (score, loss) = plt.subplots(1, 2, figsize=(11, 4.2))
     for strategy, rows in table.groupby("strategy", sort=False):
         score.errorbar(rows.step, rows.score, yerr=rows.score_std, marker="o", capsize=3, label=strategy)
@@ -112,7 +112,7 @@ def plot_efficiency(table, task: str, path: str | Path) -> None:
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     seeds = int(table.pretrain_seeds.max())
-    figure.text(0.01, -0.03, f"Each point: mean over {seeds} pre-training seed(s) x {int(table.finetune_seeds.max())} "
-                "fine-tuning seed(s); error bars: standard deviation. Compute per step is matched across strategies.",
-                fontsize=8)  # fmt: skip
+    figure.text(0.01, -0.03, f"Each point: mean over {seeds} pre-training seed(s) (each the mean of its "
+                f"{int(table.finetune_seeds.max())} fine-tuning seed(s)); error bars: standard deviation over "
+                "pre-training seeds. Intervals and paired differences: table3.md.", fontsize=8)  # fmt: skip
     _save(figure, path)

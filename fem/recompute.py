@@ -3,7 +3,7 @@
 Re-hashing files proves that they did not change since their provenance was written, not
 that the table's numbers follow from its runs: a CSV edited together with the sha256 in its
 provenance passes every hash. So the table is built again with the function that built it
-(fem.tables.build_table: Tables 1, 2 and 4 through `score-table`, Table 3, Table 5) from the
+(fem.tables.build_table: Tables 1 and 2 through `score-table`, Tables 3, 4 and 5) from the
 parameters its provenance.json recorded, which name the run files read (metrics.json,
 train_log.json, variance.json), and compared with the CSV cell by cell.
 """
@@ -16,17 +16,18 @@ import json
 import math
 from pathlib import Path
 
-TABLE_COMMANDS = ("score-table", "table2", "table3", "table5")  # the commands fem.tables.build_table knows
+TABLE_COMMANDS = ("score-table", "table2", "table3", "table4", "table5")  # the commands fem.tables.build_table knows
 
 
 def row_name(row: dict[str, str]) -> str:
     """How the audit names a table row: "checkpoint fe final" (Table 5), "fe step 3"
-    (Table 3), "sst2 (accuracy)" (Tables 1, 2 and 4)."""
+    (Table 3), "K=2 sst2 (accuracy)" (Table 4), "sst2 (accuracy)" (Tables 1 and 2)."""
     if "checkpoint" in row:
         return f"checkpoint {row['checkpoint']}"
     if "step" in row and "strategy" in row:
         return f"{row['strategy']} step {row['step']}"
-    return f"{row.get('task', '?')} ({row.get('metric', '?')})"
+    label = f"{row.get('task', '?')} ({row.get('metric', '?')})"
+    return f"K={row['K']} {label}" if "K" in row else label
 
 
 def _same(text: str, expected: str) -> bool:

@@ -2,31 +2,37 @@
 
 Table 2: dev scores of BERT pre-trained from scratch. One row per GLUE task (its score: the
 mean of its metrics, e.g. MRPC F1 and accuracy, MNLI matched and mismatched accuracy), the
-GLUE average (the mean of the task scores, WNLI excluded by default), then one row per
-SQuAD metric (exact match, F1). Per strategy: the mean and standard deviation over all
-(pre-training seed, fine-tuning seed) runs, x 100. Per strategy other than the baseline:
-the difference of means and the p-value of a paired test over pre-training seeds
-(fem/statistics.py). Every row names the runs it came from.
+GLUE average (the mean of the task scores, WNLI excluded by default), one row per SQuAD
+metric (exact match, F1), then, given the pre-training runs' metrics.json, the intrinsic
+rows (validation MLM loss, masked-token accuracy; fem/intrinsic.py). Every row has its
+trivial baseline (the task's majority class / constant predictor, x 100; the unigram model
+for the intrinsic rows) and, per strategy and per comparison A:B, the statistics over
+pre-training seeds of fem/row_statistics.py. Every row names the runs it came from.
+Table 1 (continual) is the same table of other runs; Table 4 is fem/segments_table.py.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from fem.statistics import mean_and_std, paired_test
+from fem.comparisons import comparison_name, parse_comparisons
+from fem.config import ConfigError
+from fem.intrinsic import intrinsic_values, load_pretrain_runs, read_json_keys, step_markdown, step_summary
+from fem.row_statistics import RowSpec, row_columns
 
 AVERAGE = "glue average"
+RUN_KEYS = ["task", "metric_names", "score", "metrics", "run", "trivial_metrics", "trivial_score"]
 
 
 def load_runs(metrics_files: list[str | Path]) -> pd.DataFrame:
-    """One row per fine-tuning run: task, strategy, seeds, metrics, score, the file."""
+    """One row per fine-tuning run: task, strategy, seeds, metrics, score, their trivial
+    baselines (fem/finetuning.py: trivial_metrics, trivial_score), the file. ConfigError
+    naming the file and key when one is missing."""
     rows = []
     for path in metrics_files:
-        data = json.loads(Path(path).read_text())
+        data = read_json_keys(path, RUN_KEYS, "the metrics.json of a fine-tuning run")
         rows.append(
             {
                 "task": data["task"],
@@ -34,8 +40,10 @@ def load_runs(metrics_files: list[str | Path]) -> pd.DataFrame:
                 "pretrain_seed": data["run"]["pretrain_seed"],
                 "finetune_seed": data["run"]["finetune_seed"],
                 "metric": "/".join(data["metric_names"]),
-                "metrics": data.get("metrics", {}),
+                "metrics": data["metrics"],
                 "score": data["score"],
+                "trivial_metrics": data["trivial_metrics"],
+                "trivial_score": data["trivial_score"],
                 "step": data["run"].get("step"),  # pre-training step of the checkpoint (Table 3)
                 "source": str(path),
             }
@@ -43,9 +51,15 @@ def load_runs(metrics_files: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _table_values(runs: pd.DataFrame, tasks: list[str], per_metric: set[str]) -> pd.DataFrame:
+def _trivial_metric(run, name: str) -> float:
+    if name not in run.trivial_metrics:
+        raise ConfigError(f"{run.source}: no key {name!r} under 'trivial_metrics' (expected one per metric)")
+    return run.trivial_metrics[name]
+
+
+def table_values(runs: pd.DataFrame, tasks: list[str], per_metric: set[str]) -> pd.DataFrame:
     """Long format, one value per (row, run): columns task, metric, strategy, pretrain_seed,
-    finetune_seed, value, source. Tasks in `per_metric` (SQuAD) get one row per metric."""
+    finetune_seed, value, trivial, source. Tasks in `per_metric` (SQuAD) get one row per metric."""
     long = []
     for run in runs.itertuples(index=False):
         if run.task not in tasks:
@@ -53,134 +67,202 @@ def _table_values(runs: pd.DataFrame, tasks: list[str], per_metric: set[str]) ->
         common = {"task": run.task, "strategy": run.strategy, "pretrain_seed": run.pretrain_seed,
                   "finetune_seed": run.finetune_seed, "source": run.source}  # fmt: skip
         if run.task in per_metric:
-            long += [common | {"metric": name, "value": run.metrics[name]} for name in run.metric.split("/")]
+            long += [common | {"metric": name, "value": run.metrics[name], "trivial": _trivial_metric(run, name)}
+                     for name in run.metric.split("/")]  # fmt: skip
         else:
-            long.append(common | {"metric": run.metric, "value": run.score})
+            long.append(common | {"metric": run.metric, "value": run.score, "trivial": run.trivial_score})
     return pd.DataFrame(long)
 
 
-def _average_values(values: pd.DataFrame, tasks: list[str], label: str = AVERAGE) -> pd.DataFrame:
-    """The average per run-seed pair (row `label`): the mean of the task scores of `tasks`."""
+def average_values(values: pd.DataFrame, tasks: list[str], label: str = AVERAGE) -> pd.DataFrame:
+    """The average per run-seed pair (row `label`): the mean of the task scores of `tasks`
+    (and of their trivial baselines)."""
     of_tasks = values[values.task.isin(tasks)]
     keys = ["strategy", "pretrain_seed", "finetune_seed"]
     counts = of_tasks.groupby(keys).value.count()
     incomplete = counts[counts != len(tasks)]
     if len(incomplete):
-        raise ValueError(f"the GLUE average needs every task for each run; incomplete: {list(incomplete.index)}")
-    average = of_tasks.groupby(keys, as_index=False).value.mean()
+        raise ConfigError(f"the GLUE average needs every task for each run; incomplete: {list(incomplete.index)}")
+    average = of_tasks.groupby(keys, as_index=False)[["value", "trivial"]].mean()
     return average.assign(task=label, metric="mean of task scores", source="")
 
 
-def _compare(of_row: pd.DataFrame, strategy: str, baseline: str) -> tuple[float, float, str, int]:
-    """(difference of means x 100, p-value, test, pairs) of `strategy` against `baseline`,
-    paired by pre-training seed (fine-tuning seeds averaged within a pair)."""
-    per_seed = of_row.groupby(["strategy", "pretrain_seed", "finetune_seed"]).value.mean().unstack("strategy")
-    per_seed = per_seed[[baseline, strategy]].dropna()  # fine-tuning seeds run under both
-    by_pretrain_seed = per_seed.groupby(level="pretrain_seed").mean()
-    differences = (by_pretrain_seed[strategy] - by_pretrain_seed[baseline]).to_numpy()
-    p_value, test = paired_test(differences)
-    mean_difference = 100 * (
-        of_row[of_row.strategy == strategy].value.mean() - of_row[of_row.strategy == baseline].value.mean()
-    )
-    return mean_difference, p_value, test, len(differences)
+def check_runs(runs: pd.DataFrame, tasks: list[str], strategies: list[str]) -> None:
+    missing = [
+        (t, s) for t in tasks for s in strategies
+        if runs.empty or not ((runs.task == t) & (runs.strategy == s)).any()
+    ]  # fmt: skip
+    if missing:
+        raise ConfigError(f"no runs for (task, strategy) pairs {missing}")
+
+
+def score_rows(
+    runs: pd.DataFrame,
+    tasks: list[str],
+    strategies: list[str],
+    average_exclude: tuple[str, ...] = ("wnli",),
+    per_metric: tuple[str, ...] = ("squad", "squad_v2"),
+    average_label: str = AVERAGE,
+    pretrain: pd.DataFrame | None = None,
+) -> list[tuple[RowSpec, pd.DataFrame, pd.DataFrame]]:
+    """The rows of a score table in order: (spec, the row's long values, the values whose
+    seeds the row counts). Tasks, the GLUE average, SQuAD metrics, then the intrinsic rows
+    of `pretrain` (load_pretrain_runs) when given."""
+    check_runs(runs, tasks, strategies)
+    values = table_values(runs, tasks, set(per_metric))
+    glue_tasks = [t for t in tasks if t not in per_metric and t not in average_exclude]
+    keys = [(t, m) for t in tasks if t not in per_metric for m in values[values.task == t].metric.unique()]
+    if glue_tasks:
+        values = pd.concat([values, average_values(values, glue_tasks, average_label)], ignore_index=True)
+        keys.append((average_label, "mean of task scores"))
+    keys += [(t, m) for t in tasks if t in per_metric for m in values[values.task == t].metric.unique()]
+    rows = []
+    for task, metric in keys:
+        of_row = values[(values.task == task) & (values.metric == metric)]
+        of_row = of_row[of_row.strategy.isin(strategies)]
+        counted = of_row if task != average_label else values[values.task.isin(glue_tasks)]
+        rows.append((RowSpec(task, metric), of_row, counted))
+    if pretrain is not None:
+        absent = [s for s in strategies if s not in set(pretrain.strategy)]
+        if absent:
+            raise ConfigError(f"no pre-training metrics.json of strategies {absent} among the --pretrain-metrics")
+        specs, intrinsic = intrinsic_values(pretrain[pretrain.strategy.isin(strategies)])
+        for spec in specs:
+            of_row = intrinsic[(intrinsic.task == spec.task) & (intrinsic.metric == spec.metric)]
+            rows.append((spec, of_row, of_row))
+    return rows
 
 
 def glue_table(
     runs: pd.DataFrame,
     tasks: list[str],
     strategies: list[str],
-    baseline: str = "random",
+    comparisons: list[tuple[str, str]] | None = None,
     average_exclude: tuple[str, ...] = ("wnli",),
     per_metric: tuple[str, ...] = ("squad", "squad_v2"),
     average_label: str = AVERAGE,
+    pretrain: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Table 2 (see the module docstring). Columns: task, metric; per strategy `<s>` (mean)
-    and `<s>_std`; per strategy other than `baseline` `<s>_minus_<baseline>` and `p_<s>`;
-    test, pairs, pretrain_seeds, finetune_seeds, runs. Scores x 100, rounded to 2 decimals."""
-    missing = [
-        (t, s) for t in tasks for s in strategies
-        if runs.empty or not ((runs.task == t) & (runs.strategy == s)).any()
-    ]  # fmt: skip
-    if missing:
-        raise ValueError(f"no runs for (task, strategy) pairs {missing}")
-    values = _table_values(runs, tasks, set(per_metric))
-    glue_tasks = [t for t in tasks if t not in per_metric and t not in average_exclude]
-    row_keys = [(t, m) for t in tasks if t not in per_metric for m in values[values.task == t].metric.unique()]
-    if glue_tasks:
-        values = pd.concat([values, _average_values(values, glue_tasks, average_label)], ignore_index=True)
-        row_keys.append((average_label, "mean of task scores"))
-    row_keys += [(t, m) for t in tasks if t in per_metric for m in values[values.task == t].metric.unique()]
-    compared = [s for s in strategies if s != baseline] if baseline in strategies else []
-
-    rows = []
-    for task, metric in row_keys:
-        of_row = values[(values.task == task) & (values.metric == metric)]
-        row: dict = {"task": task, "metric": metric}
-        for strategy in strategies:
-            mean, std = mean_and_std(of_row[of_row.strategy == strategy].value)
-            row[strategy], row[f"{strategy}_std"] = 100 * mean, 100 * std
-        test, pairs = "", 0
-        for strategy in compared:
-            difference, p_value, test, pairs = _compare(of_row, strategy, baseline)
-            row[f"{strategy}_minus_{baseline}"], row[f"p_{strategy}"] = difference, p_value
-        used = of_row if task != average_label else values[values.task.isin(glue_tasks)]
-        row.update(
-            test=test,
-            pairs=pairs,
-            pretrain_seeds=used.pretrain_seed.nunique(),
-            finetune_seeds=used.finetune_seed.nunique(),
-            runs=";".join(sorted(set(of_row.source) - {""})),
-        )
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    score_columns = [c for c in table.columns if c in strategies or c.endswith("_std") or "_minus_" in c]
-    table[score_columns] = table[score_columns].round(2)
-    p_columns = [c for c in table.columns if c.startswith("p_")]
-    table[p_columns] = table[p_columns].round(4)
-    return table
+    """Tables 1 and 2 (see the module docstring). Columns: task, metric, unit, better,
+    trivial; per strategy and per comparison (default: row_statistics.default_comparisons)
+    those of fem/row_statistics.py; pairs, pretrain_seeds, finetune_seeds, runs."""
+    if comparisons is None:
+        comparisons = parse_comparisons(None, strategies)
+    table = []
+    for spec, of_row, counted in score_rows(runs, tasks, strategies, average_exclude, per_metric, average_label,
+                                            pretrain):  # fmt: skip
+        row = {"task": spec.task, "metric": spec.metric} | row_columns(of_row, spec, strategies, comparisons)
+        row.update(pretrain_seeds=counted.pretrain_seed.nunique(), finetune_seeds=counted.finetune_seed.nunique(),
+                   runs=";".join(sorted(set(of_row.source) - {""})))  # fmt: skip
+        table.append(row)
+    return pd.DataFrame(table)
 
 
 def build_table(command: str, parameters: dict) -> pd.DataFrame:
     """The table `fem <command>` builds from its flags, `parameters` (as recorded in the table's
-    provenance.json): `score-table` (Tables 1, 2, 4), `table3` or `table5`. The table commands
-    and `fem audit --verify`, which rebuilds a table from its recorded parameters, both build
-    tables here. KeyError for a missing parameter, ValueError for another command."""
+    provenance.json): `score-table` (Tables 1, 2), `table3`, `table4` or `table5`. The table
+    commands and `fem audit --verify`, which rebuilds a table from its recorded parameters,
+    both build tables here. KeyError for a missing parameter, ValueError for another command.
+    Records made before comparisons and pre-training metrics existed rebuild with the
+    default comparisons and no intrinsic rows."""
     p = parameters
+    pretrain = load_pretrain_runs(p["pretrain_metrics"]) if p.get("pretrain_metrics") else None
     if command in ("score-table", "table2"):  # table2: the command's alias
-        return glue_table(load_runs(p["metrics"]), p["tasks"], p["strategies"], p["baseline"],
-                          tuple(p["average_exclude"]), average_label=p["average_label"])  # fmt: skip
+        comparisons = parse_comparisons(p.get("comparisons"), p["strategies"])
+        return glue_table(load_runs(p["metrics"]), p["tasks"], p["strategies"], comparisons,
+                          tuple(p["average_exclude"]), average_label=p["average_label"], pretrain=pretrain)  # fmt: skip
     if command == "table3":
         from fem.efficiency import efficiency_table, validation_losses  # imported by Table 3 only
 
+        comparisons = parse_comparisons(p.get("comparisons"), p["strategies"])
         return efficiency_table(load_runs(p["metrics"]), validation_losses(p["train_logs"]), p["task"],
-                                p["strategies"], p["steps"], p["total_steps"])  # fmt: skip
+                                p["strategies"], p["steps"], p["total_steps"], comparisons, pretrain)  # fmt: skip
+    if command == "table4":
+        from fem.segments_table import segments_table
+
+        return segments_table(load_runs(p["metrics"]), pretrain, p["tasks"], p["segments"], p["default_segments"],
+                              tuple(p["average_exclude"]))  # fmt: skip
     if command == "table5":
+        from fem.variance_table import load_variance_results, variance_table
+
         return variance_table(load_variance_results(p["results"]))
-    raise ValueError(f"`fem {command}` builds no table (table commands: score-table, table2, table3, table5)")
+    raise ValueError(f"`fem {command}` builds no table (table commands: score-table, table2, table3, table4, table5)")
 
 
-def to_markdown(table: pd.DataFrame, title: str, caption: str, strategies: list[str] | None = None) -> str:
-    """A readable Markdown rendering with a caption: without the runs column, and with each
-    strategy's cell as "mean ± std" when `strategies` are given."""
-    shown = table.drop(columns=["runs"]).copy()
-    for strategy in strategies or []:
-        std = shown.pop(f"{strategy}_std")
-        shown[strategy] = [
-            f"{m:.2f}" if np.isnan(s) else f"{m:.2f} ± {s:.2f}" for m, s in zip(shown[strategy], std, strict=True)
-        ]
-    header = "| " + " | ".join(shown.columns) + " |"
-    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    body = [
-        "| " + " | ".join(_cell(column, v) for column, v in zip(shown.columns, row, strict=True)) + " |"
-        for row in shown.itertuples(index=False)
-    ]
-    return "\n".join([f"## {title}", "", caption, "", header, rule, *body, ""])
+def number(value: float, unit: str) -> str:
+    """A value in a row's unit: 3 decimals for nats, else 2."""
+    return "nan" if pd.isna(value) else f"{value:.3f}" if unit.startswith("nats") else f"{value:.2f}"
 
 
-def _cell(column: str, value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if column.startswith("p_") else f"{value:.2f}"
-    return str(value)
+def interval_cell(row: dict, name: str, sign: bool = False) -> str:
+    """ "mean [lo, hi]" of the columns `name`, `name_lo`, `name_hi` (just the mean without an
+    interval, with a single seed)."""
+    unit = row["unit"]
+    mean = number(row[name], unit)
+    mean = f"+{mean}" if sign and row[name] > 0 else mean
+    if pd.isna(row[f"{name}_lo"]):
+        return mean
+    return f"{mean} [{number(row[name + '_lo'], unit)}, {number(row[name + '_hi'], unit)}]"
+
+
+def p_cell(value: float) -> str:
+    return "nan" if pd.isna(value) else f"{value:.3g}"
+
+
+def markdown_lines(columns: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|",
+            *("| " + " | ".join(cells) + " |" for cells in rows)]  # fmt: skip
+
+
+def score_markdown(
+    table: pd.DataFrame,
+    title: str,
+    caption: str,
+    strategies: list[str],
+    comparisons: list[tuple[str, str]],
+    labels: tuple[str, ...] = ("task", "metric"),
+    steps: pd.DataFrame | None = None,
+) -> str:
+    """Tables 1, 2 and 4 in Markdown: per row its trivial baseline, each strategy as "mean
+    [lo, hi]" and the strategies whose interval is above the baseline (below it where lower
+    is better); then the differences with interval, sd, MDD and both p-values; then, given
+    `steps` (intrinsic.step_summary), what one pre-training step of each strategy is."""
+    records = table.to_dict("records")
+    main = [[str(r[c]) for c in labels] + [number(r["trivial"], r["unit"])]
+            + [interval_cell(r, s) for s in strategies]
+            + [", ".join(s for s in strategies if r[f"{s}_above_trivial"]) or "none"] for r in records]  # fmt: skip
+    parts = [f"## {title}", "", caption, ""]
+    parts += markdown_lines([*labels, "trivial", *strategies, "interval beyond trivial"], main)
+    if comparisons:
+        differences = [
+            [str(r[c]) for c in labels] + [f"{a} − {b}", interval_cell(r, comparison_name(a, b), sign=True)]
+            + [number(r[f"{comparison_name(a, b)}_{s}"], r["unit"]) for s in ("sd", "mdd")]
+            + [p_cell(r[f"{comparison_name(a, b)}_{s}"]) for s in ("p_sign", "p_t")] + [str(r["pairs"])]
+            for r in records for a, b in comparisons
+        ]  # fmt: skip
+        parts += ["", "Differences over pre-training seeds (paired by seed):", ""]
+        parts += markdown_lines([*labels, "difference", "mean [95% interval]", "sd of difference",
+                                 "MDD (80% power)", "p sign-flip", "p paired t", "pairs"], differences)  # fmt: skip
+    if steps is not None:
+        parts += ["", "One pre-training step of each strategy (means over its runs' metrics.json):", ""]
+        parts.append(step_markdown(steps))
+    return "\n".join(parts) + "\n"
+
+
+def to_markdown(
+    table: pd.DataFrame,
+    title: str,
+    caption: str,
+    strategies: list[str] | None = None,
+    comparisons: list[tuple[str, str]] | None = None,
+    steps: pd.DataFrame | None = None,
+) -> str:
+    """score_markdown with the comparisons found in the table's columns when not given."""
+    strategies = strategies or [c.removesuffix("_above_trivial") for c in table.columns if c.endswith("_above_trivial")]
+    if comparisons is None:
+        names = {comparison_name(a, b): (a, b) for a in strategies for b in strategies}
+        comparisons = [names[c] for c in table.columns if c in names]  # in the table's order
+    return score_markdown(table, title, caption, strategies, comparisons, steps=steps)
 
 
 def write_table(
@@ -190,95 +272,15 @@ def write_table(
     title: str,
     caption: str,
     strategies: list[str] | None = None,
+    comparisons: list[tuple[str, str]] | None = None,
+    steps: pd.DataFrame | None = None,
 ) -> None:
     """Write the table as CSV (with the runs column) and as Markdown (with the caption)."""
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv_path, index=False)
-    Path(md_path).write_text(to_markdown(table, title, caption, strategies))
+    Path(md_path).write_text(to_markdown(table, title, caption, strategies, comparisons, steps))
 
 
-def load_variance_results(files: list[str | Path]) -> list[dict]:
-    """The variance.json files of `fem variance`, each with its path under "source", ordered
-    by pre-training strategy (as given) and step (final last)."""
-    results = []
-    for path in files:
-        data = json.loads(Path(path).read_text())
-        data["source"] = str(path)
-        results.append(data)
-    return results
-
-
-def checkpoint_label(run: dict) -> str:
-    """ "init" for step 0 (the same weights for every strategy of a seed), else
-    "<strategy> step N" or "<strategy> final"."""
-    if run["step"] == 0:
-        return "init"
-    return f"{run['strategy']} {'final' if run['final'] else 'step ' + str(run['step'])}"
-
-
-def variance_table(results: list[dict]) -> pd.DataFrame:
-    """Table 5: one row per analysed checkpoint. Variances are traces (squared gradient
-    norm); each estimate has a bootstrap 95% interval (_lo, _hi); *_closed_form is the
-    prediction of independent per-token contributions (fem/variance.py)."""
-    rows = []
-    for result in results:
-        run, hamming, estimators = result["run"], result["hamming"], result["estimators"]
-        row = {
-            "checkpoint": checkpoint_label(run),
-            "strategy": run["strategy"],
-            "pretrain_seed": run["pretrain_seed"],
-            "step": run["step"],
-            "validation_mlm_loss": run.get("validation_mlm_loss"),
-            "n": result["n"],
-            "m": result["m"],
-            "K": result["segments"],
-        }
-        _add_interval(row, "single_mask_variance", hamming["single_mask_variance"])
-        _add_interval(row, "covariance_slope", hamming["slope"])
-        row["covariance_slope_closed_form"] = hamming["closed_form_slope"]
-        _add_interval(row, "relative_slope", hamming["relative_slope"])
-        row["relative_slope_closed_form"] = hamming["closed_form_relative_slope"]
-        for name, interval in estimators["total_variance"].items():
-            _add_interval(row, f"var_{name}", interval)
-        for name, interval in estimators["ratios"].items():
-            _add_interval(row, "ratio_" + name.replace("/", "_over_"), interval)
-        for name, interval in estimators["mask_sampling_variance"].items():
-            _add_interval(row, f"mask_var_{name}", interval)
-            row[f"mask_var_{name}_closed_form"] = estimators["closed_form_mask_sampling_variance"][name]
-        row["runs"] = result["source"]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _add_interval(row: dict, name: str, interval: dict) -> None:
-    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = interval["value"], interval["lo"], interval["hi"]
-
-
-VARIANCE_MARKDOWN_COLUMNS = {
-    "checkpoint": "checkpoint",
-    "validation_mlm_loss": "val. MLM loss",
-    "relative_slope": "slope of Cov/Var per Hamming unit",
-    "ratio_total_fe_over_random_k": "Var(fe) / Var(random_k)",
-    "ratio_total_fe_over_random_kseq": "Var(fe) / Var(random K seq.)",
-    "ratio_mask_sampling_fe_over_random_k": "mask-sampling Var(fe) / Var(random_k)",
-}
-
-
-def variance_markdown(table: pd.DataFrame, title: str, caption: str) -> str:
-    """Table 5 in Markdown: the key columns, each estimate as "value [lo, hi]", the closed
-    form of the slope beside the measured one."""
-    lines = [f"## {title}", "", caption, "", "| " + " | ".join(VARIANCE_MARKDOWN_COLUMNS.values()) + " |",
-             "|" + "|".join("---" for _ in VARIANCE_MARKDOWN_COLUMNS) + "|"]  # fmt: skip
-    for row in table.to_dict("records"):
-        cells = []
-        for column in VARIANCE_MARKDOWN_COLUMNS:
-            value = row[column]
-            if f"{column}_lo" in row:
-                value = f"{value:.3g} [{row[column + '_lo']:.3g}, {row[column + '_hi']:.3g}]"
-                if f"{column}_closed_form" in row:
-                    value += f" (closed form {row[column + '_closed_form']:.3g})"
-            elif isinstance(value, float):
-                value = f"{value:.3f}"
-            cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def pretrain_steps(pretrain_metrics: list[str] | None, strategies: list[str]) -> pd.DataFrame | None:
+    """intrinsic.step_summary of the given pre-training metrics.json files, or None."""
+    return step_summary(load_pretrain_runs(pretrain_metrics), strategies) if pretrain_metrics else None

@@ -45,7 +45,7 @@ def test_paper_config_plans_every_table_with_the_expected_job_counts(dry_run):
     tasks = config["finetune"]["tasks"]
     glue = [t for t in tasks if not t.startswith("squad")]
     continual = config["continual"]
-    other_k = [k for k in config["segment_counts"]["segments"] if k != 7]  # K = 7 is Table 2's fe
+    other_k = [k for k in config["segment_counts"]["segments"] if k != 7]  # K = 7 is Table 2's fe and random_k
     saved = [s for s in config["efficiency"]["steps"] if s != "final"]
     cont_runs = len(continual["tasks"]) * len(continual["strategies"]) * len(continual["seeds"]["pretrain"])
     expected = {
@@ -53,11 +53,11 @@ def test_paper_config_plans_every_table_with_the_expected_job_counts(dry_run):
         "download_task": len(tasks) + len(continual["tasks"]),
         "task_text": len(continual["tasks"]),
         "tokenize": 1 + len(continual["tasks"]),
-        "pretrain": (len(strategies) + len(other_k)) * seeds,
+        "pretrain": (len(strategies) + 2 * len(other_k)) * seeds,  # Table 4: fe-k<K> and random_k-k<K>
         "pretrain_continual": cont_runs,
         # Table 2 (GLUE x strategies), Table 4 (its tasks x the other K), Table 1 (continual runs)
         "finetune": len(glue) * len(strategies) * seeds * finetune_seeds
-        + len(config["segment_counts"]["tasks"]) * len(other_k) * seeds * finetune_seeds
+        + len(config["segment_counts"]["tasks"]) * 2 * len(other_k) * seeds * finetune_seeds
         + cont_runs * len(continual["seeds"]["finetune"]),
         "finetune_squad": (len(tasks) - len(glue)) * len(strategies) * seeds * finetune_seeds,
         "finetune_checkpoint": len(saved) * len(strategies) * seeds * finetune_seeds,
@@ -66,7 +66,7 @@ def test_paper_config_plans_every_table_with_the_expected_job_counts(dry_run):
     }
     counts = planned(dry_run)
     assert counts == expected
-    assert counts["finetune"] == 990 and sum(counts.values()) == 1274  # the numbers the README gives
+    assert counts["finetune"] == 1485 and sum(counts.values()) == 1858  # the numbers the README gives
 
 
 def test_paper_config_requests_gpus_for_the_training_rules(dry_run):
@@ -95,8 +95,8 @@ def test_the_slurm_profile_plans_paper_table2_with_gpu_requests_and_torchrun():
     for job in jobs:
         by_rule.setdefault(job.rule, []).append(job)
     assert {rule: len(group) for rule, group in by_rule.items()} == {
-        "download_corpus": 1, "download_task": 11, "tokenize": 1, "pretrain": 6, "finetune": 270,
-        "finetune_squad": 60, "table2": 1,
+        "download_corpus": 1, "download_task": 11, "tokenize": 1, "pretrain": 9, "finetune": 405,
+        "finetune_squad": 90, "table2": 1,
     }  # fmt: skip
     # (a dry run prints every job as `rule`; tests/test_cluster.py checks the localrules for real)
     for rule in ("pretrain", "finetune", "finetune_squad"):

