@@ -63,7 +63,8 @@ RULE_PARAMS: dict[str, dict] = {
     "table2": {"keys": ["scale", "seeds", "corpus.name", "pretrain.strategies", "pretrain.steps", "pretrain.match",
                         "pretrain.rows_per_step", "pretrain.mask_ratio", "pretrain.segments",
                         "model.num_hidden_layers", "model.hidden_size", "finetune.tasks", "finetune.average_exclude",
-                        "finetune.max_train_examples", "finetune.epochs", "finetune.learning_rates"]},
+                        "finetune.max_train_examples", "finetune.epochs", "finetune.learning_rates",
+                        "finetune.per_task"]},
 }  # fmt: skip
 
 

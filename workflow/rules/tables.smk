@@ -54,12 +54,17 @@ def table2_caption():
     rates = "/".join(f"{lr:g}" for lr in ft["learning_rates"])
     rate_note = "" if len(ft["learning_rates"]) == 1 else " (best on dev)"
     excluded = ", ".join(ft["average_exclude"]) or "none"
+    per_task = "".join(
+        f"; {task}: " + ", ".join(f"{key.replace('_', ' ')} {value if value is not None else 'all'}"
+                                  for key, value in values.items())
+        for task, values in (ft.get("per_task") or {}).items() if task in TASKS
+    )  # fmt: skip
     return (
         f"Scale '{config['scale']}'. Dev scores x 100 of a BERT ({model['num_hidden_layers']} layers, "
         f"hidden {model['hidden_size']}) pre-trained from scratch on '{CORPUS}' for {pre['steps']} steps "
         f"of {pre['rows_per_step']} rows with each masking strategy (p = {pre['mask_ratio']}, K = {SEGMENTS} "
         f"masks per sequence for the K-copy strategies; {matched()}), then fine-tuned per task "
-        f"({subsample} training examples, {ft['epochs']} epochs, learning rate {rates}{rate_note}). A GLUE "
+        f"({subsample} training examples, {ft['epochs']} epochs, learning rate {rates}{rate_note}{per_task}). A GLUE "
         f"task's score is the mean of its metrics (MRPC, QQP: F1 and accuracy; STS-B: Pearson and Spearman; "
         f"MNLI: matched and mismatched accuracy); 'glue average' is the mean of the task scores, excluding "
         f"{excluded}. SQuAD rows give exact match and F1 separately. {TRIVIAL_GLUE}. {TRIVIAL_INTRINSIC} "
