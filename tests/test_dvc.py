@@ -83,7 +83,9 @@ def test_committed_dvc_yaml_matches_a_fresh_generation(tmp_path, mirror):
 def test_drift_is_caught_when_a_rule_input_changes(tmp_path, mirror):
     work = copy_repository(tmp_path)
     rule = work / "workflow" / "rules" / "pretrain.smk"
-    rule.write_text(rule.read_text().replace('"settings", "cli"),', '"settings", "cli", "tables"),'))
+    text = rule.read_text()
+    assert text.count('code=fem_modules("pretraining", ') == 1  # the edit below must hit the rule
+    rule.write_text(text.replace('code=fem_modules("pretraining", ', 'code=fem_modules("pretraining", "tables", '))
     done = generate(work, mirror, "--check")
     assert done.returncode != 0
     assert "dvc.yaml differs from a fresh generation" in done.stderr and "+    - fem/tables.py" in done.stderr
