@@ -91,7 +91,7 @@ def test_micro_table2_on_slurm_equals_the_local_run_and_dvc_records_it(tmp_path,
     submitted = {int(job): Path(log) for job, log in SUBMITTED.findall(output)}
     rules = sorted(re.search(r"rule_(\w+)", str(log)).group(1) for log in submitted.values())
     # downloads and the table are localrules: run by snakemake itself, never submitted
-    assert rules == ["finetune"] * 8 + ["pretrain"] * 4 + ["tokenize"], output[-3000:]
+    assert rules == ["finetune"] * 12 + ["pretrain"] * 6 + ["tokenize"], output[-3000:]  # random, random_k, fe
     assert re.search(r"^localrule download_corpus:", output, flags=re.MULTILINE)
     assert re.search(r"^localrule table2:", output, flags=re.MULTILINE)
     records = job_completion_records()

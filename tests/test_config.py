@@ -40,7 +40,7 @@ def test_default_and_micro_configs_are_valid(config):
         (lambda c: c["finetune"]["metrics"].update(sst2=["bleu"]), "finetune.metrics.sst2[0]: 'bleu' is not allowed; expected one of accuracy, f1"),
         (lambda c: c["finetune"].update(learning_rates=[]), "finetune.learning_rates: [] is not allowed; expected peak AdamW learning rate(s)"),
         (lambda c: c["finetune"]["squad"].update(doc_stride=400), "finetune.squad.doc_stride: 400 must be below finetune.squad.max_length = 384"),
-        (lambda c: c["pretrain"].update(save_steps=[300, 1200]), "pretrain.save_steps: [1200] not below pretrain.steps = 1200"),
+        (lambda c: c["pretrain"].update(steps=1200, save_steps=[300, 1200]), "pretrain.save_steps: [1200] not below pretrain.steps = 1200"),
         (lambda c: c["pretrain"]["replacement"].update(mask=0.5), "pretrain.replacement: mask + random + keep = 0.7"),
         (lambda c: c["model"].update(num_attention_heads=3), "model.num_attention_heads: 3 does not divide"),
         (lambda c: c["pretrain"].update(rows_per_step=50), "pretrain.rows_per_step: 50 is not a multiple of K = 7"),
