@@ -144,7 +144,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
             env,
         )  # fmt: skip
     )
-    assert stale == {"pretrain-fe-s1", "pretrain-fe-s2", "pretrain-random-s1", "pretrain-random-s2"}
+    assert stale == {f"pretrain-{s}-s{seed}" for s in ("random", "random_k", "fe") for seed in (1, 2)}
     assert stale == {stage_name(job) for job in planned if job.reason.startswith("Params have changed")}
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     downstream, grew = set(stale), True
