@@ -196,7 +196,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     assert "do not match this checkout's code and params (dvc.lock)" in refused.stderr
     assert "pretrain-fe-s1: changed deps micro.yaml pretrain.learning_rate modified" in refused.stderr
     assert "nothing was pulled" in refused.stderr and not (work / "results").exists()
-    assert job_counts(run(dry_run, work, env))["pretrain"] == 4
+    assert job_counts(run(dry_run, work, env))["pretrain"] == 6  # 3 strategies x 2 seeds
     config["pretrain"]["learning_rate"] = 1e-3
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
     pulled = run([sys.executable, "-m", "fem", "dvc", "pull", "results/table2.csv"], work, env)
