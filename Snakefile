@@ -15,7 +15,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # this checkout's fem package (common.smk's jobs run it too)
-from fem.config import ConfigError, load_yaml
+from fem.config import load_yaml
+from fem.errors import ConfigError
 
 if Path("config/config.yaml").exists():
     try:  # Snakemake's own message for a broken config file does not name the file

@@ -21,7 +21,7 @@ import json
 import math
 from pathlib import Path
 
-from fem.config import ConfigError
+from fem.errors import DataError
 from fem.provenance import table_provenance_path
 from fem.recompute import row_name
 from fem.verification import PROVENANCE, path_key, verify_report
@@ -34,11 +34,11 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise ConfigError(f"{path} not found; expected {what}") from err
+        raise DataError(f"{path} not found; expected {what}") from err
     except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"cannot read {path} ({err}); expected {what}") from err
+        raise DataError(f"cannot read {path} ({err}); expected {what}") from err
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected {what} (a JSON object), got {type(data).__name__}")
+        raise DataError(f"{path}: expected {what} (a JSON object), got {type(data).__name__}")
     return data
 
 
@@ -57,7 +57,7 @@ class ProvenanceGraph:
             record = _read_json(Path(path), "a provenance record written by fem/provenance.py")
             for field in ("inputs", "outputs"):
                 if not isinstance(record.get(field, {}), dict):
-                    raise ConfigError(f"{path}: '{field}' must map file paths to sha256")
+                    raise DataError(f"{path}: '{field}' must map file paths to sha256")
             self.records[path] = record
             self.outputs[path] = {path_key(file) for file in record.get("outputs", {})}
         return self.records[path]
@@ -105,13 +105,13 @@ class ProvenanceGraph:
 
 def _read_table(table: Path) -> list[dict[str, str]]:
     if not table.is_file():
-        raise ConfigError(f"table {table} not found; expected a results table CSV written by fem/tables.py")
+        raise DataError(f"table {table} not found; expected a results table CSV written by fem/tables.py")
     with open(table, newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
         columns = reader.fieldnames or []
     if "runs" not in columns:
-        raise ConfigError(
+        raise DataError(
             f"table {table} has no 'runs' column (columns: {', '.join(columns) or 'none'}); expected a table "
             "written by fem/tables.py, whose 'runs' column names the metrics.json files of each row"
         )
@@ -143,7 +143,7 @@ def _row_runs(table: Path, rows: list[dict[str, str]], parameters: dict) -> list
             runs = [path for r in above for path in r["runs"].split(";") if path]
         for path in runs:
             if not Path(path).is_file():
-                raise ConfigError(
+                raise DataError(
                     f"table {table} row {row_name(row)}: run {path} not found; expected the metrics.json of a "
                     "fine-tuning run (paths are relative to the folder where snakemake ran: run the audit there)"
                 )
@@ -226,11 +226,11 @@ def audit(
     rows = _read_table(table)
     table_provenance = table_provenance_path(table)
     if not table_provenance.is_file():
-        raise ConfigError(f"provenance of table {table} not found; expected {table_provenance} (written by fem)")
+        raise DataError(f"provenance of table {table} not found; expected {table_provenance} (written by fem)")
     if dvc_lock is None:
         dvc_lock = "dvc.lock" if Path("dvc.lock").is_file() else None
     elif not Path(dvc_lock).is_file():
-        raise ConfigError(f"dvc lock file {dvc_lock} not found; expected the dvc.lock written by `dvc repro`")
+        raise DataError(f"dvc lock file {dvc_lock} not found; expected the dvc.lock written by `dvc repro`")
 
     graph = ProvenanceGraph()
     table_record = graph.load(str(table_provenance))
@@ -245,7 +245,7 @@ def audit(
         labels = metrics.get("run") or {}
         producer = graph.producer(path)
         if producer is None:
-            raise ConfigError(
+            raise DataError(
                 f"no provenance.json in the folders above {path} lists it among its outputs; "
                 "expected the provenance.json of the fine-tuning job beside it"
             )
@@ -291,7 +291,7 @@ def audit(
     dirty = [{"provenance": p, "reason": r} for p in all_records if (r := _dirty_reason(graph.records[p]))]
     if dirty and not allow_dirty:
         names = "; ".join(f"{d['provenance']} ({d['reason']})" for d in dirty)
-        raise ConfigError(
+        raise DataError(
             f"{len(dirty)} provenance file(s) of the chain of {table} do not record a clean git commit: {names}. "
             "Rerun from a clean commit, or pass --allow-dirty to audit anyway"
         )

@@ -122,7 +122,7 @@ def _state_problem(state: dict) -> str | None:
 def require_checkpoint(path: str | Path) -> Path:
     """`path` if it holds a saved model (config.json and safetensors weights); otherwise a
     DataSourceError naming the pre-training run folder, the step and how to rebuild it."""
-    from fem.data import DataSourceError
+    from fem.errors import DataSourceError
 
     path = Path(path)
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from fem.config import ConfigError
+from fem.errors import AuditError, ConfigError, FemError
 from fem.provenance import table_provenance_path
 from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings, SquadSettings, VarianceSettings
 from fem.table_cli import add_table_commands
@@ -284,7 +284,8 @@ def cmd_dvc_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_dvc_pull(args: argparse.Namespace) -> None:
-    from fem.dvc_pull import PullError, pull
+    from fem.dvc_pull import pull
+    from fem.errors import PullError
 
     try:
         print(pull(args.target))
@@ -302,7 +303,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
         write_report(report, args.json)
     verification = report.get("verification")
     if verification is not None and not verification["ok"]:
-        raise ConfigError(f"verification failed: {len(verification['problems'])} problem(s), listed above")
+        raise AuditError(f"verification failed: {len(verification['problems'])} problem(s), listed above")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,7 +435,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fem.data import DataSourceError
     from fem.provenance import check_code_root
 
     argv = sys.argv[1:] if argv is None else argv
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_code_root()  # a pipeline's job runs its own checkout's fem, or stops here
         args.handler(args)
-    except (ConfigError, DataSourceError) as err:  # expected failures: one clear message, no traceback
+    except FemError as err:  # expected failures (fem/errors.py): one clear message, no traceback
         sys.exit(f"fem {argv[0] if argv else ''}: error: {err}")
 
 

@@ -14,7 +14,7 @@ Light on purpose (no pandas): the Snakefile reads it to plan the tables and thei
 
 from __future__ import annotations
 
-from fem.config import ConfigError
+from fem.errors import ConfigError
 
 DEFAULTS = (("fe", "random_k"), ("fe", "random"))
 

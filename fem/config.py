@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from fem.errors import ConfigError
 from fem.masking import MULTI_COPY_STRATEGIES, copies_per_sequence, resolve_segments
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
@@ -28,10 +29,6 @@ _STRICT_VALIDATOR = jsonschema.validators.extend(
         "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
     ),
 )
-
-
-class ConfigError(ValueError):
-    """A config value is missing, unknown, of the wrong type or impossible."""
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

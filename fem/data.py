@@ -16,13 +16,10 @@ from importlib import metadata
 from pathlib import Path
 
 from fem.duplicates import clean_splits, normalize_text, row_key, with_copy_in
+from fem.errors import DataSourceError
 from fem.provenance import SourcesRead
 
 MIRROR_ENV = "FEM_HUB_MIRROR"
-
-
-class DataSourceError(RuntimeError):
-    """A corpus or task could not be loaded from the hub, a mirror or a package."""
 
 
 def _mirror_place(path: str, mirror: str | None) -> dict:

@@ -23,10 +23,7 @@ from pathlib import Path
 import yaml
 
 from fem.dvc_stages import dry_run_jobs, parse_dry_run, snakemake, stage_name
-
-
-class PullError(Exception):
-    """The pulled outputs cannot be marked up to date; the message says why and what to run."""
+from fem.errors import PullError
 
 
 def stage_of(target: str, stages: dict) -> str:

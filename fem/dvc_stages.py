@@ -24,7 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from fem.config import ConfigError, deep_update, load_yaml
+from fem.config import deep_update, load_yaml
+from fem.errors import ConfigError
 
 DVC_STAGE_PROFILE = "workflow/profiles/dvc-stage"
 BASE_CONFIG = "config/config.yaml"  # the Snakefile's `configfile:`

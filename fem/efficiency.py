@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from fem.comparisons import comparison_name
-from fem.config import ConfigError
+from fem.errors import DataError
 from fem.intrinsic import run_labels
 from fem.row_statistics import COMPARISON_SUFFIXES, comparison_columns, seed_means, strategy_columns
 from fem.tables import interval_cell, markdown_lines, number, p_cell
@@ -50,7 +50,7 @@ def _per_seed(runs: pd.DataFrame, losses: pd.DataFrame, strategy: str, step: int
     of_row = runs[(runs.strategy == strategy) & (runs.step == step)]
     loss = losses[(losses.strategy == strategy) & (losses.step == step)]
     if of_row.empty or loss.empty:
-        raise ConfigError(f"Table 3: no fine-tuning run or validation loss for {strategy} at step {step}")
+        raise DataError(f"Table 3: no fine-tuning run or validation loss for {strategy} at step {step}")
     score = 100 * seed_means(of_row.rename(columns={"score": "value"}))[strategy]
     loss = loss.set_index("pretrain_seed").validation_mlm_loss.reindex(score.index)  # the fine-tuned seeds
     return pd.DataFrame({"score": score, "validation_mlm_loss": loss})
@@ -63,7 +63,7 @@ def efficiency_table(runs: pd.DataFrame, losses: pd.DataFrame, task: str, strate
     the module docstring, then pretrain_seeds, finetune_seeds, runs. `pretrain`
     (intrinsic.load_pretrain_runs) gives the loss's trivial baseline; required."""
     if pretrain is None:
-        raise ConfigError("Table 3 needs the pre-training metrics.json files (--pretrain-metrics): the loss's baseline")
+        raise DataError("Table 3 needs the pre-training metrics.json files (--pretrain-metrics): the loss's baseline")
     runs = runs[runs.task == task].assign(step=lambda r: r.step.fillna(total_steps).astype(int))
     trivial = {"score": 100 * float(runs.trivial_score.mean()),
                "validation_mlm_loss": float(pretrain.unigram_validation_loss.mean())}  # fmt: skip

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fem.config import ConfigError
+from fem.errors import DataError
 from fem.row_statistics import RowSpec
 
 INTRINSIC_TASK = "mlm validation"
@@ -46,12 +46,12 @@ def read_json_keys(path: str | Path, keys: list[str], what: str) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path} not found; expected {what}") from None
+        raise DataError(f"{path} not found; expected {what}") from None
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err}); expected {what}") from None
+        raise DataError(f"{path}: not valid JSON ({err}); expected {what}") from None
     missing = [key for key in keys if key not in data]
     if missing:
-        raise ConfigError(f"{path}: no key {missing[0]!r}; expected {what} with the keys {', '.join(keys)}")
+        raise DataError(f"{path}: no key {missing[0]!r}; expected {what} with the keys {', '.join(keys)}")
     return data
 
 
@@ -60,7 +60,7 @@ def run_labels(path: str | Path) -> tuple[str, int]:
     name = Path(path).parent.name
     strategy, _, seed = name.rpartition("-s")
     if not strategy or not seed.isdigit():
-        raise ConfigError(f"{path}: expected a file of a pre-training run folder '<strategy>-s<seed>'")
+        raise DataError(f"{path}: expected a file of a pre-training run folder '<strategy>-s<seed>'")
     return strategy, int(seed)
 
 
@@ -97,7 +97,7 @@ def step_summary(pretrain: pd.DataFrame, strategies: list[str]) -> pd.DataFrame:
     for strategy in strategies:
         runs = pretrain[pretrain.strategy == strategy]
         if runs.empty:
-            raise ConfigError(f"no pre-training metrics.json of strategy {strategy!r} among the --pretrain-metrics")
+            raise DataError(f"no pre-training metrics.json of strategy {strategy!r} among the --pretrain-metrics")
         row = {"strategy": strategy, "match": "/".join(sorted(set(map(str, runs["match"]))))}
         row |= {key: float(runs[key].astype(float).mean()) for key in STEP_KEYS if key != "match"}
         rows.append(row)

@@ -75,7 +75,7 @@ def _task_splits(task, folder: Path) -> tuple[list[str], dict[str, dict]]:
     `folder`; DataSourceError naming the folder when it lacks one."""
     import datasets
 
-    from fem.data import DataSourceError
+    from fem.errors import DataSourceError
 
     columns = list(task.text_columns)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fem.config import ConfigError
+from fem.errors import ConfigError, DataError
 from fem.recompute import row_name as row_label
 from fem.statistics import MIN_SIGN_FLIP_SEEDS, minimum_detectable_difference, seeds_needed
 
@@ -39,7 +39,7 @@ def power_table(table: str | Path, difference: float, row: str | None = None, co
     missing file, row or column, or a zero difference."""
     path = Path(table)
     if not path.is_file():
-        raise ConfigError(f"{path} not found; expected a table CSV written by fem, e.g. results/table2.csv")
+        raise DataError(f"{path} not found; expected a table CSV written by fem, e.g. results/table2.csv")
     if difference == 0 or math.isnan(difference):
         raise ConfigError(f"--difference {difference}: expected a nonzero difference, in the row's unit")
     frame = pd.read_csv(path)
@@ -51,15 +51,15 @@ def power_table(table: str | Path, difference: float, row: str | None = None, co
         name = f"{a}_minus_{b}"
         bases = [base for base in bases if base == name or base.endswith("_" + name)]
         if not bases:
-            raise ConfigError(f"{path}: no column {name}_sd (expected the sd of comparison {comparison})")
+            raise DataError(f"{path}: no column {name}_sd (expected the sd of comparison {comparison})")
     if not bases:
-        raise ConfigError(f"{path}: no '<A>_minus_<B>_sd' column; expected a table with comparisons (Tables 1-4)")
+        raise DataError(f"{path}: no '<A>_minus_<B>_sd' column; expected a table with comparisons (Tables 1-4)")
     records = frame.to_dict("records")
     if row is not None:
         records = [r for r in records if row in (str(r.get("task")), row_label(r))]
         if not records:
             labels = ", ".join(dict.fromkeys(row_label(r) for r in frame.to_dict("records")))
-            raise ConfigError(f"{path}: no row {row!r} (a task or a row label: {labels})")
+            raise DataError(f"{path}: no row {row!r} (a task or a row label: {labels})")
     lines = []
     for record in records:
         for base in bases:

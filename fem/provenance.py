@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from fem.config import ConfigError
+from fem.errors import ConfigError
 
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "snakemake")
 PACKAGE = Path(__file__).resolve().parent  # the fem package this process imported

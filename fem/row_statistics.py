@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from fem.comparisons import comparison_name
-from fem.config import ConfigError
+from fem.errors import DataError
 from fem.statistics import paired_summary, t_interval
 
 DECIMALS = 4
@@ -90,7 +90,7 @@ def row_columns(of_row: pd.DataFrame, spec: RowSpec, strategies: list[str], comp
     complete = by_seed.dropna()  # the seeds with runs of every strategy: every comparison's pairs
     for a, b in comparisons:
         if complete.empty:
-            raise ConfigError(f"row {spec.task} ({spec.metric}): no pre-training seed has runs of every strategy")
+            raise DataError(f"row {spec.task} ({spec.metric}): no pre-training seed has runs of every strategy")
         row |= comparison_columns(comparison_name(a, b), complete[a], complete[b])
     row["pairs"] = len(complete)
     return row

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 from fem.comparisons import DEFAULTS, strategy_names
-from fem.config import ConfigError
+from fem.errors import DataError
 from fem.row_statistics import row_columns
 from fem.tables import check_runs, score_rows
 
@@ -38,7 +38,7 @@ def segments_table(runs: pd.DataFrame, pretrain: pd.DataFrame | None, tasks: lis
     and `<role>_predictions_per_step`, then those of fem/row_statistics.py, pretrain_seeds,
     finetune_seeds, runs. `pretrain` (intrinsic.load_pretrain_runs) is required."""
     if pretrain is None:
-        raise ConfigError("Table 4 needs the pre-training metrics.json files (--pretrain-metrics)")
+        raise DataError("Table 4 needs the pre-training metrics.json files (--pretrain-metrics)")
     rows = []
     for k in segments:
         names = strategy_names(k, default_segments)
@@ -48,7 +48,7 @@ def segments_table(runs: pd.DataFrame, pretrain: pd.DataFrame | None, tasks: lis
         pretrain_k = _as_roles(pretrain, role_of)
         absent = [names[r] for r in ROLES if r not in set(pretrain_k.strategy)]
         if absent:
-            raise ConfigError(f"Table 4: no pre-training metrics.json of {absent} among the --pretrain-metrics")
+            raise DataError(f"Table 4: no pre-training metrics.json of {absent} among the --pretrain-metrics")
         step = {f"{role}_{column}": round(float(pretrain_k[pretrain_k.strategy == role][column].mean()), 4)
                 for role in ROLES for column in STEP_COLUMNS}  # fmt: skip
         for spec, of_row, counted in score_rows(runs_k, tasks, ROLES, average_exclude, pretrain=pretrain_k):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from fem.comparisons import comparison_name, parse_comparisons
-from fem.config import ConfigError
+from fem.errors import DataError
 from fem.intrinsic import intrinsic_values, load_pretrain_runs, read_json_keys, step_markdown, step_summary
 from fem.row_statistics import RowSpec, row_columns
 
@@ -53,7 +53,7 @@ def load_runs(metrics_files: list[str | Path]) -> pd.DataFrame:
 
 def _trivial_metric(run, name: str) -> float:
     if name not in run.trivial_metrics:
-        raise ConfigError(f"{run.source}: no key {name!r} under 'trivial_metrics' (expected one per metric)")
+        raise DataError(f"{run.source}: no key {name!r} under 'trivial_metrics' (expected one per metric)")
     return run.trivial_metrics[name]
 
 
@@ -82,7 +82,7 @@ def average_values(values: pd.DataFrame, tasks: list[str], label: str = AVERAGE)
     counts = of_tasks.groupby(keys).value.count()
     incomplete = counts[counts != len(tasks)]
     if len(incomplete):
-        raise ConfigError(f"the GLUE average needs every task for each run; incomplete: {list(incomplete.index)}")
+        raise DataError(f"the GLUE average needs every task for each run; incomplete: {list(incomplete.index)}")
     average = of_tasks.groupby(keys, as_index=False)[["value", "trivial"]].mean()
     return average.assign(task=label, metric="mean of task scores", source="")
 
@@ -93,7 +93,7 @@ def check_runs(runs: pd.DataFrame, tasks: list[str], strategies: list[str]) -> N
         if runs.empty or not ((runs.task == t) & (runs.strategy == s)).any()
     ]  # fmt: skip
     if missing:
-        raise ConfigError(f"no runs for (task, strategy) pairs {missing}")
+        raise DataError(f"no runs for (task, strategy) pairs {missing}")
 
 
 def score_rows(
@@ -125,7 +125,7 @@ def score_rows(
     if pretrain is not None:
         absent = [s for s in strategies if s not in set(pretrain.strategy)]
         if absent:
-            raise ConfigError(f"no pre-training metrics.json of strategies {absent} among the --pretrain-metrics")
+            raise DataError(f"no pre-training metrics.json of strategies {absent} among the --pretrain-metrics")
         specs, intrinsic = intrinsic_values(pretrain[pretrain.strategy.isin(strategies)])
         for spec in specs:
             of_row = intrinsic[(intrinsic.task == spec.task) & (intrinsic.metric == spec.metric)]

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fem.data import DataSourceError, hub_switched_off
+from fem.data import hub_switched_off
 from fem.duplicates import first_occurrences, normalize_text, with_copy_in
+from fem.errors import ConfigError, DataSourceError
 
 SPLIT_SEED = 0  # document-level train/validation split; fixed so every run shares it
 _HUB_ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")  # "name" or "owner/name"
@@ -314,8 +315,6 @@ def load_blocks(data_dir: str | Path, name: str, meta: dict, min_blocks: int = 1
     block_size] of token ids, or bool word starts of the same shape. DataSourceError naming
     the file when it is missing, truncated or not what meta.json describes; ConfigError when
     it holds fewer than `min_blocks` rows (asked for by the config key `wanted_by`)."""
-    from fem.config import ConfigError
-
     path = Path(data_dir) / f"{name}.npy"
     split = name.removesuffix("_word_starts")
     expected = (meta["splits"][split]["blocks"], meta["block_size"])

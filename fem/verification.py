@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from fem.config import ConfigError
+from fem.errors import DataError
 from fem.provenance import BOOKKEEPING, CODE_ROOT, sha256_file
 from fem.recompute import recompute_problems
 
@@ -218,10 +218,10 @@ def verify_dvc_lock(lock: Path, hasher: _Hasher) -> tuple[list[dict], list[str]]
     try:
         data = yaml.safe_load(lock.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read {lock} ({err}); expected a dvc.lock written by `dvc repro`") from err
+        raise DataError(f"cannot read {lock} ({err}); expected a dvc.lock written by `dvc repro`") from err
     stages = data.get("stages") if isinstance(data, dict) else None
     if not isinstance(stages, dict):
-        raise ConfigError(f"{lock}: no 'stages' mapping; expected a dvc.lock written by DVC 3 (`dvc repro`)")
+        raise DataError(f"{lock}: no 'stages' mapping; expected a dvc.lock written by DVC 3 (`dvc repro`)")
     root = lock.parent
     problems: list[dict] = []
     notes: list[str] = []

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fem.config import ConfigError, check_config, deep_update, load_yaml
+from fem.config import check_config, deep_update, load_yaml
+from fem.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,8 @@ import datasets
 import numpy as np
 import pytest
 
-from fem.data import DataSourceError, check_task_source, download_task, get_task
+from fem.data import check_task_source, download_task, get_task
+from fem.errors import DataSourceError
 from fem.finetuning import finetune
 from fem.metrics import macro_f1, micro_f1
 from fem.settings import FinetuneSettings

@@ -23,7 +23,7 @@ from test_pipeline import copy_workflow
 from test_pretraining import cli_args, settings
 
 from fem.checkpointing import FAULT_ENV, load_state, require_checkpoint, save_state
-from fem.data import DataSourceError
+from fem.errors import DataSourceError
 from fem.pretraining import OUTPUTS, pretrain
 from fem.settings import FinetuneSettings, PretrainImplementation, VarianceSettings
 

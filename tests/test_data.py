@@ -10,7 +10,6 @@ import pytest
 from fem.data import (
     CORPORA,
     TASKS,
-    DataSourceError,
     check_hub_dataset,
     download_corpus,
     download_task,
@@ -18,6 +17,7 @@ from fem.data import (
     load_hub_dataset,
 )
 from fem.duplicates import first_occurrences, normalize_text, occurs_in_documents, row_key, with_copy_in
+from fem.errors import DataSourceError
 from fem.provenance import SourcesRead
 
 GLUE = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]

@@ -6,7 +6,8 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # the fem package of this checkout, even if not installed
 
-from fem.config import TRAINED_TOKENIZER, ConfigError, check_config, tokenizer_source
+from fem.config import TRAINED_TOKENIZER, check_config, tokenizer_source
+from fem.errors import ConfigError, DataSourceError
 from fem.masking import resolve_segments
 from fem.provenance import job_environment
 
@@ -67,7 +68,6 @@ def check_against_data():
     data already present, and the tokenizer and continual model of data still to be
     tokenized can be found (fem.tokenization.check_pretrained_source loads no model)."""
     from fem.config import tokenized_problems
-    from fem.data import DataSourceError
     from fem.tokenization import check_pretrained_source
 
     problems = tokenized_problems(config)
@@ -138,7 +138,7 @@ def check_task_sources():
     """Before any job starts: every configured task that is not downloaded yet must be
     findable in the hub mirror or on the hub, else stop with a message naming the hub id
     and the mirror path tried (fem.data.check_hub_dataset reads descriptions, not data)."""
-    from fem.data import DataSourceError, check_task_source, get_task
+    from fem.data import check_task_source, get_task
 
     if os.environ.get("FEM_CHECK_SOURCES", "1") == "0":  # e.g. planning paper scale offline
         return
