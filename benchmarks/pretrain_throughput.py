@@ -36,8 +36,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from transformers import BertConfig  # noqa: E402
 
-from fem.masking import STRATEGIES, resolve_segments  # noqa: E402
+from fem.masking import resolve_segments  # noqa: E402
 from fem.pretraining import pretrain  # noqa: E402
+from fem.registry import STRATEGIES  # noqa: E402
 from fem.settings import PretrainImplementation, PretrainSettings  # noqa: E402
 from fem.throughput import mfu, peak_flops, training_flops  # noqa: E402
 

@@ -168,9 +168,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     """`fem finetune` (GLUE) and `fem finetune-squad` (SQuAD): one run per learning rate of
     the sweep, the best kept, then provenance of the declared outputs."""
     from fem.checkpointing import require_checkpoint
-    from fem.data import get_task
     from fem.distributed import close_world, init_world
     from fem.finetuning import finetune, sweep_learning_rates
+    from fem.registry import get_task
     from fem.squad import finetune_squad
 
     start = time.perf_counter()
@@ -236,7 +236,7 @@ def cmd_task_text(args: argparse.Namespace) -> None:
     """The text of a task's training split as a corpus (continual pre-training, Table 1)."""
     import datasets
 
-    from fem.data import get_task
+    from fem.registry import get_task
 
     start = time.perf_counter()
     task = get_task(args.task)

@@ -67,7 +67,7 @@ class MaskedRows:
 class MaskingSpec:
     """Everything that decides a mask, apart from (epoch, sequence index)."""
 
-    strategy: str  # one of fem.masking.STRATEGIES
+    strategy: str  # one of fem.registry.STRATEGIES
     seed: int
     mask_ratio: float
     segments: int  # K

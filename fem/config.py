@@ -16,7 +16,8 @@ import jsonschema
 import yaml
 
 from fem.errors import ConfigError
-from fem.masking import MULTI_COPY_STRATEGIES, copies_per_sequence, resolve_segments
+from fem.masking import copies_per_sequence, resolve_segments
+from fem.registry import MULTI_COPY_STRATEGIES
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 

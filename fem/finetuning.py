@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fem.data import Task, task_label_names
+from fem.data import task_label_names
 from fem.distributed import World, batch_share, data_parallel, seed_rank_stream
 from fem.metrics import compute_metrics, constant_metrics, majority_label, task_score
 from fem.optimization import finetuning_optimizer, shared_step
+from fem.registry import Task
 from fem.settings import FinetuneSettings
 
 SUBSAMPLE_SEED = 0

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word")
-# Strategies that make K masked copies of each sequence (the others make one).
-MULTI_COPY_STRATEGIES = ("random_k", "fe", "fe_contiguous", "fe_span")
+from fem.registry import MULTI_COPY_STRATEGIES, STRATEGIES
 
 # Independent hash streams, so no two random choices reuse the same numbers.
 _STREAM_SELECT = 1

@@ -37,7 +37,7 @@ def overlap_report(corpus_dir: str | Path, task_dirs: dict[str, str | Path], max
     of each task saved by `fem download task` at task_dirs[name]. Every folder is read
     (DataSourceError naming one that cannot be) before the search, one pass over the corpus
     for the texts of every task, starts."""
-    from fem.data import get_task
+    from fem.registry import get_task
     from fem.tokenization import open_corpus
 
     corpus = open_corpus(Path(corpus_dir))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 class PretrainSettings:
     """Science settings of one pre-training run (the config's pretrain and model keys)."""
 
-    strategy: str  # one of fem.masking.STRATEGIES
+    strategy: str  # one of fem.registry.STRATEGIES
     seed: int
     mask_ratio: float  # p
     segments: int | str  # K, or "auto" = round(1/p)

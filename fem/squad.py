@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fem.data import Task
 from fem.distributed import World, batch_share, data_parallel, seed_rank_stream
 from fem.metrics import squad_metrics, squad_trivial_metrics
 from fem.optimization import finetuning_optimizer, shared_step
+from fem.registry import Task
 from fem.settings import SquadSettings
 
 SUBSAMPLE_SEED = 0

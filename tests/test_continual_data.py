@@ -11,10 +11,11 @@ import datasets
 import numpy as np
 import pytest
 
-from fem.data import check_task_source, download_task, get_task
+from fem.data import check_task_source, download_task
 from fem.errors import DataSourceError
 from fem.finetuning import finetune
 from fem.metrics import macro_f1, micro_f1
+from fem.registry import get_task
 from fem.settings import FinetuneSettings
 
 CHEMPROT_LABELS = ["INHIBITOR", "SUBSTRATE", "ACTIVATOR", "AGONIST"]

@@ -8,8 +8,6 @@ import pandas as pd
 import pytest
 
 from fem.data import (
-    CORPORA,
-    TASKS,
     check_hub_dataset,
     download_corpus,
     download_task,
@@ -19,6 +17,7 @@ from fem.data import (
 from fem.duplicates import first_occurrences, normalize_text, occurs_in_documents, row_key, with_copy_in
 from fem.errors import DataSourceError
 from fem.provenance import SourcesRead
+from fem.registry import CORPORA, TASKS
 
 GLUE = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
 

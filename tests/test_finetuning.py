@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from fem.data import get_task
 from fem.finetuning import SUBSAMPLE_SEED, finetune, sweep_learning_rates
+from fem.registry import get_task
 from fem.settings import FinetuneSettings
 
 

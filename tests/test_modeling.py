@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from fem.collation import MaskingSpec, mask_rows
-from fem.masking import STRATEGIES
 from fem.modeling import build_bert, sparse_mlm_loss
+from fem.registry import STRATEGIES
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

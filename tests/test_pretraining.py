@@ -11,10 +11,10 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from fem.collation import MaskingSpec, mask_rows
-from fem.masking import STRATEGIES
 from fem.modeling import build_bert
 from fem.optimization import cosine_schedule, linear_schedule
 from fem.pretraining import MaskedLMLoss, pretrain, sequence_schedule, train_step
+from fem.registry import STRATEGIES
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import training_flops
 from fem.validation import unigram_baseline, validate, validation_batches, validation_targets

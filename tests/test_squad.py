@@ -5,8 +5,8 @@ import datasets
 import numpy as np
 import pytest
 
-from fem.data import get_task
 from fem.metrics import normalize_answer, squad_exact_match, squad_f1, squad_metrics
+from fem.registry import get_task
 from fem.settings import SquadSettings
 from fem.squad import answer_positions, decode, finetune_squad, prepare_features
 

@@ -138,7 +138,8 @@ def check_task_sources():
     """Before any job starts: every configured task that is not downloaded yet must be
     findable in the hub mirror or on the hub, else stop with a message naming the hub id
     and the mirror path tried (fem.data.check_hub_dataset reads descriptions, not data)."""
-    from fem.data import check_task_source, get_task
+    from fem.data import check_task_source
+    from fem.registry import get_task
 
     if os.environ.get("FEM_CHECK_SOURCES", "1") == "0":  # e.g. planning paper scale offline
         return
