@@ -10,7 +10,6 @@ stays fast.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -18,40 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from fem.cli_args import add_settings, record_provenance, run_labels, settings_from, yaml_value
 from fem.errors import AuditError, ConfigError, FemError
 from fem.provenance import table_provenance_path
 from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings, SquadSettings, VarianceSettings
 from fem.table_cli import add_table_commands
-
-
-def _yaml_value(text: str):
-    return yaml.safe_load(text)
-
-
-def _add_settings(parser: argparse.ArgumentParser, settings_class, required: bool = True, exclude=()) -> None:
-    """One --flag per field of a settings dataclass (but `exclude`): required, or defaulting
-    to the field's default."""
-    for field in dataclasses.fields(settings_class):
-        if field.name in exclude:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        if required:
-            parser.add_argument(flag, type=_yaml_value, required=True)
-        else:
-            parser.add_argument(flag, type=_yaml_value, default=field.default, help=f"default {field.default}")
-
-
-def _settings(settings_class, args: argparse.Namespace, **values):
-    fields = [f.name for f in dataclasses.fields(settings_class) if f.name not in values]
-    return settings_class(**{name: getattr(args, name) for name in fields}, **values)
-
-
-def _provenance(out: Path, args: argparse.Namespace, inputs: list, outputs: list, start: float, **extra) -> None:
-    """provenance.json at `out`; `extra`: write_provenance's sources / kept."""
-    from fem.provenance import write_provenance
-
-    parameters = {k: v for k, v in vars(args).items() if k not in ("handler", "settings_class")}
-    write_provenance(out, sys.argv, parameters, inputs, outputs, time.perf_counter() - start, **extra)
 
 
 def _checked_config(paths: list[str]) -> dict:
@@ -110,7 +80,7 @@ def cmd_download(args: argparse.Namespace) -> None:
         counts = download_task(args.name, args.out, args.mirror, read)
         print(f"task {args.name}: {counts} -> {args.out}")
         print(f"task {args.name}: exact copies (whitespace and case normalised): {json.dumps(read.duplicates)}")
-    _provenance(Path(args.out) / "provenance.json", args, [], [args.out], start, sources=read.record())
+    record_provenance(Path(args.out) / "provenance.json", args, [], [args.out], start, sources=read.record())
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
@@ -125,7 +95,7 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
         args.validation_fraction,
         args.max_documents,
     )
-    _provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
+    record_provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> None:
@@ -133,7 +103,7 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     train_corpus_tokenizer(args.corpus_dir, args.out, args.vocab_size, args.validation_fraction, args.max_documents)
-    _provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
+    record_provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -146,16 +116,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     out = Path(args.out)
 
     def write_provenance() -> None:  # before resume/ goes: a kill until then loses no training
-        _provenance(out / "provenance.json", args, [args.data], [out / name for name in OUTPUTS], start)
+        record_provenance(out / "provenance.json", args, [args.data], [out / name for name in OUTPUTS], start)
 
-    settings, implementation = _settings(PretrainSettings, args), _settings(PretrainImplementation, args)
+    settings, implementation = settings_from(PretrainSettings, args), settings_from(PretrainImplementation, args)
     pretrain(args.data, out, settings, implementation, world, before_cleanup=write_provenance)
     close_world(world)
-
-
-def _labels(args: argparse.Namespace) -> dict:
-    labels = dict(item.split("=", 1) for item in args.label)
-    return {k: _yaml_value(v) for k, v in labels.items()}
 
 
 # The declared outputs of the fine-tuning rules (the sweep/ folder of a learning-rate sweep
@@ -183,17 +148,19 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         raise ConfigError(f"task {args.task} is {'' if task.is_qa else 'not '}extractive QA: use `{right}`")
     train = finetune_squad if squad else finetune
 
+    metric_names = tuple(args.metrics or task.metrics)
+
     def run(learning_rate: float, out: Path) -> dict:
-        settings = _settings(args.settings_class, args, learning_rate=learning_rate)
+        settings = settings_from(args.settings_class, args, learning_rate=learning_rate)
         return train(task, args.task_dir, args.checkpoint, out, settings, threads=args.threads,
-                     run_labels=_labels(args), metric_names=tuple(args.metrics), world=world)  # fmt: skip
+                     run_labels=run_labels(args), metric_names=metric_names, world=world)  # fmt: skip
 
     sweep_learning_rates(run, args.learning_rates, args.out, write_files=world.is_main)
     if world.is_main:
         inputs = [args.task_dir, args.checkpoint]
         outputs = [Path(args.out) / name for name in (SQUAD_OUTPUTS if squad else GLUE_OUTPUTS)]
         kept = [Path(args.out) / "sweep"]  # every learning rate's run, kept for reading
-        _provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start, kept=kept)
+        record_provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start, kept=kept)
     close_world(world)
 
 
@@ -205,7 +172,7 @@ def _checkpoint_run(args: argparse.Namespace) -> dict:
     metrics = json.loads(Path(args.checkpoint_metrics).read_text())
     final = "settings" in metrics  # a run's metrics.json; checkpoint_metrics.json has step, loss, accuracy
     step = metrics["settings"]["steps"] if final else metrics["step"]
-    return _labels(args) | {"step": step, "final": final, "validation_mlm_loss": metrics["validation_mlm_loss"],
+    return run_labels(args) | {"step": step, "final": final, "validation_mlm_loss": metrics["validation_mlm_loss"],
                             "checkpoint": str(args.checkpoint)}  # fmt: skip
 
 
@@ -220,7 +187,7 @@ def cmd_variance(args: argparse.Namespace) -> None:
     out = Path(args.out)
     run = _checkpoint_run(args)
     result = {"run": run} | analyse_checkpoint(
-        args.checkpoint, args.data, _settings(VarianceSettings, args), args.threads, args.chunk_rows
+        args.checkpoint, args.data, settings_from(VarianceSettings, args), args.threads, args.chunk_rows
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "variance.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -229,7 +196,7 @@ def cmd_variance(args: argparse.Namespace) -> None:
           f"(closed form {result['hamming']['closed_form_slope']:.4g}); "
           + "; ".join(f"{k} {v['value']:.3g} [{v['lo']:.3g}, {v['hi']:.3g}]" for k, v in ratios.items()))  # fmt: skip
     inputs = [args.checkpoint, args.checkpoint_metrics, Path(args.data) / "validation.npy"]
-    _provenance(out / "provenance.json", args, inputs, [out / "variance.json"], start)
+    record_provenance(out / "provenance.json", args, inputs, [out / "variance.json"], start)
 
 
 def cmd_task_text(args: argparse.Namespace) -> None:
@@ -244,7 +211,7 @@ def cmd_task_text(args: argparse.Namespace) -> None:
     texts = [" ".join(str(row[c]) for c in task.text_columns) for row in train]
     datasets.Dataset.from_dict({"text": texts}).save_to_disk(args.out)
     print(f"task {args.task}: {len(texts)} training texts -> {args.out}")
-    _provenance(Path(args.out) / "provenance.json", args, [args.task_dir], [args.out], start)
+    record_provenance(Path(args.out) / "provenance.json", args, [args.task_dir], [args.out], start)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -252,7 +219,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     write_results_report(args.out, args.tables, args.figures)
-    _provenance(table_provenance_path(args.out), args, args.tables + args.figures, [args.out], start)
+    record_provenance(table_provenance_path(args.out), args, args.tables + args.figures, [args.out], start)
 
 
 def cmd_overlap(args: argparse.Namespace) -> None:
@@ -266,7 +233,7 @@ def cmd_overlap(args: argparse.Namespace) -> None:
     Path(args.md).write_text(overlap_markdown(report))
     print(overlap_markdown(report))
     inputs = [args.corpus_dir, *args.task_dirs]
-    _provenance(table_provenance_path(args.json), args, inputs, [args.json, args.md], start)
+    record_provenance(table_provenance_path(args.json), args, inputs, [args.json, args.md], start)
 
 
 def cmd_dvc_generate(args: argparse.Namespace) -> None:
@@ -338,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", required=True, help="hub id, folder, or pip:<package>")
     p.add_argument("--block-size", type=int, required=True)
     p.add_argument("--validation-fraction", type=float, required=True)
-    p.add_argument("--max-documents", type=_yaml_value, default=None)
+    p.add_argument("--max-documents", type=yaml_value, default=None)
     p.set_defaults(handler=cmd_tokenize)
 
     p = sub.add_parser("train-tokenizer", help="learn a WordPiece vocabulary on a corpus's training documents")
@@ -346,17 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the tokenizer (loadable with AutoTokenizer)")
     p.add_argument("--vocab-size", type=int, required=True)
     p.add_argument("--validation-fraction", type=float, required=True, help="as `fem tokenize`: the same split")
-    p.add_argument("--max-documents", type=_yaml_value, default=None)
+    p.add_argument("--max-documents", type=yaml_value, default=None)
     p.set_defaults(handler=cmd_train_tokenizer)
 
     p = sub.add_parser("pretrain", help="pre-train a BERT from scratch with one masking strategy")
     p.add_argument("--data", required=True, help="folder written by `fem tokenize`")
     p.add_argument("--out", required=True)
-    _add_settings(p, PretrainSettings, exclude=("init_from",))
+    add_settings(p, PretrainSettings, exclude=("init_from",))
     p.add_argument(
-        "--init-from", type=_yaml_value, default=None, help="pretrained encoder to continue (default: from scratch)"
+        "--init-from", type=yaml_value, default=None, help="pretrained encoder to continue (default: from scratch)"
     )
-    _add_settings(p, PretrainImplementation, required=False)
+    add_settings(p, PretrainImplementation, required=False)
     p.set_defaults(handler=cmd_pretrain)
 
     for name, settings_class, what in [
@@ -370,9 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--label", action="append", default=[], help="key=value stored under 'run' in metrics.json")
-        p.add_argument("--learning-rates", type=_yaml_value, required=True, help="a list; several: best on dev")
-        p.add_argument("--metrics", type=_yaml_value, required=True, help="the task's metric names, a list")
-        _add_settings(p, settings_class, exclude=("learning_rate",))
+        p.add_argument("--learning-rates", type=yaml_value, required=True, help="a list; several: best on dev")
+        p.add_argument("--metrics", type=yaml_value, default=None,
+                       help="the task's metric names, a list (default: the registry's, fem/registry.py)")  # fmt: skip
+        add_settings(p, settings_class, exclude=("learning_rate",))
         p.set_defaults(handler=cmd_finetune, settings_class=settings_class)
 
     p = sub.add_parser("variance", help="gradient-variance analysis of one checkpoint (DESIGN §6)")
@@ -386,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--chunk-rows", type=int, default=32, help="rows per vmap call (memory; not results)")
-    _add_settings(p, VarianceSettings)
+    add_settings(p, VarianceSettings)
     p.set_defaults(handler=cmd_variance)
 
     p = sub.add_parser("dvc", help="DVC integration")
@@ -418,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("overlap", help="count dev examples with a copy in train or their text in the corpus")
     p.add_argument("--corpus-dir", required=True, help="folder written by `fem download corpus`")
-    p.add_argument("--max-documents", type=_yaml_value, default=None, help="documents read, as tokenize (null: all)")
+    p.add_argument("--max-documents", type=yaml_value, default=None, help="documents read, as tokenize (null: all)")
     p.add_argument("--task-dirs", nargs="+", required=True, help="folders written by `fem download task`, one per task")
     p.add_argument("--json", required=True)
     p.add_argument("--md", required=True)

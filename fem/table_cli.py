@@ -15,7 +15,7 @@ from fem.provenance import table_provenance_path
 
 
 def _provenance(args: argparse.Namespace, inputs: list, outputs: list, start: float) -> None:
-    from fem.cli import _provenance as write  # the CLI's record of flags, inputs and outputs
+    from fem.cli_args import record_provenance as write  # the record of flags, inputs and outputs
 
     write(table_provenance_path(args.csv), args, inputs, outputs, start)
 
