@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fem.masking import SpanShape, copies_per_sequence, corrupt, strategy_masks
+from fem.masking import SpanShape, copies_per_sequence, corrupt, resolve_segments, strategy_masks
+from fem.settings import PretrainSettings
 
 MATCHES = ("rows", "sequences")  # what pretrain.match holds equal across strategies: rows or distinct sequences
 
@@ -130,4 +131,43 @@ def mask_rows(
         masked=torch.from_numpy(masks),
         targets=torch.from_numpy(blocks[masks]),
         sequences=sequences,
+    )
+
+
+def sequence_schedule(
+    step: int, per_step: int, n_blocks: int, seed: int, cache: dict[int, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, block indices) of the `per_step` sequences of optimizer step `step`.
+
+    Sequence number c = step * per_step + j of the endless stream is block
+    permutation_e[c % n_blocks] of epoch e = c // n_blocks, where permutation_e is seeded by
+    (seed, e). `cache` keeps the permutations of the epochs in use between calls.
+    """
+    counter = step * per_step + np.arange(per_step)
+    epochs, positions = counter // n_blocks, counter % n_blocks
+    needed = {int(e) for e in np.unique(epochs)}
+    for epoch in set(cache) - needed:
+        del cache[epoch]
+    for epoch in needed - set(cache):
+        cache[epoch] = np.random.default_rng([seed, epoch]).permutation(n_blocks)
+    indices = np.empty(per_step, dtype=np.int64)
+    for epoch in needed:
+        in_epoch = epochs == epoch
+        indices[in_epoch] = cache[epoch][positions[in_epoch]]
+    return epochs, indices
+
+
+def masking_spec(settings: PretrainSettings, meta: dict) -> MaskingSpec:
+    """How a run masks its training rows: the strategy and masking keys of `settings`, the
+    tokenizer's special ids from `meta` (the tokenized data's meta.json)."""
+    return MaskingSpec(
+        strategy=settings.strategy,
+        seed=settings.seed,
+        mask_ratio=settings.mask_ratio,
+        segments=resolve_segments(settings.mask_ratio, settings.segments),
+        replacement=settings.replacement,
+        mask_token_id=meta["mask_token_id"],
+        vocab_size=meta["vocab_size"],
+        special_ids=tuple(meta["unmaskable_token_ids"]),
+        span=SpanShape(settings.span["geometric_p"], int(settings.span["max_length"])),
     )

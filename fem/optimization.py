@@ -1,11 +1,14 @@
 """Optimizer pieces shared by pre-training and fine-tuning: AdamW parameter groups and
-the learning-rate schedules (linear warm-up, then linear or cosine decay to 0)."""
+the learning-rate schedules (linear warm-up, then linear or cosine decay to 0); pre-training's
+AdamW and schedule (build_optimizer)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+
+from fem.settings import PretrainSettings
 
 SCHEDULES = ("linear", "cosine")
 
@@ -76,3 +79,16 @@ def optimizer_step(
     optimizer.step()
     scheduler.step()
     return loss.item()
+
+
+def build_optimizer(model: torch.nn.Module, settings: PretrainSettings, fused: bool = False) -> tuple:
+    """(AdamW, its learning-rate schedule) of a run: RoBERTa's betas and eps, no decay on
+    biases and LayerNorm weights (fem.optimization.param_groups), warm-up then decay."""
+    optimizer = torch.optim.AdamW(
+        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-6,
+        fused=fused or None,
+    )  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(settings.schedule, s, settings.warmup_steps, settings.steps)
+    )
+    return optimizer, scheduler

@@ -30,11 +30,10 @@ complete and identical (tests/test_crash_safety.py kills it at each step).
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,121 +51,18 @@ from fem.checkpointing import (
     set_rng_state,
     write_json_atomic,
 )
-from fem.collation import MaskingSpec, mask_rows
+from fem.collation import MaskingSpec, mask_rows, masking_spec, sequence_schedule
 from fem.distributed import World, data_parallel, rank_share, seed_rank_stream, sum_over_ranks
-from fem.masking import SpanShape, resolve_segments
-from fem.modeling import build_bert, load_pretrained_mlm, mlm_parts, sparse_mlm_loss
-from fem.optimization import lr_multiplier, param_groups
+from fem.modeling import build_bert, load_pretrained_mlm, mlm_parts
+from fem.optimization import build_optimizer
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import mfu, peak_flops, training_flops
 from fem.tokenization import load_blocks, load_meta
 from fem.train_log import append_step, new_log, record_validation, step_summary, validation_metrics
+from fem.train_step import MaskedLMLoss, train_step
 
 RESUME_DIR = "resume"
 OUTPUTS = ("model", "checkpoints", "train_log.json", "metrics.json")  # what a finished run leaves in out_dir
-
-
-def sequence_schedule(
-    step: int, per_step: int, n_blocks: int, seed: int, cache: dict[int, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, block indices) of the `per_step` sequences of optimizer step `step`.
-
-    Sequence number c = step * per_step + j of the endless stream is block
-    permutation_e[c % n_blocks] of epoch e = c // n_blocks, where permutation_e is seeded by
-    (seed, e). `cache` keeps the permutations of the epochs in use between calls.
-    """
-    counter = step * per_step + np.arange(per_step)
-    epochs, positions = counter // n_blocks, counter % n_blocks
-    needed = {int(e) for e in np.unique(epochs)}
-    for epoch in set(cache) - needed:
-        del cache[epoch]
-    for epoch in needed - set(cache):
-        cache[epoch] = np.random.default_rng([seed, epoch]).permutation(n_blocks)
-    indices = np.empty(per_step, dtype=np.int64)
-    for epoch in needed:
-        in_epoch = epochs == epoch
-        indices[in_epoch] = cache[epoch][positions[in_epoch]]
-    return epochs, indices
-
-
-class MaskedLMLoss(torch.nn.Module):
-    """The summed sparse MLM loss of `model` as a module, so DistributedDataParallel can
-    wrap it (DDP's gradient hooks fire on its forward)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, masked: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return sparse_mlm_loss(self.model, input_ids, masked, targets, reduction="sum")
-
-
-def train_step_with_norm(
-    loss_module: torch.nn.Module,
-    rows,
-    optimizer,
-    scheduler,
-    max_grad_norm: float,
-    accumulation_steps: int,
-    bf16: bool = False,
-    world: World | None = None,
-    total_predictions: int | None = None,
-) -> tuple[float, float]:
-    """One optimizer step on this rank's `rows`, in `accumulation_steps` micro-batches;
-    returns (the mean loss over the step's masked tokens of all ranks (`total_predictions`,
-    summed over the ranks here when not given), the total gradient norm before clipping to
-    `max_grad_norm`: the L2 norm over all parameters of the whole step's gradient).
-
-    Each micro-batch adds sum-loss / (masked tokens of the whole step, all ranks) to the
-    gradient, times the number of ranks because DDP averages over them: the step's gradient
-    is that of the whole global batch. `loss_module` is a MaskedLMLoss, wrapped in
-    DistributedDataParallel when world.size > 1 (gradients are then summed once, after the
-    last micro-batch). bf16: forward pass under bfloat16 autocast (weights and optimizer
-    stay float32)."""
-    if not isinstance(loss_module, MaskedLMLoss | torch.nn.parallel.DistributedDataParallel):
-        raise TypeError(f"train_step needs a MaskedLMLoss (or DDP of one), got {type(loss_module).__name__}")
-    world = world or World()
-    device = rows.input_ids.device
-    if total_predictions is None:
-        total_predictions = int(sum_over_ranks(len(rows.targets), world, device))
-    optimizer.zero_grad(set_to_none=True)
-    parts = [part for part in rows.split(accumulation_steps) if world.distributed or len(part.targets) > 0]
-    step_loss = 0.0
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        sync = contextlib.nullcontext() if last or not world.distributed else loss_module.no_sync()
-        with sync:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_module(part.input_ids, part.masked, part.targets)
-            loss = loss / total_predictions * world.size  # (x / n * 1 is x / n exactly: one process as before)
-            loss.backward()
-        step_loss += loss.item() / world.size
-    # after DDP's all-reduce every rank holds the same gradient, so the same norm
-    norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)  # the model's order: same sum
-    optimizer.step()
-    scheduler.step()
-    return sum_over_ranks(step_loss, world, device), norm.item()
-
-
-def train_step(*args, **kwargs) -> float:
-    """train_step_with_norm (same arguments), returning only the mean loss."""
-    return train_step_with_norm(*args, **kwargs)[0]
-
-
-def masking_spec(settings: PretrainSettings, meta: dict) -> MaskingSpec:
-    """How a run masks its training rows: the strategy and masking keys of `settings`, the
-    tokenizer's special ids from `meta` (the tokenized data's meta.json)."""
-    return MaskingSpec(
-        strategy=settings.strategy,
-        seed=settings.seed,
-        mask_ratio=settings.mask_ratio,
-        segments=resolve_segments(settings.mask_ratio, settings.segments),
-        replacement=settings.replacement,
-        mask_token_id=meta["mask_token_id"],
-        vocab_size=meta["vocab_size"],
-        special_ids=tuple(meta["unmaskable_token_ids"]),
-        span=SpanShape(settings.span["geometric_p"], int(settings.span["max_length"])),
-    )
 
 
 def build_model(settings: PretrainSettings, meta: dict, block_size: int) -> torch.nn.Module:
@@ -187,19 +83,6 @@ def build_model(settings: PretrainSettings, meta: dict, block_size: int) -> torc
     )
 
 
-def build_optimizer(model: torch.nn.Module, settings: PretrainSettings, fused: bool = False) -> tuple:
-    """(AdamW, its learning-rate schedule) of a run: RoBERTa's betas and eps, no decay on
-    biases and LayerNorm weights (fem.optimization.param_groups), warm-up then decay."""
-    optimizer = torch.optim.AdamW(
-        param_groups(model, settings.weight_decay), lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-6,
-        fused=fused or None,
-    )  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(settings.schedule, s, settings.warmup_steps, settings.steps)
-    )
-    return optimizer, scheduler
-
-
 def pretrain(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -215,20 +98,93 @@ def pretrain(
     process), trains data-parallel (module docstring). `before_cleanup` runs on rank 0 once
     every output is written, before resume/ is removed (the CLI writes provenance.json
     there, so a kill before it is recorded loses no training). Returns the metrics on rank
-    0, {} on the other ranks."""
-    implementation = implementation or PretrainImplementation()
+    0, {} on the other ranks.
+
+    The phases, in order: set_up (data, model, optimizer), start_or_resume, then per step
+    train_on_step -> report_progress -> validate_and_save -> save_resume_state, then finish."""
+    run = set_up(data_dir, out_dir, settings, implementation or PretrainImplementation(), world or World())
+    start_or_resume(run)
+    clock = Clock()
+    for step in range(run.first_step, settings.steps):
+        done = step + 1
+        train_on_step(run, step, clock)
+        if (done % settings.log_every == 0 or done == settings.steps) and run.world.is_main:
+            report_progress(run, done, clock)
+        validate_and_save(run, done)
+        resume_now = run.implementation.resume_every and done % run.implementation.resume_every == 0
+        if (resume_now or done in settings.save_steps) and done < settings.steps:
+            save_resume_state(run, done, clock)
+    clock.loop_seconds = time.perf_counter() - clock.start
+    if not run.world.is_main:  # rank 0 writes the results (the CLI's close_world waits for it)
+        return {}
+    return finish(run, clock, before_cleanup)
+
+
+@dataclass
+class Run:
+    """What the phases of one pre-training run share. Shapes: train [blocks, block_size] and
+    validation [validation_blocks, block_size] token ids (memory-mapped)."""
+
+    settings: PretrainSettings
+    implementation: PretrainImplementation
+    world: World
+    data_dir: Path
+    out_dir: Path
+    meta: dict  # the tokenized data's meta.json
+    train: np.ndarray
+    validation: np.ndarray
+    word_starts: np.ndarray | None  # bool, like train; whole_word masking only
+    spec: MaskingSpec
+    per_step: int  # sequences per optimizer step, all ranks
+    step_rows: int  # rows per optimizer step (sequences x copies), all ranks
+    my_share: slice  # this rank's sequences of every step
+    model: torch.nn.Module
+    loss_module: torch.nn.Module  # MaskedLMLoss, in DDP when data-parallel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    peak: float | None  # the device's peak FLOP/s, for MFU
+    run_id: str  # fingerprint of settings and data: a resume state of another run is ignored
+    first_step: int = 0
+    elapsed: float = 0.0  # seconds trained before this process (a resumed run)
+    log: dict = field(default_factory=dict)  # fem/train_log.py
+    epoch_cache: dict = field(default_factory=dict)  # sequence_schedule's permutations
+
+    @property
+    def work(self) -> Path:
+        return self.out_dir / RESUME_DIR
+
+    @property
+    def block_size(self) -> int:
+        return self.train.shape[1]
+
+
+@dataclass
+class Clock:
+    """Seconds and FLOPs counted by this process since its loop started."""
+
+    start: float = field(default_factory=time.perf_counter)
+    last: float = field(default_factory=time.perf_counter)  # time of the last progress line
+    masking_seconds: float = 0.0  # in mask generation
+    train_seconds: float = 0.0  # in whole training steps (masking included)
+    step_flops: float = 0.0  # model FLOPs since the last progress line
+    total_flops: float = 0.0  # model FLOPs of this process's run
+    loop_seconds: float = 0.0  # the whole loop, once it ended
+
+
+def set_up(
+    data_dir: str | Path, out_dir: str | Path, settings: PretrainSettings, implementation: PretrainImplementation,
+    world: World,
+) -> Run:  # fmt: skip
+    """Load and check the data, build the seeded model, its loss module and optimizer."""
     torch.set_num_threads(implementation.threads)
-    world = world or World()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    work = out_dir / RESUME_DIR
     meta = load_meta(data_dir)  # checked: a damaged or truncated file is named, with how to rebuild it
     train = load_blocks(data_dir, "train", meta)
     wanted_by = "pretrain.validation_blocks (continual.pretrain.validation_blocks for continual runs)"
     validation = load_blocks(data_dir, "validation", meta, settings.validation_blocks, wanted_by)
     validation = validation[: settings.validation_blocks]
     word_starts = load_blocks(data_dir, "train_word_starts", meta) if settings.strategy == "whole_word" else None
-    block_size = train.shape[1]
-    special = tuple(meta["unmaskable_token_ids"])
     spec = masking_spec(settings, meta)
     per_step, step_rows = spec.step_size(settings.rows_per_step, settings.match)  # all ranks
     if per_step < world.size:
@@ -236,168 +192,200 @@ def pretrain(
             f"{per_step} sequences per step cannot be shared by {world.size} processes: "
             f"raise rows_per_step ({settings.rows_per_step}) or start fewer processes"
         )
-    my_share = rank_share(per_step, world)  # this rank's sequences of every step
 
-    model = build_model(settings, meta, block_size)
+    model = build_model(settings, meta, train.shape[1])
     model.set_attn_implementation(implementation.attention)
     device = world.device()
     model.to(device).train()
     seed_rank_stream(settings.seed, world)
     if implementation.compile:
         mlm_parts(model)[0].compile()  # the encoder, in place: parameter names and checkpoints are unchanged
-    loss_module = MaskedLMLoss(model)
-    loss_module = data_parallel(loss_module, world)  # DDP starts every rank from rank 0's weights
+    loss_module = data_parallel(MaskedLMLoss(model), world)  # DDP starts every rank from rank 0's weights
     optimizer, scheduler = build_optimizer(model, settings, implementation.fused_adamw)
     print(
         f"pretrain {settings.strategy} seed {settings.seed}"
         f"{f' from {settings.init_from}' if settings.init_from else ''}: "
-        f"{len(train)} train blocks of {block_size}, "
+        f"{len(train)} train blocks of {train.shape[1]}, "
         f"K={spec.segments}, per step {per_step} sequences / {step_rows} rows (matched: {settings.match}) "
         f"({implementation.accumulation_steps} micro-batch(es)), "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, device {device}"
         f"{f', {world.size} processes' if world.distributed else ''}",
         flush=True,
     )  # every rank prints this line: a quick check that all of them started
-    peak = peak_flops(device, implementation.peak_tflops)
+    return Run(
+        settings, implementation, world, data_dir, out_dir, meta, train, validation, word_starts, spec, per_step,
+        step_rows, rank_share(per_step, world), model, loss_module, optimizer, scheduler, device,
+        peak_flops(device, implementation.peak_tflops), fingerprint(asdict(settings), meta),
+    )  # fmt: skip
 
-    run_id = fingerprint(asdict(settings), meta)
-    state = load_state(work / "state.pt", run_id)
+
+def start_or_resume(run: Run) -> None:
+    """Continue from resume/state.pt when it holds a state of this very run; else start at
+    step 0: validate the initialisation and save it as checkpoint step-0 when asked."""
+    settings, world = run.settings, run.world
+    state = load_state(run.work / "state.pt", run.run_id)
     if state is None:
         if world.is_main:  # only the writer clears the folder (another rank could remove step-0 below)
-            shutil.rmtree(work, ignore_errors=True)
-        first_step, elapsed, log = 0, 0.0, new_log()
-        initial = record_validation(log, 0, model, validation, settings.mask_ratio, meta) if world.is_main else None
+            shutil.rmtree(run.work, ignore_errors=True)
+        run.first_step, run.elapsed, run.log = 0, 0.0, new_log()
+        initial = validate(run, 0) if world.is_main else None
         if 0 in settings.save_steps and world.is_main:  # the initialisation, e.g. for the gradient-variance analysis
-            save_model_folder(
-                model, work / "checkpoints" / "step-0", data_dir / "tokenizer", {"checkpoint_metrics.json": initial}
-            )
-    else:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        first_step, elapsed, log = state["step"], state["elapsed"], state["log"]
-        seed_rank_stream(settings.seed, world, first_step)
-        print(f"resumed from step {first_step} ({work / 'state.pt'})", flush=True)
+            save_checkpoint(run, 0, initial)
+        return
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    run.first_step, run.elapsed, run.log = state["step"], state["elapsed"], state["log"]
+    seed_rank_stream(settings.seed, world, run.first_step)
+    print(f"resumed from step {run.first_step} ({run.work / 'state.pt'})", flush=True)
 
-    def save_resume_state(step: int) -> None:
-        if not world.is_main:
-            return
-        save_state(work / "state.pt", {
-            "fingerprint": run_id, "step": step, "elapsed": elapsed + time.perf_counter() - start,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "log": log,
-        })  # fmt: skip
-        print(f"step {step}: saved resumable state", flush=True)
 
-    epoch_cache: dict = {}
-    masking_seconds = train_seconds = 0.0  # time in mask generation / in whole training steps
-    step_flops = total_flops = 0.0  # model FLOPs since the last progress line / of this process's run
-    start = last = time.perf_counter()
-    for step in range(first_step, settings.steps):
-        done = step + 1
-        tick = time.perf_counter()
-        epochs, indices = sequence_schedule(step, per_step, len(train), settings.seed, epoch_cache)
-        blocks = train[indices]  # every rank reads the whole step's blocks, to count its maskable positions
-        maskable = spec.copies * int(np.count_nonzero(~np.isin(blocks, special)))
-        epochs, indices, blocks = epochs[my_share], indices[my_share], blocks[my_share]
-        rows = mask_rows(blocks, epochs, indices, spec, None if word_starts is None else word_starts[indices])
-        masking_seconds += time.perf_counter() - tick
-        if implementation.pin_memory and device.type == "cuda":
-            rows = rows.pin_memory()  # so the copy below runs asynchronously
-        rows = rows.to(device, non_blocking=True)
-        lr = scheduler.get_last_lr()[0]  # the rate this step uses
-        step_predictions = int(sum_over_ranks(len(rows.targets), world, device))
-        loss, grad_norm = train_step_with_norm(
-            loss_module, rows, optimizer, scheduler, settings.max_grad_norm, implementation.accumulation_steps,
-            bf16=implementation.bf16, world=world, total_predictions=step_predictions,
-        )  # fmt: skip
-        step_seconds = time.perf_counter() - tick  # .item() in train_step waited for the device
-        train_seconds += step_seconds
-        flops = training_flops(model.config, step_rows, block_size, step_predictions)
-        step_flops, total_flops = step_flops + flops, total_flops + flops
-        append_step(log, step=done, loss=loss, lr=lr, sequences=per_step, rows=step_rows, predictions=step_predictions,
-                    maskable=maskable, grad_norm=grad_norm, seconds=step_seconds)  # fmt: skip
+def train_on_step(run: Run, step: int, clock: Clock) -> None:
+    """Mask this rank's share of step `step`'s sequences and take one optimizer step; log it."""
+    settings, world = run.settings, run.world
+    tick = time.perf_counter()
+    epochs, indices = sequence_schedule(step, run.per_step, len(run.train), settings.seed, run.epoch_cache)
+    blocks = run.train[indices]  # every rank reads the whole step's blocks, to count its maskable positions
+    maskable = run.spec.copies * int(np.count_nonzero(~np.isin(blocks, run.spec.special_ids)))
+    epochs, indices, blocks = epochs[run.my_share], indices[run.my_share], blocks[run.my_share]
+    word_starts = None if run.word_starts is None else run.word_starts[indices]
+    rows = mask_rows(blocks, epochs, indices, run.spec, word_starts)
+    clock.masking_seconds += time.perf_counter() - tick
+    if run.implementation.pin_memory and run.device.type == "cuda":
+        rows = rows.pin_memory()  # so the copy below runs asynchronously
+    rows = rows.to(run.device, non_blocking=True)
+    lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
+    step_predictions = int(sum_over_ranks(len(rows.targets), world, run.device))
+    loss, grad_norm = train_step(
+        run.loss_module, rows, run.optimizer, run.scheduler, settings.max_grad_norm,
+        run.implementation.accumulation_steps, bf16=run.implementation.bf16, world=world,
+        total_predictions=step_predictions,
+    )  # fmt: skip
+    step_seconds = time.perf_counter() - tick  # .item() in train_step waited for the device
+    clock.train_seconds += step_seconds
+    flops = training_flops(run.model.config, run.step_rows, run.block_size, step_predictions)
+    clock.step_flops, clock.total_flops = clock.step_flops + flops, clock.total_flops + flops
+    append_step(run.log, step=step + 1, loss=loss, lr=lr, sequences=run.per_step, rows=run.step_rows,
+                predictions=step_predictions, maskable=maskable, grad_norm=grad_norm, seconds=step_seconds)  # fmt: skip
 
-        if (done % settings.log_every == 0 or done == settings.steps) and world.is_main:
-            now = time.perf_counter()
-            recent = min(settings.log_every, done - first_step)
-            eta = (now - start) / (done - first_step) * (settings.steps - done)
-            utilisation = mfu(step_flops, now - last, world.size, peak)
-            print(
-                f"step {done}/{settings.steps} loss {np.mean(log['loss'][-recent:]):.4f} lr {lr:.2e} "
-                f"seq/rows/preds {per_step}/{step_rows}/{step_predictions} "
-                f"tokens/s {recent * step_rows * block_size / (now - last):,.0f}"
-                f"{f' MFU {utilisation:.1%}' if utilisation is not None else ''} eta {eta:.0f}s",
-                flush=True,
-            )
-            last, step_flops = now, 0.0
-        validate_now = settings.validate_every and done % settings.validate_every == 0
-        if (validate_now or done in settings.save_steps or done == settings.steps) and world.is_main:
-            now_metrics = record_validation(log, done, model, validation, settings.mask_ratio, meta)
-            if done in settings.save_steps and done < settings.steps:
-                save_model_folder(
-                    model, work / "checkpoints" / f"step-{done}", data_dir / "tokenizer",
-                    {"checkpoint_metrics.json": now_metrics},
-                )  # fmt: skip
-        resume_now = implementation.resume_every and done % implementation.resume_every == 0
-        if (resume_now or done in settings.save_steps) and done < settings.steps:
-            save_resume_state(done)
-    loop_seconds = time.perf_counter() - start
-    if not world.is_main:  # rank 0 writes the results (the CLI's close_world waits for it)
-        return {}
-    if first_step < settings.steps:
+
+def report_progress(run: Run, done: int, clock: Clock) -> None:
+    """One progress line: mean loss since the last line, learning rate, step size, tokens/s, MFU, ETA."""
+    settings, log = run.settings, run.log
+    now = time.perf_counter()
+    recent = min(settings.log_every, done - run.first_step)
+    eta = (now - clock.start) / (done - run.first_step) * (settings.steps - done)
+    utilisation = mfu(clock.step_flops, now - clock.last, run.world.size, run.peak)
+    print(
+        f"step {done}/{settings.steps} loss {np.mean(log['loss'][-recent:]):.4f} lr {log['lr'][-1]:.2e} "
+        f"seq/rows/preds {run.per_step}/{run.step_rows}/{log['predictions'][-1]} "
+        f"tokens/s {recent * run.step_rows * run.block_size / (now - clock.last):,.0f}"
+        f"{f' MFU {utilisation:.1%}' if utilisation is not None else ''} eta {eta:.0f}s",
+        flush=True,
+    )
+    clock.last, clock.step_flops = now, 0.0
+
+
+def validate_and_save(run: Run, done: int) -> None:
+    """On rank 0: the validation loss on the fixed masks every validate_every steps, at the
+    save steps and at the end; an intermediate checkpoint at the save steps."""
+    settings = run.settings
+    validate_now = settings.validate_every and done % settings.validate_every == 0
+    if not ((validate_now or done in settings.save_steps or done == settings.steps) and run.world.is_main):
+        return
+    metrics = validate(run, done)
+    if done in settings.save_steps and done < settings.steps:
+        save_checkpoint(run, done, metrics)
+
+
+def validate(run: Run, step: int) -> dict:
+    """Validation MLM loss and accuracy at `step`, recorded in the log (fem/validation.py)."""
+    return record_validation(run.log, step, run.model, run.validation, run.settings.mask_ratio, run.meta)
+
+
+def save_checkpoint(run: Run, step: int, metrics: dict) -> None:
+    """resume/checkpoints/step-N: the model at `step` and its checkpoint_metrics.json."""
+    save_model_folder(
+        run.model, run.work / "checkpoints" / f"step-{step}", run.data_dir / "tokenizer",
+        {"checkpoint_metrics.json": metrics},
+    )  # fmt: skip
+
+
+def save_resume_state(run: Run, step: int, clock: Clock) -> None:
+    """On rank 0: resume/state.pt, everything a killed run needs to go on after `step`."""
+    if not run.world.is_main:
+        return
+    save_state(run.work / "state.pt", {
+        "fingerprint": run.run_id, "step": step, "elapsed": run.elapsed + time.perf_counter() - clock.start,
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "rng": rng_state(), "log": run.log,
+    })  # fmt: skip
+    print(f"step {step}: saved resumable state", flush=True)
+
+
+def finish(run: Run, clock: Clock, before_cleanup: Callable[[], None] | None) -> dict:
+    """On rank 0, the crash-safe finishing sequence: keep the finished training resumable,
+    write model, checkpoints, train_log.json and metrics.json, run `before_cleanup`, then
+    remove resume/. Each step can be redone from resume/, which is removed last."""
+    settings = run.settings
+    if run.first_step < settings.steps:
         # Training is finished: keep it resumable until every output is written, so a job
         # killed while writing them reruns only this finishing sequence.
-        save_resume_state(settings.steps)
+        save_resume_state(run, settings.steps, clock)
     fault_point("final-state")
-    wall = elapsed + loop_seconds
-    curve = log["validation"]
+    wall = run.elapsed + clock.loop_seconds
+    curve = run.log["validation"]
     print(f"validation MLM loss {curve['loss'][0]:.4f} -> {curve['loss'][-1]:.4f}, masked-token accuracy "
           f"{curve['accuracy'][0]:.4f} -> {curve['accuracy'][-1]:.4f} ({wall:.1f}s)", flush=True)  # fmt: skip
 
-    # The finishing sequence. Each step can be redone from resume/, which is removed last.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_model_folder(model, out_dir / "model", data_dir / "tokenizer")
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    save_model_folder(run.model, run.out_dir / "model", run.data_dir / "tokenizer")
     fault_point("model")
-    publish_folder(work / "checkpoints", out_dir / "checkpoints")  # links: resume/ keeps its copy
+    publish_folder(run.work / "checkpoints", run.out_dir / "checkpoints")  # links: resume/ keeps its copy
     fault_point("checkpoints")
-    write_json_atomic(out_dir / "train_log.json", log)
+    write_json_atomic(run.out_dir / "train_log.json", run.log)
     fault_point("train-log")
-    tokens = settings.steps * step_rows * block_size
-    trained_here = (settings.steps - first_step) * step_rows * block_size
-    metrics = {
-        "strategy": settings.strategy,
-        "seed": settings.seed,
-        "segments": spec.segments,
-        "copies_per_sequence": spec.copies,
-        # validation loss and masked-token accuracy (final and at step 0), their unigram baselines
-        **validation_metrics(log, train, validation, settings.mask_ratio, meta),
-        "final_train_loss": float(np.mean(log["loss"][-settings.log_every :])),
-        "train_tokens": tokens,
-        "match": settings.match,
-        "rows_per_step": step_rows,
-        "sequences_per_step": per_step,
-        # predictions_per_step, flops_per_step, masking_ratio_per_row, clipped_share, grad_norm; under
-        # match "rows" predictions differ slightly by design (random: round(p*n) per row; fe: n/K per row)
-        **step_summary(log, settings.max_grad_norm, model.config, block_size),
-        "corpus": meta.get("corpus", {}),  # the corpus preparation's counts (documents, duplicates removed)
-        "wall_seconds": wall,
-        "resumed_from_step": first_step,
-        # throughput of the training steps (masking included; validation and saving not)
-        "tokens_per_second": trained_here / train_seconds if train_seconds > 0 else None,
-        "model_flops_utilisation": mfu(total_flops, train_seconds, world.size, peak),
-        "peak_flops_per_device": peak,
-        "processes": world.size,
-        "masking_share": masking_seconds / train_seconds if train_seconds > 0 else None,
-        "attention": model.config._attn_implementation,
-        "settings": asdict(settings),
-        "implementation": asdict(implementation),
-    }
-    write_json_atomic(out_dir / "metrics.json", metrics, indent=2)
+    metrics = run_metrics(run, clock, wall)
+    write_json_atomic(run.out_dir / "metrics.json", metrics, indent=2)
     fault_point("metrics")
     if before_cleanup is not None:
         before_cleanup()  # the CLI writes provenance.json
     fault_point("provenance")
-    remove_state_folder(work)  # the run is complete; nothing left to resume
+    remove_state_folder(run.work)  # the run is complete; nothing left to resume
     return metrics
+
+
+def run_metrics(run: Run, clock: Clock, wall: float) -> dict:
+    """metrics.json of a finished run: its identity, validation results, step size, throughput, settings."""
+    settings, log = run.settings, run.log
+    trained_here = (settings.steps - run.first_step) * run.step_rows * run.block_size
+    train_seconds = clock.train_seconds
+    return {
+        "strategy": settings.strategy,
+        "seed": settings.seed,
+        "segments": run.spec.segments,
+        "copies_per_sequence": run.spec.copies,
+        # validation loss and masked-token accuracy (final and at step 0), their unigram baselines
+        **validation_metrics(log, run.train, run.validation, settings.mask_ratio, run.meta),
+        "final_train_loss": float(np.mean(log["loss"][-settings.log_every :])),
+        "train_tokens": settings.steps * run.step_rows * run.block_size,
+        "match": settings.match,
+        "rows_per_step": run.step_rows,
+        "sequences_per_step": run.per_step,
+        # predictions_per_step, flops_per_step, masking_ratio_per_row, clipped_share, grad_norm; under
+        # match "rows" predictions differ slightly by design (random: round(p*n) per row; fe: n/K per row)
+        **step_summary(log, settings.max_grad_norm, run.model.config, run.block_size),
+        "corpus": run.meta.get("corpus", {}),  # the corpus preparation's counts (documents, duplicates removed)
+        "wall_seconds": wall,
+        "resumed_from_step": run.first_step,
+        # throughput of the training steps (masking included; validation and saving not)
+        "tokens_per_second": trained_here / train_seconds if train_seconds > 0 else None,
+        "model_flops_utilisation": mfu(clock.total_flops, train_seconds, run.world.size, run.peak),
+        "peak_flops_per_device": run.peak,
+        "processes": run.world.size,
+        "masking_share": clock.masking_seconds / train_seconds if train_seconds > 0 else None,
+        "attention": run.model.config._attn_implementation,
+        "settings": asdict(settings),
+        "implementation": asdict(run.implementation),
+    }

@@ -10,13 +10,14 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
-from fem.collation import MaskingSpec, mask_rows
+from fem.collation import MaskingSpec, mask_rows, sequence_schedule
 from fem.modeling import build_bert
 from fem.optimization import cosine_schedule, linear_schedule
-from fem.pretraining import MaskedLMLoss, pretrain, sequence_schedule, train_step
+from fem.pretraining import pretrain
 from fem.registry import STRATEGIES
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import training_flops
+from fem.train_step import MaskedLMLoss, train_step
 from fem.validation import unigram_baseline, validate, validation_batches, validation_targets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ def test_gradient_accumulation_gives_the_same_step(fe_rows):
         model = build_bert(vocab, 32, 1, 2, 64).eval()  # eval: no dropout
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        losses = [train_step(MaskedLMLoss(model), rows, optimizer, scheduler, 1.0, parts) for _ in range(2)]
+        losses = [train_step(MaskedLMLoss(model), rows, optimizer, scheduler, 1.0, parts)[0] for _ in range(2)]
         results.append((losses, [p.detach().clone() for p in model.parameters()]))
     (loss_1, params_1), (loss_3, params_3) = results
     assert np.allclose(loss_1, loss_3, rtol=1e-6)
@@ -187,7 +188,7 @@ def test_bf16_autocast_changes_the_loss_only_by_rounding(fe_rows):
         model = build_bert(vocab, 32, 1, 2, 64).eval()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        losses.append(train_step(MaskedLMLoss(model), rows, optimizer, scheduler, 1.0, 1, bf16=bf16))
+        losses.append(train_step(MaskedLMLoss(model), rows, optimizer, scheduler, 1.0, 1, bf16=bf16)[0])
     assert losses[0] != losses[1] and abs(losses[0] - losses[1]) / losses[0] < 0.01
 
 

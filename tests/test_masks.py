@@ -1,28 +1,36 @@
-"""Property tests for fem/masking.py (and the row assembly in fem/collation.py).
-
-Masks are checked in "slot" coordinates computed here independently of the module: slot j
-of a row is its j-th maskable column, so specials anywhere in the row are skipped. The
-statistical tests use fixed seeds and tolerances that a broken sampler fails by a wide margin.
+"""Property tests for the masks of fem/masking.py: counts, partitions, spans, whole words, and
+masks as a pure function of (seed, epoch, index). The statistical tests use fixed seeds and
+tolerances that a broken sampler fails by a wide margin.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
-import torch
-from hypothesis import given, settings
+from helpers import (
+    PROPERTY,
+    RANDOM_STRATEGIES,
+    Batch,
+    assert_partition,
+    batches,
+    fixed_batch,
+    maskable_rows,
+    ratios,
+    run_lengths,
+    segment_counts,
+    slot_view,
+    span_shapes,
+    word_ids,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from fem.collation import MaskingSpec, mask_rows
 from fem.masking import (
     MULTI_COPY_STRATEGIES,
     STRATEGIES,
     SpanShape,
     copies_per_sequence,
-    corrupt,
     fully_explored_masks,
     group_sizes,
     masked_count,
@@ -32,95 +40,6 @@ from fem.masking import (
     strategy_masks,
     uniform_keys,
 )
-
-PROPERTY = settings(max_examples=40, deadline=None, database=None)
-REPLACEMENT = {"mask": 0.8, "random": 0.1, "keep": 0.1}
-SPECIAL_IDS = (0, 101, 102, 103)  # [PAD], [CLS], [SEP], [MASK]
-DEFAULT_SPAN = SpanShape()
-RANDOM_STRATEGIES = tuple(s for s in STRATEGIES if s != "fe_contiguous")  # fe_contiguous has no randomness
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def maskable_rows(batch: int, length: int) -> np.ndarray:
-    maskable = np.ones((batch, length), dtype=bool)
-    maskable[:, 0] = maskable[:, -1] = False  # [CLS] ... [SEP]
-    return maskable
-
-
-def slot_view(masks: np.ndarray, maskable: np.ndarray) -> list[np.ndarray]:
-    """Row b's masks [C, L] restricted to its maskable columns, in order: bool [C, n_b]."""
-    return [masks[b][:, np.flatnonzero(maskable[b])] for b in range(len(maskable))]
-
-
-def run_lengths(row: np.ndarray) -> np.ndarray:
-    """Lengths of the maximal runs of True in a 1-d bool array."""
-    steps = np.diff(np.concatenate([[0], row.astype(np.int8), [0]]))
-    return np.flatnonzero(steps == -1) - np.flatnonzero(steps == 1)
-
-
-def word_ids(word_starts: np.ndarray, maskable: np.ndarray) -> np.ndarray:
-    """Word of each slot of one row: a word is a word-start slot plus the following non-start
-    slots (specials skipped); the first slot always starts a word."""
-    starts = word_starts[np.flatnonzero(maskable)].copy()
-    if len(starts):
-        starts[0] = True
-    return np.cumsum(starts) - 1
-
-
-def assert_partition(masks: np.ndarray, maskable: np.ndarray, segments: int) -> list[np.ndarray]:
-    """The K masks of every row are disjoint, cover each maskable column exactly once, never
-    touch a special column and have exactly the sizes of `group_sizes`. Returns slot views."""
-    assert masks.shape == (*maskable.shape[:1], segments, maskable.shape[1])
-    assert np.array_equal(masks.sum(axis=1), maskable.astype(int))
-    assert not (masks & ~maskable[:, None, :]).any()
-    assert np.array_equal(masks.sum(axis=2), group_sizes(maskable.sum(axis=1), segments))
-    return slot_view(masks, maskable)
-
-
-@dataclass
-class Batch:
-    maskable: np.ndarray  # bool [B, L]
-    word_starts: np.ndarray  # bool [B, L]
-    indices: np.ndarray  # distinct sequence indices [B]
-    epochs: np.ndarray  # int [B], one epoch per row
-    seed: int
-
-    @property
-    def n(self) -> np.ndarray:
-        return self.maskable.sum(axis=1)
-
-    def masks(self, strategy: str, mask_ratio: float = 0.15, segments: int = 4, span: SpanShape = DEFAULT_SPAN):
-        return strategy_masks(
-            strategy, self.seed, self.epochs, self.indices, self.maskable, mask_ratio, segments, span, self.word_starts
-        )
-
-
-@st.composite
-def batches(draw, max_rows: int = 6, min_length: int = 1, max_length: int = 48) -> Batch:
-    """Rows with specials at random places, [CLS]/[SEP] ends or not, and right padding of a
-    different length per row, so rows have different n (0 included)."""
-    rows = draw(st.integers(1, max_rows))
-    length = draw(st.integers(min_length, max_length))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    maskable = rng.random((rows, length)) >= draw(st.sampled_from([0.0, 0.05, 0.2, 0.5]))
-    if draw(st.booleans()):
-        maskable[:, 0] = maskable[:, -1] = False
-    if draw(st.booleans()):
-        maskable &= np.arange(length)[None, :] < rng.integers(0, length + 1, rows)[:, None]
-    word_starts = rng.random((rows, length)) < draw(st.sampled_from([0.2, 0.5, 0.9, 1.0]))
-    indices = rng.choice(10**6, size=rows, replace=False)
-    epochs = rng.integers(0, 5, rows)
-    return Batch(maskable, word_starts, indices, epochs, draw(st.integers(0, 2**31)))
-
-
-span_shapes = st.builds(SpanShape, geometric_p=st.sampled_from([0.1, 0.2, 0.5, 0.9]), max_length=st.integers(1, 10))
-ratios = st.floats(0.01, 1.0)
-segment_counts = st.integers(1, 9)
-
-
-# --- small helpers of the module -------------------------------------------------------------
 
 
 def test_resolve_segments():
@@ -415,41 +334,6 @@ def test_whole_word_with_one_token_words_is_like_random():
     assert np.allclose(masks[:, 0, 1:-1].mean(axis=0), 0.25, atol=0.04)
 
 
-# --- corruption -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "replacement",
-    [REPLACEMENT, {"mask": 0.5, "random": 0.25, "keep": 0.25}, {"mask": 1.0, "random": 0.0, "keep": 0.0}],
-)
-def test_corrupt_replacement_shares_and_never_touches_unmasked(replacement):
-    rows, length, vocab = 2000, 64, 1000
-    ids = np.full((rows, length), 7, dtype=np.int64)
-    masks = random_masks(0, 0, np.arange(rows), np.ones((rows, length), bool), 0.5)
-    out = corrupt(ids, masks, 0, 0, np.arange(rows), np.zeros(rows), replacement, mask_token_id=3, vocab_size=vocab)
-    assert out.dtype == np.int64 and out.shape == ids.shape
-    assert (out[~masks] == 7).all()
-    chosen = out[masks]
-    assert abs((chosen == 3).mean() - replacement["mask"]) < 0.01
-    kept = (chosen == 7).mean()  # "keep" plus random draws that hit 7 by chance
-    assert abs(kept - replacement["keep"]) < 0.01
-    random = chosen[(chosen != 3) & (chosen != 7)]
-    assert abs(len(random) / len(chosen) - replacement["random"]) < 0.01
-    assert chosen.min() >= 0 and chosen.max() < vocab
-    if replacement["random"] > 0:  # random tokens are spread over the whole vocabulary
-        assert abs(random.mean() - vocab / 2) < 0.05 * vocab
-        assert len(np.unique(random)) > 0.9 * vocab
-
-
-def test_corrupt_differs_between_copies_epochs_and_seeds():
-    rows, length = 50, 64
-    ids = np.full((rows, length), 7, dtype=np.int64)
-    masks = np.ones((rows, length), dtype=bool)
-    base = corrupt(ids, masks, 0, 0, np.arange(rows), np.zeros(rows), REPLACEMENT, 3, 1000)
-    for seed, epoch, copies in [(1, 0, np.zeros(rows)), (0, 1, np.zeros(rows)), (0, 0, np.ones(rows))]:
-        assert not np.array_equal(base, corrupt(ids, masks, seed, epoch, np.arange(rows), copies, REPLACEMENT, 3, 1000))
-
-
 # --- determinism ----------------------------------------------------------------------------
 
 
@@ -491,13 +375,6 @@ def test_every_strategy_masks_a_sequence_alike_in_any_batch(batch, strategy, seg
     assert not masks[..., batch.maskable.shape[1] :].any()
 
 
-def fixed_batch() -> Batch:
-    rng = np.random.default_rng(0)
-    maskable = maskable_rows(8, 64)
-    maskable[:, [20, 41]] = False
-    return Batch(maskable, rng.random((8, 64)) < 0.6, np.arange(100, 108), np.zeros(8, dtype=np.int64), 5)
-
-
 @pytest.mark.parametrize("strategy", RANDOM_STRATEGIES)
 def test_masks_change_with_epoch_and_seed(strategy):
     batch = fixed_batch()
@@ -507,115 +384,3 @@ def test_masks_change_with_epoch_and_seed(strategy):
         other = Batch(batch.maskable, batch.word_starts, batch.indices, epochs, seed).masks(strategy)
         differs = (other != base).any(axis=(1, 2))
         assert differs.sum() >= 6  # nearly every row, not just one
-
-
-def spec(strategy: str, replacement: dict[str, float] = REPLACEMENT, seed: int = 1, segments: int = 7) -> MaskingSpec:
-    return MaskingSpec(strategy, seed, 0.15, segments, replacement, 103, 30522, SPECIAL_IDS)
-
-
-def test_fe_contiguous_chunks_are_fixed_but_corruption_changes_with_epoch():
-    batch = fixed_batch()
-    base = batch.masks("fe_contiguous")
-    for seed, epochs in [(batch.seed, batch.epochs + 1), (batch.seed + 1, batch.epochs)]:
-        assert np.array_equal(
-            Batch(batch.maskable, batch.word_starts, batch.indices, epochs, seed).masks("fe_contiguous"), base
-        )
-    blocks = np.random.default_rng(0).integers(1000, 2000, size=(4, 64))
-    blocks[:, 0], blocks[:, -1] = 101, 102
-    first = mask_rows(blocks, np.zeros(4, dtype=np.int64), np.arange(4), spec("fe_contiguous"))
-    second = mask_rows(blocks, np.ones(4, dtype=np.int64), np.arange(4), spec("fe_contiguous"))
-    assert torch.equal(first.masked, second.masked)
-    assert not torch.equal(first.input_ids, second.input_ids)
-    assert torch.equal(first.targets, second.targets)
-
-
-# --- rows for a step (fem/collation.py) ----------------------------------------------------------
-
-
-def test_fe_rows_hold_k_disjoint_copies_of_each_sequence():
-    blocks = np.random.default_rng(0).integers(1000, 2000, size=(2, 128))
-    blocks[:, 0], blocks[:, -1] = 101, 102
-    rows = mask_rows(blocks, np.zeros(2, dtype=np.int64), np.array([4, 9]), spec("fe"))
-    assert rows.input_ids.shape == (14, 128) and rows.sequences == 2
-    masked = rows.masked.numpy().reshape(2, 7, 128)
-    assert (masked.sum(axis=1) <= 1).all() and (masked.sum(axis=(1, 2)) == 126).all()
-    assert np.array_equal(rows.targets.numpy(), np.repeat(blocks, 7, axis=0)[rows.masked.numpy()])
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_strategies_process_the_same_rows_per_step(strategy):
-    copies = 7 if strategy in MULTI_COPY_STRATEGIES else 1
-    assert spec(strategy).copies == copies
-    assert spec(strategy).sequences_per_step(56) == 56 // copies
-    assert spec(strategy).sequences_per_step(56) * copies == 56  # random: 56 sequences, fe: 8 sequences x 7 copies
-
-
-@st.composite
-def token_blocks(draw, max_sequences: int = 5, max_length: int = 40):
-    """Blocks of ordinary ids with [PAD]/[CLS]/[SEP] at random places, and word starts."""
-    sequences = draw(st.integers(1, max_sequences))
-    length = draw(st.integers(2, max_length))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    blocks = rng.integers(1000, 2000, size=(sequences, length))
-    special = rng.random((sequences, length)) < 0.15
-    blocks[special] = rng.choice([0, 101, 102], size=special.sum())
-    blocks[:, 0] = 101
-    return blocks, rng.random((sequences, length)) < 0.6, rng.choice(10**5, sequences, replace=False)
-
-
-@PROPERTY
-@given(data=token_blocks(), strategy=st.sampled_from(STRATEGIES), segments=st.integers(1, 5), parts=st.data())
-def test_mask_rows_repeats_each_sequence_per_copy_with_original_targets(data, strategy, segments, parts):
-    blocks, word_starts, indices = data
-    sequences, length = blocks.shape
-    masking = spec(strategy, segments=segments)
-    epochs = np.arange(sequences) % 3
-    rows = mask_rows(blocks, epochs, indices, masking, word_starts)
-    copies = segments if strategy in MULTI_COPY_STRATEGIES else 1
-    assert masking.copies == copies and masking.sequences_per_step(sequences * copies) == sequences
-    assert rows.input_ids.shape == rows.masked.shape == (sequences * copies, length)
-    assert rows.input_ids.dtype == rows.targets.dtype == torch.int64 and rows.masked.dtype == torch.bool
-    assert rows.sequences == sequences
-    masked, corrupted = rows.masked.numpy(), rows.input_ids.numpy()
-    maskable = ~np.isin(blocks, SPECIAL_IDS)
-    expected = strategy_masks(
-        strategy, masking.seed, epochs, indices, maskable, 0.15, segments, masking.span, word_starts
-    )
-    assert np.array_equal(masked, expected.reshape(-1, length))  # sequence-major: copies adjacent
-    original = np.repeat(blocks, copies, axis=0)
-    assert np.array_equal(rows.targets.numpy(), original[masked])
-    assert np.array_equal(corrupted[~masked], original[~masked])
-    assert not np.isin(original[masked], SPECIAL_IDS).any()
-    if strategy in ("fe", "fe_contiguous", "fe_span"):
-        assert np.array_equal(masked.reshape(sequences, copies, length).sum(axis=1), maskable.astype(int))
-    # micro-batches for gradient accumulation add back up to the step
-    pieces = rows.split(parts.draw(st.integers(1, sequences * copies)))
-    assert torch.equal(torch.cat([p.input_ids for p in pieces]), rows.input_ids)
-    assert torch.equal(torch.cat([p.masked for p in pieces]), rows.masked)
-    assert torch.equal(torch.cat([p.targets for p in pieces]), rows.targets)
-    assert sum(p.sequences for p in pieces) == sequences
-    start = 0
-    for piece in pieces:
-        stop = start + len(piece.input_ids)
-        assert np.array_equal(piece.targets.numpy(), original[start:stop][masked[start:stop]])
-        start = stop
-    assert max(len(p.input_ids) for p in pieces) - min(len(p.input_ids) for p in pieces) <= 1
-
-
-@PROPERTY
-@given(data=token_blocks(), strategy=st.sampled_from(STRATEGIES), order=st.data())
-def test_mask_rows_corrupts_a_sequence_alike_in_any_batch(data, strategy, order):
-    blocks, word_starts, indices = data
-    sequences = len(blocks)
-    masking = spec(strategy, segments=3)
-    copies = masking.copies
-    epochs = np.arange(sequences) % 2
-    whole = mask_rows(blocks, epochs, indices, masking, word_starts)
-    perm = np.array(order.draw(st.permutations(range(sequences))), dtype=np.int64)
-    shuffled = mask_rows(blocks[perm], epochs[perm], indices[perm], masking, word_starts[perm])
-    row_order = (perm[:, None] * copies + np.arange(copies)).ravel()
-    assert torch.equal(shuffled.input_ids, whole.input_ids[row_order])
-    assert torch.equal(shuffled.masked, whole.masked[row_order])
-    b = order.draw(st.integers(0, sequences - 1))
-    alone = mask_rows(blocks[b : b + 1], epochs[b : b + 1], indices[b : b + 1], masking, word_starts[b : b + 1])
-    assert torch.equal(alone.input_ids, whole.input_ids[b * copies : (b + 1) * copies])
