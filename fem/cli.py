@@ -164,28 +164,30 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     close_world(world)
 
 
-def _checkpoint_run(args: argparse.Namespace) -> dict:
-    """Labels of the analysed checkpoint: strategy and seed from --label, step and validation
-    loss from its checkpoint_metrics.json (intermediate) or the run's metrics.json (final)."""
-    import json
+def checkpoint_identity(checkpoint: Path) -> dict:
+    """Which run and step a saved model is, from its own checkpoint_metrics.json (written by
+    fem pretrain into every model folder): strategy, seed, K, step, final, validation loss."""
+    from fem.errors import DataError
 
-    metrics = json.loads(Path(args.checkpoint_metrics).read_text())
-    final = "settings" in metrics  # a run's metrics.json; checkpoint_metrics.json has step, loss, accuracy
-    step = metrics["settings"]["steps"] if final else metrics["step"]
-    return run_labels(args) | {"step": step, "final": final, "validation_mlm_loss": metrics["validation_mlm_loss"],
-                            "checkpoint": str(args.checkpoint)}  # fmt: skip
+    path = Path(checkpoint) / "checkpoint_metrics.json"
+    try:
+        record = json.loads(path.read_text())
+        identity = {"strategy": record["strategy"], "pretrain_seed": record["seed"], "segments": record["segments"],
+                    "step": record["step"], "final": record["final"]}  # fmt: skip
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path}: cannot read the checkpoint's identity ({err!r}); expected the "
+                        "checkpoint_metrics.json fem pretrain writes (rerun the pre-training)") from None  # fmt: skip
+    return identity | {"validation_mlm_loss": record["validation_mlm_loss"], "checkpoint": str(checkpoint)}
 
 
 def cmd_variance(args: argparse.Namespace) -> None:
-    import json
-
     from fem.checkpointing import require_checkpoint
     from fem.mask_gradients import analyse_checkpoint
 
     start = time.perf_counter()
     require_checkpoint(args.checkpoint)
     out = Path(args.out)
-    run = _checkpoint_run(args)
+    run = checkpoint_identity(args.checkpoint)
     result = {"run": run} | analyse_checkpoint(
         args.checkpoint, args.data, settings_from(VarianceSettings, args), args.threads, args.chunk_rows
     )
@@ -195,7 +197,7 @@ def cmd_variance(args: argparse.Namespace) -> None:
     print(f"slope of covariance per Hamming unit {result['hamming']['slope']['value']:.4g} "
           f"(closed form {result['hamming']['closed_form_slope']:.4g}); "
           + "; ".join(f"{k} {v['value']:.3g} [{v['lo']:.3g}, {v['hi']:.3g}]" for k, v in ratios.items()))  # fmt: skip
-    inputs = [args.checkpoint, args.checkpoint_metrics, Path(args.data) / "validation.npy"]
+    inputs = [args.checkpoint, Path(args.data) / "validation.npy"]
     record_provenance(out / "provenance.json", args, inputs, [out / "variance.json"], start)
 
 
@@ -344,14 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=cmd_finetune, settings_class=settings_class)
 
     p = sub.add_parser("variance", help="gradient-variance analysis of one checkpoint (DESIGN §6)")
-    p.add_argument("--checkpoint", required=True, help="a saved BertForMaskedLM folder")
-    p.add_argument("--checkpoint-metrics", required=True,
-                   help="its checkpoint_metrics.json, or the run's metrics.json for the final model")  # fmt: skip
+    p.add_argument("--checkpoint", required=True, help="a model folder saved by fem pretrain (checkpoint_metrics.json)")
     p.add_argument("--data", required=True, help="folder written by `fem tokenize` (validation.npy is analysed)")
     p.add_argument("--out", required=True, help="folder for variance.json and provenance.json")
-    p.add_argument(
-        "--label", action="append", default=[], help="key=value stored under 'run' (strategy, pretrain_seed)"
-    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--chunk-rows", type=int, default=32, help="rows per vmap call (memory; not results)")
     add_settings(p, VarianceSettings)

@@ -11,12 +11,9 @@ and writes every file; the other ranks draw their own dropout stream.
 
 Output folder (out_dir):
   model/                final model, loadable with AutoModelForMaskedLM.from_pretrained
-  checkpoints/step-N/   intermediate models at the configured save_steps (+ checkpoint_metrics.json);
-                        step-0 is the initialisation
-  train_log.json        per step: loss, lr, sequences, rows, predictions, maskable (positions
-                        of the step's rows that could be masked), grad_norm (pre-clip total
-                        gradient norm), all ranks; seconds (wall time of the step, masking
-                        included); validation curve: step, loss, accuracy (fem/validation.py)
+  checkpoints/step-N/   intermediate models at the configured save_steps; step-0 is the initialisation
+                        (each model folder has checkpoint_metrics.json: run, step, validation loss)
+  train_log.json        per step (fem/train_log.py STEP_KEYS, all ranks) and the validation curve
   metrics.json          validation MLM loss and masked-token accuracy (fixed masks) with their
                         unigram baselines, clipping, step size, throughput, settings
   resume/               while running: the resumable state and finished intermediate
@@ -308,8 +305,16 @@ def save_checkpoint(run: Run, step: int, metrics: dict) -> None:
     """resume/checkpoints/step-N: the model at `step` and its checkpoint_metrics.json."""
     save_model_folder(
         run.model, run.work / "checkpoints" / f"step-{step}", run.data_dir / "tokenizer",
-        {"checkpoint_metrics.json": metrics},
+        {"checkpoint_metrics.json": checkpoint_record(run, step, metrics, final=False)},
     )  # fmt: skip
+
+
+def checkpoint_record(run: Run, step: int, metrics: dict, final: bool) -> dict:
+    """A saved model's checkpoint_metrics.json: which run and step it is (strategy, seed, K,
+    step, final: the run's last step) and its validation loss and accuracy (`metrics`), so an
+    analysis of the folder reads its identity from the folder, not from its path."""
+    identity = {"strategy": run.settings.strategy, "seed": run.settings.seed, "segments": run.spec.segments}
+    return identity | metrics | {"step": step, "final": final}
 
 
 def save_resume_state(run: Run, step: int, clock: Clock) -> None:
@@ -340,7 +345,11 @@ def finish(run: Run, clock: Clock, before_cleanup: Callable[[], None] | None) ->
           f"{curve['accuracy'][0]:.4f} -> {curve['accuracy'][-1]:.4f} ({wall:.1f}s)", flush=True)  # fmt: skip
 
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    save_model_folder(run.model, run.out_dir / "model", run.data_dir / "tokenizer")
+    final_metrics = {"validation_mlm_loss": curve["loss"][-1], "validation_masked_accuracy": curve["accuracy"][-1]}
+    final_record = checkpoint_record(run, settings.steps, final_metrics, final=True)  # validated at the last step
+    save_model_folder(
+        run.model, run.out_dir / "model", run.data_dir / "tokenizer", {"checkpoint_metrics.json": final_record}
+    )
     fault_point("model")
     publish_folder(run.work / "checkpoints", run.out_dir / "checkpoints")  # links: resume/ keeps its copy
     fault_point("checkpoints")

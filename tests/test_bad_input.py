@@ -205,11 +205,11 @@ def pretrain_command(data: Path, out: Path, strategy: str = "fe", **overrides) -
 
 
 def variance_command(data: Path, out: Path, checkpoint: Path, **overrides) -> list[str]:
-    (out.parent / "checkpoint_metrics.json").write_text(json.dumps({"step": 0, "validation_mlm_loss": 10.0}))
+    identity = {"strategy": "fe", "seed": 1, "segments": 7, "step": 0, "final": False, "validation_mlm_loss": 10.0}
+    (Path(checkpoint) / "checkpoint_metrics.json").write_text(json.dumps(identity))
     values = {k: v for k, v in MICRO["variance"].items() if k != "checkpoints"} | overrides
     values |= {"mask_ratio": MICRO["pretrain"]["mask_ratio"], "segments": MICRO["pretrain"]["segments"]}
-    args = fem("variance", "--checkpoint", checkpoint, "--checkpoint-metrics", out.parent / "checkpoint_metrics.json",
-               "--data", data, "--out", out)  # fmt: skip
+    args = fem("variance", "--checkpoint", checkpoint, "--data", data, "--out", out)
     return args + [a for k, v in values.items() for a in ("--" + k.replace("_", "-"), json.dumps(v))]
 
 

@@ -182,8 +182,7 @@ def test_the_table_jobs_stop_on_a_missing_checkpoint_with_that_message(tmp_path,
     args = {
         "finetune": ["finetune", "--task", "sst2", "--task-dir", str(tmp_path / "task"), "--learning-rates", "[0.001]",
                      "--metrics", "[accuracy]", *settings_flags("finetune")],
-        "variance": ["variance", "--checkpoint-metrics", str(missing / "checkpoint_metrics.json"), "--data",
-                     str(tmp_path / "data"), *settings_flags("variance")],
+        "variance": ["variance", "--data", str(tmp_path / "data"), *settings_flags("variance")],
     }[command]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "fem", *args, "--checkpoint", str(missing), "--out", str(tmp_path / "out")],

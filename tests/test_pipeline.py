@@ -151,8 +151,12 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tm
         assert (pretrained / "checkpoints" / f"step-{step}" / "config.json").is_file()
     train_log = json.loads((pretrained / "train_log.json").read_text())
     step_0 = json.loads((pretrained / "checkpoints" / "step-0" / "checkpoint_metrics.json").read_text())
-    assert step_0 == {"step": 0, "validation_mlm_loss": train_log["validation"]["loss"][0],
+    assert step_0 == {"strategy": "fe", "seed": 1, "segments": 7, "step": 0, "final": False,
+                      "validation_mlm_loss": train_log["validation"]["loss"][0],
                       "validation_masked_accuracy": train_log["validation"]["accuracy"][0]}  # fmt: skip
+    final = json.loads((pretrained / "model" / "checkpoint_metrics.json").read_text())
+    assert final["final"] and final["step"] == train_log["step"][-1]
+    assert final["validation_mlm_loss"] == train_log["validation"]["loss"][-1]
     assert not (pretrained / "resume").exists()  # resumable state removed once the job is complete
 
     assert planned(snakemake(workdir, "-n", "results/table2.csv", mirror=mirror)) == {}

@@ -31,13 +31,6 @@ def checkpoint_folder(wildcards):
     return f"{run}/model" if wildcards.step == "final" else f"{run}/checkpoints/step-{wildcards.step}"
 
 
-def checkpoint_metrics(wildcards):
-    run = pretrain_run(wildcards)
-    if wildcards.step == "final":
-        return f"{run}/metrics.json"
-    return f"{run}/checkpoints/step-{wildcards.step}/checkpoint_metrics.json"
-
-
 rule variance:
     input:
         unpack(variance_inputs),
@@ -61,11 +54,10 @@ rule variance:
             | {"mask_ratio": config["pretrain"]["mask_ratio"], "segments": config["pretrain"]["segments"]}
         ),
         checkpoint=checkpoint_folder,
-        checkpoint_metrics=checkpoint_metrics,
         data=f"data/tokenized/{CORPUS}",
     shell:
-        "fem variance --checkpoint {params.checkpoint} --checkpoint-metrics {params.checkpoint_metrics}"
+        "fem variance --checkpoint {params.checkpoint}"
         " --data {params.data} --out results/{wildcards.setting}/variance/{wildcards.strategy}-s{wildcards.seed}/step-{wildcards.step}"
-        " --label strategy={wildcards.strategy} --label pretrain_seed={wildcards.seed} {params.settings}"
+        " {params.settings}"
         " --threads {threads} --chunk-rows {VARIANCE_CHUNK_ROWS}"
         " 2>&1 | tee {log}"
