@@ -127,7 +127,7 @@ def _subschema(schema: dict, path: list[Any]) -> dict:
             node = node.get("items", {})
         elif part in node.get("properties", {}):
             node = node["properties"][part]
-        else:  # a free key of a mapping (finetune.metrics.<task>)
+        else:  # a free key of a mapping (finetune.per_task.<task>)
             extra = node.get("additionalProperties")
             node = extra if isinstance(extra, dict) else {}
     return _deref(schema, node)
@@ -157,13 +157,21 @@ def _allowed(schema: dict, path: list[Any]) -> str:
     return " ".join(str(parent.get("description", "see workflow/schemas/config.schema.yaml")).split())
 
 
+# Keys an older config may still set, and why they went (named instead of a bare "unknown key").
+REMOVED_KEYS = {
+    "finetune.metrics": "removed: a task's metrics are its entry's in fem/registry.py (Task.metrics); delete the key",
+}
+
+
 def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
     path = list(error.absolute_path)
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
         allowed = sorted(_subschema(schema, path).get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
+        names = [_key_name([*path, key]) for key in unknown]
         return "; ".join(
-            f"{_key_name([*path, key])}: unknown key; allowed keys here: {', '.join(allowed)}" for key in unknown
+            f"{name}: {REMOVED_KEYS.get(name, 'unknown key')}; allowed keys here: {', '.join(allowed)}"
+            for name in names
         )
     if error.validator == "required":
         missing = error.message.split("'")[1]
@@ -328,15 +336,9 @@ def _variance_problems(variance: dict[str, Any], pre: dict[str, Any], segments: 
 
 
 def _table_problems(config: dict[str, Any]) -> list[str]:
-    """Tables 1, 3 and 4: every task has its metric, steps are saved, K divides the rows."""
+    """Tables 3 and 4: steps are saved, K divides the rows."""
     problems = []
-    pre, metrics = config["pretrain"], config["finetune"]["metrics"]
-    tasks = {"continual.tasks": config["continual"]["tasks"], "segment_counts.tasks": config["segment_counts"]["tasks"],
-             "efficiency.task": [config["efficiency"]["task"]]}  # fmt: skip
-    for key, names in tasks.items():
-        missing = [t for t in names if t not in metrics]
-        if missing:
-            problems.append(f"{key}: {missing} have no metric in finetune.metrics")
+    pre = config["pretrain"]
     unsaved = [s for s in config["efficiency"]["steps"] if s != "final" and s not in pre["save_steps"]]
     if unsaved:
         problems.append(f"efficiency.steps: {unsaved} are not in pretrain.save_steps = {pre['save_steps']}")
@@ -349,40 +351,12 @@ def _table_problems(config: dict[str, Any]) -> list[str]:
     return problems
 
 
-# Which metrics make sense for which kind of task.
-_CLASSIFICATION_METRICS = {"accuracy", "matthews_correlation", "f1"}
-_BINARY_ONLY = {"f1", "matthews_correlation"}
-_MULTI_CLASS_TASKS = {"mnli"}
-_REGRESSION_TASKS = {"stsb"}
-_QA_TASKS = {"squad", "squad_v2"}
-_TEXT_CLASSIFICATION_TASKS = {"chemprot", "rct", "citation_intent", "sciie", "hyperpartisan", "agnews",
-                              "helpfulness", "imdb", "bbc_news"}  # fmt: skip
-
-
 def _finetune_problems(finetune: dict[str, Any]) -> list[str]:
-    problems = []
-    for task in finetune["tasks"]:
-        names = finetune["metrics"].get(task)
-        if names is None:
-            problems.append(f"finetune.metrics.{task}: missing; every task in finetune.tasks needs its metric(s)")
-            continue
-        if task in _QA_TASKS:
-            allowed = {"exact_match", "f1"}
-        elif task in _TEXT_CLASSIFICATION_TASKS:
-            allowed = {"accuracy", "macro_f1", "micro_f1"}
-        elif task in _REGRESSION_TASKS:
-            allowed = {"pearson", "spearman"}
-        elif task in _MULTI_CLASS_TASKS:
-            allowed = _CLASSIFICATION_METRICS - _BINARY_ONLY
-        else:
-            allowed = _CLASSIFICATION_METRICS
-        wrong = [n for n in names if n not in allowed]
-        if wrong:
-            problems.append(f"finetune.metrics.{task}: {wrong} do not apply to {task}; expected from {sorted(allowed)}")
+    # (a task's metrics are not configured: they are its registry entry's, fem.registry.get_task(name).metrics)
     squad = finetune["squad"]
     if squad["doc_stride"] >= squad["max_length"]:
-        problems.append(
+        return [
             f"finetune.squad.doc_stride: {squad['doc_stride']} must be below finetune.squad.max_length = "
             f"{squad['max_length']}"
-        )
-    return problems
+        ]
+    return []

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from fem.masking import copies_per_sequence, resolve_segments
+from fem.registry import get_task
 from fem.throughput import PEAK_TFLOPS_BF16, encoder_forward_flops, head_forward_flops, training_flops
 
 # Published split sizes (examples), (train, dev): GLUE from the dataset card of nyu-mll/glue on
 # the Hugging Face hub (the GLUE paper's Table 1: Wang et al., 2019; MNLI dev = matched 9,815 +
 # mismatched 9,832), SQuAD from rajpurkar/squad and rajpurkar/squad_v2. The five tasks of the
-# offline mirror are checked against their parquet files in tests/test_one_gpu.py.
+# offline mirror are checked against their parquet files in tests/test_one_gpu.py; that every
+# GLUE and SQuAD task of fem/registry.py has one, in tests/test_registry.py.
 TASK_SIZES: dict[str, tuple[int, int]] = {
     "cola": (8_551, 1_043),
     "sst2": (67_349, 872),
@@ -171,7 +173,7 @@ def table2_stages(
         if task not in TASK_SIZES:
             raise ValueError(f"finetune.tasks: no published size for {task!r}; known: {', '.join(TASK_SIZES)}")
         train, dev = TASK_SIZES[task]
-        keys = finetune["squad"] if task.startswith("squad") else finetune
+        keys = finetune["squad"] if get_task(task).is_qa else finetune
         if keys["max_train_examples"] is not None:
             train = min(train, keys["max_train_examples"])
         if keys["max_eval_examples"] is not None:

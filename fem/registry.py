@@ -36,7 +36,7 @@ class Task:
     hub_config: str | None
     text_columns: tuple[str, ...]  # one column (single sentence) or two (pair / question, context)
     label_names: tuple[str, ...] | None
-    metrics: tuple[str, ...]  # the task's standard metrics (the config pins them per task)
+    metrics: tuple[str, ...]  # the task's standard metrics, named in every output
     eval_splits: tuple[str, ...] = ("validation",)  # dev splits scored; MNLI has two
     kind: str = "glue"  # "glue" | "squad" | "classification" (single text, Table 1)
     unanswerable: bool = False  # SQuAD v2: questions may have no answer in the context
@@ -52,6 +52,18 @@ class Task:
     @property
     def is_qa(self) -> bool:
         return self.kind == "squad"
+
+    @property
+    def trivial_baseline(self) -> str:
+        """The predictor every fine-tuned model of this task is compared with (computed by
+        fem/finetuning.py and fem/squad.py on the same dev examples), in words."""
+        if self.is_qa and self.unanswerable:
+            return 'the empty answer ("no answer") to every question'
+        if self.is_qa:
+            return "none: every question has an answer, so exact match and F1 are 0"
+        if self.is_regression:
+            return "a constant (the mean training label) for every example: correlation 0"
+        return "the majority class of the training set for every example"
 
 
 CORPORA: dict[str, Corpus] = {

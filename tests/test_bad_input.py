@@ -103,6 +103,7 @@ CONFIG_CASES = {
     "resources gpu zero": ({"resources": {"pretrain": {"gpu": 0}}}, ["resources.pretrain.gpu: 0 is not allowed; expected GPUs per job"]),
     "corpus.name unknown": ({"corpus": {"name": "nonexistent"}}, ["corpus.name: 'nonexistent' is not allowed; expected one of bbc"]),
     "finetune.tasks unknown": ({"finetune": {"tasks": ["squad3"]}}, ["finetune.tasks[0]: 'squad3' is not allowed"]),
+    "finetune.metrics removed": ({"finetune": {"metrics": {"sst2": ["accuracy"]}}}, ["finetune.metrics: removed: a task's metrics are its entry's in fem/registry.py (Task.metrics)"]),
     "tokenizer trained without vocab_size": ({"tokenizer": {"source": "trained", "vocab_size": None}}, ["tokenizer.vocab_size: missing; expected an integer >= 64 (tokenizer.source is `trained`)"]),
     "tokenizer.block_size huge": ({"tokenizer": {"block_size": 100_000}}, ["tokenizer.block_size: 100000 is not allowed; expected", "[8, 512]"]),
     "heads not dividing hidden": ({"model": {"num_attention_heads": 3}}, ["model.num_attention_heads: 3 does not divide model.hidden_size = 32"]),

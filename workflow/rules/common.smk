@@ -191,8 +191,8 @@ PRETRAIN_IMPLEMENTATION_FLAGS = cli_flags(
 
 
 def task_metric_flags(wildcards):
-    """--metrics <the task's metric names> (finetune.metrics.<task>)."""
-    return cli_flags({"metrics": config["finetune"]["metrics"][wildcards.task]})
+    """No flag: `fem finetune` scores a task with its registry metrics (finetune.metrics is gone)."""
+    return ""
 
 
 def mirror_flag():
