@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
-from fem.cli_args import add_settings, record_provenance, run_labels, settings_from, yaml_value
+from fem.cli_args import add_settings, record_provenance, settings_from, yaml_value
 from fem.errors import AuditError, ConfigError, FemError
+from fem.finetuning.cli import add_finetune_commands
 from fem.provenance import table_provenance_path
-from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings, SquadSettings, VarianceSettings
+from fem.settings import PretrainImplementation, PretrainSettings, VarianceSettings
 from fem.table_cli import add_table_commands
 
 
@@ -120,47 +121,6 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     settings, implementation = settings_from(PretrainSettings, args), settings_from(PretrainImplementation, args)
     pretrain(args.data, out, settings, implementation, world, before_cleanup=write_provenance)
-    close_world(world)
-
-
-# The declared outputs of the fine-tuning rules (the sweep/ folder of a learning-rate sweep
-# is kept for reading, not recorded: neither Snakemake nor DVC tracks it).
-GLUE_OUTPUTS = ("metrics.json", "predictions.csv")
-SQUAD_OUTPUTS = ("metrics.json", "predictions.json", "null_odds.json")
-
-
-def cmd_finetune(args: argparse.Namespace) -> None:
-    """`fem finetune` (GLUE) and `fem finetune-squad` (SQuAD): one run per learning rate of
-    the sweep, the best kept, then provenance of the declared outputs."""
-    from fem.checkpointing import require_checkpoint
-    from fem.distributed import close_world, init_world
-    from fem.finetuning import finetune, sweep_learning_rates
-    from fem.registry import get_task
-    from fem.squad import finetune_squad
-
-    start = time.perf_counter()
-    require_checkpoint(args.checkpoint)  # a missing one names its run and step, before any work
-    world = init_world()  # under torchrun: every rank trains its share, rank 0 writes
-    task = get_task(args.task)
-    squad = args.settings_class is SquadSettings
-    if task.is_qa != squad:
-        right = "fem finetune-squad" if task.is_qa else "fem finetune"
-        raise ConfigError(f"task {args.task} is {'' if task.is_qa else 'not '}extractive QA: use `{right}`")
-    train = finetune_squad if squad else finetune
-
-    metric_names = tuple(args.metrics or task.metrics)
-
-    def run(learning_rate: float, out: Path) -> dict:
-        settings = settings_from(args.settings_class, args, learning_rate=learning_rate)
-        return train(task, args.task_dir, args.checkpoint, out, settings, threads=args.threads,
-                     run_labels=run_labels(args), metric_names=metric_names, world=world)  # fmt: skip
-
-    sweep_learning_rates(run, args.learning_rates, args.out, write_files=world.is_main)
-    if world.is_main:
-        inputs = [args.task_dir, args.checkpoint]
-        outputs = [Path(args.out) / name for name in (SQUAD_OUTPUTS if squad else GLUE_OUTPUTS)]
-        kept = [Path(args.out) / "sweep"]  # every learning rate's run, kept for reading
-        record_provenance(Path(args.out) / "provenance.json", args, inputs, outputs, start, kept=kept)
     close_world(world)
 
 
@@ -328,22 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(p, PretrainImplementation, required=False)
     p.set_defaults(handler=cmd_pretrain)
 
-    for name, settings_class, what in [
-        ("finetune", FinetuneSettings, "a GLUE task"),
-        ("finetune-squad", SquadSettings, "SQuAD v1.1 or v2.0"),
-    ]:
-        p = sub.add_parser(name, help=f"fine-tune a checkpoint on {what}")
-        p.add_argument("--task", required=True)
-        p.add_argument("--task-dir", required=True, help="folder written by `fem download task`")
-        p.add_argument("--checkpoint", required=True)
-        p.add_argument("--out", required=True)
-        p.add_argument("--threads", type=int, default=1)
-        p.add_argument("--label", action="append", default=[], help="key=value stored under 'run' in metrics.json")
-        p.add_argument("--learning-rates", type=yaml_value, required=True, help="a list; several: best on dev")
-        p.add_argument("--metrics", type=yaml_value, default=None,
-                       help="the task's metric names, a list (default: the registry's, fem/registry.py)")  # fmt: skip
-        add_settings(p, settings_class, exclude=("learning_rate",))
-        p.set_defaults(handler=cmd_finetune, settings_class=settings_class)
+    add_finetune_commands(sub)  # finetune, finetune-squad (fem/finetuning/cli.py)
 
     p = sub.add_parser("variance", help="gradient-variance analysis of one checkpoint (DESIGN §6)")
     p.add_argument("--checkpoint", required=True, help="a model folder saved by fem pretrain (checkpoint_metrics.json)")

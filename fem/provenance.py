@@ -83,16 +83,21 @@ def git_state(root: Path = CODE_ROOT) -> dict:
 
 def code_state(package: Path = PACKAGE) -> dict:
     """The code of this process: {"package": the fem folder imported, "sha256": digest of
-    every fem/*.py in it, "modules": {"fem/<name>.py": sha256} of the fem modules imported so
-    far}. "sha256" equals `sha256sum fem/*.py | sha256sum` run in the checkout (lines
-    "<sha256>  fem/<name>.py", sorted by name)."""
-    files = {f"fem/{file.name}": sha256_file(file) for file in sorted(package.glob("*.py"))}
+    every .py file under it, "modules": {"fem/<path>.py": sha256} of the fem modules imported
+    so far}. "sha256" equals `find fem -name '*.py' | sort | xargs sha256sum | sha256sum` run in
+    the checkout (lines "<sha256>  fem/<path>.py", sorted by path; sub-packages such as
+    fem/finetuning/ included)."""
+    files = {
+        f"fem/{file.relative_to(package).as_posix()}": sha256_file(file)
+        for file in sorted(package.rglob("*.py"))
+        if "__pycache__" not in file.parts
+    }
     listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
     imported = set()
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
-        if file and Path(file).resolve().parent == package:
-            imported.add(f"fem/{Path(file).name}")
+        if file and Path(file).resolve().is_relative_to(package):
+            imported.add(f"fem/{Path(file).resolve().relative_to(package).as_posix()}")
     return {
         "package": str(package),
         "sha256": hashlib.sha256(listing.encode()).hexdigest(),

@@ -13,7 +13,7 @@ import pytest
 
 from fem.data import check_task_source, download_task
 from fem.errors import DataSourceError
-from fem.finetuning import finetune
+from fem.finetuning.sweep import finetune
 from fem.metrics import macro_f1, micro_f1
 from fem.registry import get_task
 from fem.settings import FinetuneSettings

@@ -181,7 +181,7 @@ def test_the_table_jobs_stop_on_a_missing_checkpoint_with_that_message(tmp_path,
     missing = run / "checkpoints" / "step-300"
     args = {
         "finetune": ["finetune", "--task", "sst2", "--task-dir", str(tmp_path / "task"), "--learning-rates", "[0.001]",
-                     "--metrics", "[accuracy]", *settings_flags("finetune")],
+                     *settings_flags("finetune")],
         "variance": ["variance", "--data", str(tmp_path / "data"), *settings_flags("variance")],
     }[command]  # fmt: skip
     done = subprocess.run(

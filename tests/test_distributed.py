@@ -93,7 +93,7 @@ def test_two_process_ddp_finetuning_equals_one_process(mirror, tokenizer, tmp_pa
         return ["finetune", "--task", "stsb", "--task-dir", str(task_dir), "--checkpoint", str(checkpoint),
                 "--out", str(out), "--seed", "1", "--max-train-examples", "25", "--max-eval-examples", "16",
                 "--max-length", "64", "--epochs", "2", "--batch-size", "8", "--learning-rates", "[0.001]",
-                "--warmup-ratio", "0.1", "--weight-decay", "0.01", "--metrics", "[pearson, spearman]"]  # fmt: skip
+                "--warmup-ratio", "0.1", "--weight-decay", "0.01"]  # fmt: skip
 
     fem_run(args(tmp_path / "single"), 1, tmp_path / "single.log")
     # 25 examples: batches 4 + 4, and a last one of 1 (rank 1 joins with factor 0)

@@ -1,11 +1,14 @@
 import csv
+import json
 
 import datasets
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from fem.finetuning import SUBSAMPLE_SEED, finetune, sweep_learning_rates
+from fem.finetuning import sweep
+from fem.finetuning.harness import SUBSAMPLE_SEED, RunOutputs
+from fem.finetuning.sweep import finetune, sweep_learning_rates
 from fem.registry import get_task
 from fem.settings import FinetuneSettings
 
@@ -108,21 +111,58 @@ def test_a_missing_dev_split_is_named(tmp_path, checkpoint, mirror):
         finetune(get_task("mnli"), task_dir, checkpoint, tmp_path / "out", SETTINGS)
 
 
-def test_learning_rate_sweep_keeps_the_best_dev_score(tmp_path):
+def test_learning_rate_sweep_keeps_the_best_dev_score_and_writes_each_metrics_json_once(tmp_path, monkeypatch):
+    """Runs stubbed (train_glue returns a score per rate): the best rate's files are kept in
+    out/, every rate's own in out/sweep/lr-<rate>/, and each folder's metrics.json is written
+    once, the kept one with the sweep's choice."""
     scores = {1e-4: 0.6, 3e-4: 0.8, 1e-3: 0.7}
+    runs = []
 
-    def run(lr, out):
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "predictions.csv").write_text(f"lr {lr}\n")
-        return {"score": scores[lr], "settings": {"learning_rate": lr}}
+    def train(task, task_dir, checkpoint_dir, settings, threads, run_labels, world):
+        runs.append(settings.learning_rate)
+        lr = settings.learning_rate
+        return RunOutputs({"score": scores[lr], "settings": {"learning_rate": lr}}, {"predictions.csv": f"lr {lr}\n"})
 
-    result = sweep_learning_rates(run, list(scores), tmp_path / "out")
+    written = []
+    write_run = sweep.write_run
+
+    def recording_write_run(out_dir, outputs, metrics=None):
+        written.append(out_dir)
+        write_run(out_dir, outputs, metrics)
+
+    monkeypatch.setattr(sweep, "train_glue", train)
+    monkeypatch.setattr(sweep, "write_run", recording_write_run)
+    (tmp_path / "out" / "sweep" / "lr-0.1").mkdir(parents=True)  # an earlier sweep's run: removed
+    result = sweep_learning_rates(get_task("sst2"), "data", "model", tmp_path / "out", SETTINGS, list(scores))
+    assert runs == list(scores)
     assert result["learning_rate"] == 3e-4
     assert result["learning_rate_sweep"] == {"0.0001": 0.6, "0.0003": 0.8, "0.001": 0.7}
     assert (tmp_path / "out" / "predictions.csv").read_text() == "lr 0.0003\n"
-    assert (tmp_path / "out" / "sweep" / "lr-0.001" / "predictions.csv").is_file()
-    single = sweep_learning_rates(run, [1e-3], tmp_path / "single")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == result
+    assert json.loads((tmp_path / "out" / "sweep" / "lr-0.001" / "metrics.json").read_text())["score"] == 0.7
+    assert (tmp_path / "out" / "sweep" / "lr-0.001" / "predictions.csv").read_text() == "lr 0.001\n"
+    assert sorted(p.name for p in (tmp_path / "out" / "sweep").iterdir()) == ["lr-0.0001", "lr-0.0003", "lr-0.001"]
+    assert sorted(written) == sorted({*written}) and len(written) == 4  # three rates and the kept run, once each
+    single = sweep_learning_rates(get_task("sst2"), "data", "model", tmp_path / "single", SETTINGS, [1e-3])
     assert single["learning_rate"] == 1e-3 and not (tmp_path / "single" / "sweep").exists()
+    assert json.loads((tmp_path / "single" / "metrics.json").read_text()) == single
+    assert written[4:] == [tmp_path / "single"]
+
+
+def test_sweep_of_real_runs_keeps_the_chosen_runs_files(tmp_path, mirror, checkpoint):
+    """Two real learning rates: out/ holds the chosen run's predictions and its metrics plus
+    the sweep's choice; the runs under sweep/ hold their own metrics.json."""
+    task_dir = task_data(tmp_path, mirror, "stsb")
+    result = sweep_learning_rates(get_task("stsb"), task_dir, checkpoint, tmp_path / "out", SETTINGS, [1e-3, 3e-4],
+                                  run_labels={"strategy": "fe"})  # fmt: skip
+    chosen = tmp_path / "out" / "sweep" / f"lr-{result['learning_rate']:g}"
+    own = json.loads((chosen / "metrics.json").read_text())
+    assert "learning_rate" not in own and own["settings"]["learning_rate"] == result["learning_rate"]
+    assert {k: v for k, v in result.items() if k not in ("learning_rate", "learning_rate_sweep", "wall_seconds")} == {
+        k: v for k, v in own.items() if k != "wall_seconds"
+    }
+    assert (tmp_path / "out" / "predictions.csv").read_bytes() == (chosen / "predictions.csv").read_bytes()
+    assert result["score"] == max(result["learning_rate_sweep"].values())
 
 
 @pytest.mark.parametrize("name", ["mrpc", "cola", "stsb"])

@@ -5,7 +5,6 @@ the sha256 of every source file it read."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,9 +21,11 @@ GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": 
 
 
 def package_hash(package: Path) -> str:
-    """`sha256sum fem/*.py | sha256sum`, computed here independently of fem.provenance."""
-    lines = "".join(f"{sha256_file(f)}  fem/{f.name}\n" for f in sorted(package.glob("*.py")))
-    return hashlib.sha256(lines.encode()).hexdigest()
+    """`find fem -name '*.py' | sort | xargs sha256sum | sha256sum` in the folder above
+    `package`: coreutils, independently of fem.provenance (sub-packages included)."""
+    command = "find fem -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum | sha256sum"
+    done = subprocess.run(["bash", "-c", command], cwd=package.parent, capture_output=True, text=True, check=True)
+    return done.stdout.split()[0]
 
 
 def git(clone: Path, *args: str) -> str:

@@ -5,10 +5,11 @@ import datasets
 import numpy as np
 import pytest
 
+from fem.finetuning.squad import answer_positions, decode, prepare_features
+from fem.finetuning.sweep import finetune
 from fem.metrics import normalize_answer, squad_exact_match, squad_f1, squad_metrics
 from fem.registry import get_task
 from fem.settings import SquadSettings
-from fem.squad import answer_positions, decode, finetune_squad, prepare_features
 
 # --- metrics: the official SQuAD v2.0 rules, by hand -------------------------------------
 
@@ -281,7 +282,7 @@ def test_finetune_squad_produces_valid_metrics(tmp_path, checkpoint, name):
     train_qa = TRAIN_QA + (UNANSWERABLE_QA if task.unanswerable else [])
     dev_qa = DEV_QA + ([(*qa, []) for qa in UNANSWERABLE_QA] if task.unanswerable else [])
     task_dir = save_task(tmp_path / name, train_qa, dev_qa)
-    result = finetune_squad(task, task_dir, checkpoint, tmp_path / "out", SETTINGS, run_labels={"strategy": "fe"})
+    result = finetune(task, task_dir, checkpoint, tmp_path / "out", SETTINGS, run_labels={"strategy": "fe"})
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved == result
     assert result["task"] == name and result["run"] == {"strategy": "fe"}
@@ -311,8 +312,8 @@ def test_finetune_squad_produces_valid_metrics(tmp_path, checkpoint, name):
 
 def test_finetune_squad_is_deterministic(tmp_path, checkpoint):
     task_dir = save_task(tmp_path / "squad", TRAIN_QA, DEV_QA)
-    first = finetune_squad(get_task("squad"), task_dir, checkpoint, tmp_path / "a", SETTINGS)
-    second = finetune_squad(get_task("squad"), task_dir, checkpoint, tmp_path / "b", SETTINGS)
+    first = finetune(get_task("squad"), task_dir, checkpoint, tmp_path / "a", SETTINGS)
+    second = finetune(get_task("squad"), task_dir, checkpoint, tmp_path / "b", SETTINGS)
     assert first["final_train_loss"] == second["final_train_loss"]
     assert first["metrics"] == second["metrics"]
     assert (tmp_path / "a" / "predictions.json").read_text() == (tmp_path / "b" / "predictions.json").read_text()
@@ -327,8 +328,8 @@ def test_finetune_squad_learns_a_training_set_by_heart(tmp_path, checkpoint):
                              max_answer_length=10, n_best=20, no_answer_threshold=0.0, epochs=50, batch_size=4,
                              learning_rate=1e-3, warmup_ratio=0.1, weight_decay=0.0)  # fmt: skip
     one_step = replace(settings, epochs=1, batch_size=8)
-    untrained = finetune_squad(get_task("squad"), task_dir, checkpoint, tmp_path / "untrained", one_step)
-    trained = finetune_squad(get_task("squad"), task_dir, checkpoint, tmp_path / "trained", settings)
+    untrained = finetune(get_task("squad"), task_dir, checkpoint, tmp_path / "untrained", one_step)
+    trained = finetune(get_task("squad"), task_dir, checkpoint, tmp_path / "trained", settings)
     assert untrained["steps"] == 1 and untrained["metrics"]["f1"] < 0.5  # 0.0 here; at most 0.39 over seeds 1-5
     assert trained["metrics"]["f1"] >= 0.75  # 0.875 over seeds 1-5 (a 1-layer, 32-wide model mixes up one question)
     assert trained["final_train_loss"] < untrained["final_train_loss"] / 2
@@ -342,7 +343,7 @@ def test_trivial_baseline_answers_nothing(tmp_path, checkpoint, name):
     train_qa = TRAIN_QA + (UNANSWERABLE_QA if task.unanswerable else [])
     dev_qa = DEV_QA + ([(*qa, []) for qa in UNANSWERABLE_QA] if task.unanswerable else [])
     task_dir = save_task(tmp_path / name, train_qa, dev_qa)
-    result = finetune_squad(task, task_dir, checkpoint, tmp_path / "out", replace(SETTINGS, epochs=1))
+    result = finetune(task, task_dir, checkpoint, tmp_path / "out", replace(SETTINGS, epochs=1))
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["trivial_metrics"] == result["trivial_metrics"]
     assert list(result["trivial_metrics"]) == list(result["metrics"])
     if not task.unanswerable:

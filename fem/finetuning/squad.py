@@ -15,28 +15,26 @@ the valid span (inside the context, end >= start, at most max_answer_length toke
 the highest start + end logit. For v2 the null score is start[CLS] + end[CLS], the
 smallest over the question's features; the answer is "" when null score - best span score
 > no_answer_threshold. Scores come from the port of the official evaluation script in
-fem.metrics. The training subsample (tiny scale) is drawn with a fixed seed so that every
-strategy and seed sees the same questions.
+fem.metrics. The data, the loop and the outputs are fem.finetuning.harness (the training
+subsample, drawn with a fixed seed, is the same questions for every strategy and seed).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fem.distributed import World, batch_share, data_parallel, seed_rank_stream
+from fem.distributed import World
+from fem.finetuning.harness import RunOutputs, load_task_splits, run_result, run_scores, start_training, train_epochs
 from fem.metrics import squad_metrics, squad_trivial_metrics
-from fem.optimization import finetuning_optimizer, shared_step
 from fem.registry import Task
 from fem.settings import SquadSettings
 
-SUBSAMPLE_SEED = 0
+OUTPUTS = ("metrics.json", "predictions.json", "null_odds.json")  # the files of a run (fem finetune-squad)
 TOKENIZE_CHUNK = 1000  # examples per tokenizer call (bounds the memory of the fast tokenizer's encodings)
 LOG_EVERY = 500  # optimizer steps between progress lines inside an epoch
 FEATURE_KEYS = ("input_ids", "token_type_ids", "attention_mask")
@@ -181,43 +179,24 @@ def predict_logits(model, features: dict, pad_id: int, batch_size: int = 64) -> 
     return starts, ends
 
 
-def finetune_squad(
-    task: Task,
-    task_dir: str | Path,
-    checkpoint_dir: str | Path,
-    out_dir: str | Path,
-    settings: SquadSettings,
-    threads: int = 1,
-    run_labels: dict | None = None,
-    metric_names: tuple[str, ...] | None = None,
-    world: World | None = None,
-) -> dict:
+def train_squad(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, settings: SquadSettings, threads: int = 1,
+                run_labels: dict | None = None, world: World | None = None) -> RunOutputs:  # fmt: skip
     """Fine-tune `checkpoint_dir` on SQuAD-format data saved at `task_dir` (splits "train" and
-    "validation"), evaluate on the validation split. Writes out_dir/metrics.json,
-    out_dir/predictions.json ({question id: answer text}), out_dir/null_odds.json
-    ({question id: null score - best span score; null when no span was valid}). Metrics are
-    fractions in [0, 1]."""
-    import datasets
+    "validation") and score it on the validation split; writes nothing. Metrics are fractions
+    in [0, 1]; the score is the mean of the task's metrics (fem.registry: exact_match, f1).
+    Files: predictions.json ({question id: answer text}) and null_odds.json ({question id:
+    null score - best span score; null when no span was valid})."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    torch.set_num_threads(threads)
-    out_dir = Path(out_dir)
-    data = datasets.load_from_disk(str(task_dir))
-    train, dev = data["train"], data["validation"]
-    if settings.max_train_examples is not None and len(train) > settings.max_train_examples:
-        keep = np.random.default_rng(SUBSAMPLE_SEED).permutation(len(train))[: settings.max_train_examples]
-        train = train.select(np.sort(keep))
-    if settings.max_eval_examples is not None and len(dev) > settings.max_eval_examples:
-        dev = dev.select(range(settings.max_eval_examples))
-
+    data, train, devs = load_task_splits(task, task_dir, settings, threads)
+    dev = devs["validation"]
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
-    train_answers, dev_answers = list(train["answers"]), list(dev["answers"])
-    dev_contexts = list(dev["context"])
+    train_answers = list(train["answers"])
     train_features = prepare_features(
         tokenizer, list(train["question"]), list(train["context"]), settings.max_length, settings.doc_stride
     )
     dev_features = prepare_features(
-        tokenizer, list(dev["question"]), dev_contexts, settings.max_length, settings.doc_stride
+        tokenizer, list(dev["question"]), list(dev["context"]), settings.max_length, settings.doc_stride
     )
     start_positions, end_positions = answer_positions(
         train_features, [a["answer_start"] for a in train_answers], [a["text"] for a in train_answers]
@@ -225,103 +204,70 @@ def finetune_squad(
     del train_features["offset_mapping"]  # not needed for training
     n_train = len(train_features["input_ids"])
 
+    def load_model() -> torch.nn.Module:
+        return AutoModelForQuestionAnswering.from_pretrained(str(checkpoint_dir), use_safetensors=True)
+
     world = world or World()  # under torchrun the CLI passes its World: each rank trains a share
-    torch.manual_seed(settings.seed)
-    model = AutoModelForQuestionAnswering.from_pretrained(str(checkpoint_dir), use_safetensors=True)
-    device = world.device()
-    model.to(device).train()
-    seed_rank_stream(settings.seed, world)
-    trainer = data_parallel(model, world)
+    training = start_training(load_model, n_train, settings, world)
+    device = training.device
     start_positions = torch.tensor(start_positions, dtype=torch.long, device=device)
     end_positions = torch.tensor(end_positions, dtype=torch.long, device=device)
-    steps_per_epoch = -(-n_train // settings.batch_size)
-    total_steps = settings.epochs * steps_per_epoch
-    optimizer, scheduler = finetuning_optimizer(
-        model, settings.learning_rate, settings.weight_decay, settings.warmup_ratio, total_steps
-    )
-    order_rng = np.random.default_rng(settings.seed)
     print(
         f"finetune {task.name}: {len(train)} train questions ({n_train} features) / {len(dev)} dev questions "
-        f"({len(dev_features['input_ids'])} features), {total_steps} steps",
+        f"({len(dev_features['input_ids'])} features), {training.total_steps} steps",
         flush=True,
     )
 
-    start = time.perf_counter()
-    losses = []
-    for epoch in range(settings.epochs):
-        order = order_rng.permutation(n_train)
-        for step in range(steps_per_epoch):
-            rows = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            rows, share = batch_share(rows, world)  # under torchrun: this rank's slice
-            batch = {k: v.to(device) for k, v in pad_features(train_features, rows, tokenizer.pad_token_id).items()}
-            index = torch.from_numpy(rows).to(device)
-            loss = trainer(**batch, start_positions=start_positions[index], end_positions=end_positions[index]).loss
-            losses.append(shared_step(model, loss, share, optimizer, scheduler))
-            done = epoch * steps_per_epoch + step + 1
-            if done % LOG_EVERY == 0 and world.is_main:
-                elapsed = time.perf_counter() - start
-                print(
-                    f"step {done}/{total_steps} loss {np.mean(losses[-LOG_EVERY:]):.4f} "
-                    f"elapsed {elapsed:.0f}s eta {elapsed / done * (total_steps - done):.0f}s",
-                    flush=True,
-                )
-        print(
-            f"epoch {epoch + 1}/{settings.epochs} mean loss {np.mean(losses[-steps_per_epoch:]):.4f}",
-            flush=True,
-        )
+    def batch_inputs(rows: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = {k: v.to(device) for k, v in pad_features(train_features, rows, tokenizer.pad_token_id).items()}
+        index = torch.from_numpy(rows).to(device)
+        return batch | {"start_positions": start_positions[index], "end_positions": end_positions[index]}
 
-    start_logits, end_logits = predict_logits(model, dev_features, tokenizer.pad_token_id)
-    answers, odds = decode(
-        start_logits,
-        end_logits,
-        dev_features,
-        dev_contexts,
-        settings.n_best,
-        settings.max_answer_length,
-        task.unanswerable,
-        settings.no_answer_threshold,
-    )
-    ids = list(dev["id"])
-    predictions = {ids[i]: answers[i] for i in range(len(ids))}
-    gold = {ids[i]: dev_answers[i]["text"] for i in range(len(ids))}
+    losses = train_epochs(training, batch_inputs, log_every=LOG_EVERY)
+    predictions, null_odds = answer_dev_questions(training.model, tokenizer, dev, dev_features, settings,
+                                                  task.unanswerable)  # fmt: skip
+    gold = {qid: answers["text"] for qid, answers in zip(list(dev["id"]), list(dev["answers"]), strict=True)}
     metrics = squad_metrics(predictions, gold)
     if not task.unanswerable:  # v1.1: every question has an answer; the breakdown adds nothing
         metrics = {name: metrics[name] for name in ("exact_match", "f1")}
     trivial_metrics = squad_trivial_metrics(gold, task.unanswerable)  # the same keys as metrics
     trivial_predictor = ('the empty answer ("no answer") to every question' if task.unanswerable
                          else "none: every question has an answer, so exact match and F1 are 0")  # fmt: skip
-    wall = time.perf_counter() - start
-    metric_names = list(metric_names or task.metrics)
-    print(f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
-
-    result = {
-        "task": task.name,
-        "run": run_labels or {},
-        "metrics": metrics,
-        "metric_names": metric_names,
-        "score": float(np.mean([metrics[name] for name in metric_names])),
-        "trivial_metrics": trivial_metrics,
-        "trivial_score": float(np.mean([trivial_metrics[name] for name in metric_names])),
-        "trivial_predictor": trivial_predictor,
+    details = {
         "train_examples": len(train),
         "train_features": n_train,
         "train_examples_available": len(data["train"]),
         "eval_examples": len(dev),
         "eval_features": len(dev_features["input_ids"]),
         "eval_split": "validation",
-        "steps": total_steps,
-        "final_train_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None,
-        "wall_seconds": wall,
-        "processes": world.size,
-        "settings": asdict(settings),
     }
-    if not world.is_main:  # every rank evaluated the same weights; rank 0 writes
-        return result
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "predictions.json").write_text(json.dumps(predictions, indent=2) + "\n")
-    # null score - best span score per question (v1.1 too: it shows how sure each answer is);
-    # strict JSON: no valid span at all (odds +inf) is written as null
+    scores = run_scores(metrics, trivial_metrics, task.metrics, trivial_predictor)
+    result = run_result(task, run_labels, scores, details, training, losses)
+    files = {name: json.dumps(content, indent=2) + "\n" for name, content in
+             (("predictions.json", predictions), ("null_odds.json", null_odds))}  # fmt: skip
+    return RunOutputs(result, files)
+
+
+def answer_dev_questions(
+    model, tokenizer, dev, dev_features: dict, settings: SquadSettings, unanswerable: bool
+) -> tuple[dict[str, str], dict[str, float | None]]:
+    """The model's answer to every question of `dev` (its `dev_features`, prepare_features),
+    decoded with the settings' n_best, max_answer_length and (v2, `unanswerable`)
+    no_answer_threshold. Returns ({question id: answer text}, {question id: null score - best
+    span score}); the null odds are given for v1.1 too (they show how sure each answer is),
+    None where no span was valid (strict JSON has no infinity)."""
+    start_logits, end_logits = predict_logits(model, dev_features, tokenizer.pad_token_id)
+    answers, odds = decode(
+        start_logits,
+        end_logits,
+        dev_features,
+        list(dev["context"]),
+        settings.n_best,
+        settings.max_answer_length,
+        unanswerable,
+        settings.no_answer_threshold,
+    )
+    ids = list(dev["id"])
+    predictions = {ids[i]: answers[i] for i in range(len(ids))}
     null_odds = {ids[i]: odds[i] if math.isfinite(odds[i]) else None for i in range(len(ids))}
-    (out_dir / "null_odds.json").write_text(json.dumps(null_odds, indent=2) + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return predictions, null_odds
