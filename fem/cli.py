@@ -37,9 +37,28 @@ def _checked_config(paths: list[str]) -> dict:
     return config
 
 
+def add_check_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-config", help="validate config files (later ones override earlier)")
+    p.add_argument("configs", nargs="+")
+    p.set_defaults(handler=cmd_check_config)
+
+
 def cmd_check_config(args: argparse.Namespace) -> None:
     _checked_config(args.configs)
     print(f"config OK: {' + '.join(args.configs)}")
+
+
+def add_estimate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("estimate", help="FLOPs and GPU-hours of Table 2 under config files, at an assumed MFU")
+    p.add_argument("configs", nargs="+", help="config files, later ones overriding earlier ones (as check-config)")
+    p.add_argument("--mfu", type=float, default=None, help="pre-training MFU, a share of the bf16 peak (default 0.40)")
+    p.add_argument("--finetune-mfu", type=float, default=None,
+                   help="fine-tuning MFU: float32, at most 0.068 of the bf16 peak (default 0.03)")  # fmt: skip
+    p.add_argument("--gpu", default="H100", help="GPU whose dense bf16 peak to use (default H100, the H200's too)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="per-GPU bf16 peak in TFLOP/s instead of --gpu's")
+    p.add_argument("--vocab-size", type=int, default=30522,
+                   help="vocabulary of a tokenizer not learned by fem (default 30522: bert-base-uncased)")  # fmt: skip
+    p.set_defaults(handler=cmd_estimate)
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
@@ -69,6 +88,15 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     print("Model FLOPs (3 x forward) at an assumed MFU, not measured; fine-tuning tokens at max_length (upper bound).")
 
 
+def add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="save a corpus or task from the hub / mirror / package")
+    p.add_argument("kind", choices=["corpus", "task"])
+    p.add_argument("name")
+    p.add_argument("--out", required=True)
+    p.add_argument("--mirror", default=None, help="folder holding <hub id> copies (default: $FEM_HUB_MIRROR)")
+    p.set_defaults(handler=cmd_download)
+
+
 def cmd_download(args: argparse.Namespace) -> None:
     from fem.data import SourcesRead, download_corpus, download_task
 
@@ -82,6 +110,17 @@ def cmd_download(args: argparse.Namespace) -> None:
         print(f"task {args.name}: {counts} -> {args.out}")
         print(f"task {args.name}: exact copies (whitespace and case normalised): {json.dumps(read.duplicates)}")
     record_provenance(Path(args.out) / "provenance.json", args, [], [args.out], start, sources=read.record())
+
+
+def add_tokenize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tokenize", help="tokenize a corpus and pack it into fixed-length blocks")
+    p.add_argument("--corpus-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--tokenizer", required=True, help="hub id, folder, or pip:<package>")
+    p.add_argument("--block-size", type=int, required=True)
+    p.add_argument("--validation-fraction", type=float, required=True)
+    p.add_argument("--max-documents", type=yaml_value, default=None)
+    p.set_defaults(handler=cmd_tokenize)
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
@@ -99,12 +138,34 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
     record_provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
 
 
+def add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-tokenizer", help="learn a WordPiece vocabulary on a corpus's training documents")
+    p.add_argument("--corpus-dir", required=True)
+    p.add_argument("--out", required=True, help="folder for the tokenizer (loadable with AutoTokenizer)")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--validation-fraction", type=float, required=True, help="as `fem tokenize`: the same split")
+    p.add_argument("--max-documents", type=yaml_value, default=None)
+    p.set_defaults(handler=cmd_train_tokenizer)
+
+
 def cmd_train_tokenizer(args: argparse.Namespace) -> None:
     from fem.wordpiece import train_corpus_tokenizer
 
     start = time.perf_counter()
     train_corpus_tokenizer(args.corpus_dir, args.out, args.vocab_size, args.validation_fraction, args.max_documents)
     record_provenance(Path(args.out) / "provenance.json", args, [args.corpus_dir], [args.out], start)
+
+
+def add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="pre-train a BERT from scratch with one masking strategy")
+    p.add_argument("--data", required=True, help="folder written by `fem tokenize`")
+    p.add_argument("--out", required=True)
+    add_settings(p, PretrainSettings, exclude=("init_from",))
+    p.add_argument(
+        "--init-from", type=yaml_value, default=None, help="pretrained encoder to continue (default: from scratch)"
+    )
+    add_settings(p, PretrainImplementation, required=False)
+    p.set_defaults(handler=cmd_pretrain)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -140,6 +201,17 @@ def checkpoint_identity(checkpoint: Path) -> dict:
     return identity | {"validation_mlm_loss": record["validation_mlm_loss"], "checkpoint": str(checkpoint)}
 
 
+def add_variance(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("variance", help="gradient-variance analysis of one checkpoint (DESIGN §6)")
+    p.add_argument("--checkpoint", required=True, help="a model folder saved by fem pretrain (checkpoint_metrics.json)")
+    p.add_argument("--data", required=True, help="folder written by `fem tokenize` (validation.npy is analysed)")
+    p.add_argument("--out", required=True, help="folder for variance.json and provenance.json")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--chunk-rows", type=int, default=32, help="rows per vmap call (memory; not results)")
+    add_settings(p, VarianceSettings)
+    p.set_defaults(handler=cmd_variance)
+
+
 def cmd_variance(args: argparse.Namespace) -> None:
     from fem.checkpointing import require_checkpoint
     from fem.mask_gradients import analyse_checkpoint
@@ -161,6 +233,14 @@ def cmd_variance(args: argparse.Namespace) -> None:
     record_provenance(out / "provenance.json", args, inputs, [out / "variance.json"], start)
 
 
+def add_task_text(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("task-text", help="save a task's training text as a corpus (continual pre-training)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--task-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_task_text)
+
+
 def cmd_task_text(args: argparse.Namespace) -> None:
     """The text of a task's training split as a corpus (continual pre-training, Table 1)."""
     import datasets
@@ -176,12 +256,30 @@ def cmd_task_text(args: argparse.Namespace) -> None:
     record_provenance(Path(args.out) / "provenance.json", args, [args.task_dir], [args.out], start)
 
 
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="build results/report.md from the tables' Markdown and the figures")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tables", nargs="+", required=True, help="tableN.md files, in order")
+    p.add_argument("--figures", nargs="*", default=[], help="figure files")
+    p.set_defaults(handler=cmd_report)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from fem.report import write_report as write_results_report
 
     start = time.perf_counter()
     write_results_report(args.out, args.tables, args.figures)
     record_provenance(table_provenance_path(args.out), args, args.tables + args.figures, [args.out], start)
+
+
+def add_overlap(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("overlap", help="count dev examples with a copy in train or their text in the corpus")
+    p.add_argument("--corpus-dir", required=True, help="folder written by `fem download corpus`")
+    p.add_argument("--max-documents", type=yaml_value, default=None, help="documents read, as tokenize (null: all)")
+    p.add_argument("--task-dirs", nargs="+", required=True, help="folders written by `fem download task`, one per task")
+    p.add_argument("--json", required=True)
+    p.add_argument("--md", required=True)
+    p.set_defaults(handler=cmd_overlap)
 
 
 def cmd_overlap(args: argparse.Namespace) -> None:
@@ -196,6 +294,21 @@ def cmd_overlap(args: argparse.Namespace) -> None:
     print(overlap_markdown(report))
     inputs = [args.corpus_dir, *args.task_dirs]
     record_provenance(table_provenance_path(args.json), args, inputs, [args.json, args.md], start)
+
+
+def add_dvc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dvc", help="DVC integration")
+    dvc = p.add_subparsers(required=True, metavar="action")
+    p = dvc.add_parser("generate", help="write dvc.yaml from the Snakemake DAG (one stage per job)")
+    p.add_argument("targets", nargs="*", default=["results/report.md"], help="default: every table and the report")
+    p.add_argument("--configfile", nargs="*", default=[], help="config files, as given to snakemake")
+    p.add_argument("--out", default="dvc.yaml")
+    p.add_argument("--check", action="store_true", help="compare with --out instead of writing; exit 1 on drift")
+    p.set_defaults(handler=cmd_dvc_generate)
+    p = dvc.add_parser("pull", help="pull a target and its dependencies from the DVC remote, check them against "
+                       "dvc.lock, and mark them up to date for Snakemake")  # fmt: skip
+    p.add_argument("target", help="an output of dvc.yaml, e.g. results/table2.csv")
+    p.set_defaults(handler=cmd_dvc_pull)
 
 
 def cmd_dvc_generate(args: argparse.Namespace) -> None:
@@ -222,6 +335,16 @@ def cmd_dvc_pull(args: argparse.Namespace) -> None:
         sys.exit(f"fem dvc pull: error: {err}")
 
 
+def add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="show (and verify) the chain of evidence behind every number of a table")
+    p.add_argument("table", help="a results table CSV with a runs column, e.g. results/table2.csv")
+    p.add_argument("--verify", action="store_true", help="hash every recorded file again and compare")
+    p.add_argument("--allow-dirty", action="store_true", help="audit records made from a dirty or unknown git tree")
+    p.add_argument("--dvc-lock", default=None, help="dvc.lock to verify against (default: dvc.lock if it exists)")
+    p.add_argument("--json", default=None, help="write the full report as JSON to this file")
+    p.set_defaults(handler=cmd_audit)
+
+
 def cmd_audit(args: argparse.Namespace) -> None:
     from fem.audit import audit, write_report
     from fem.audit_text import format_report
@@ -236,111 +359,24 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`fem` and its sub-commands, in the order of `fem --help`. Each add_<command> sits right
+    above its handler cmd_<command>."""
     parser = argparse.ArgumentParser(prog="fem", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(required=True, metavar="command")
-
-    p = sub.add_parser("check-config", help="validate config files (later ones override earlier)")
-    p.add_argument("configs", nargs="+")
-    p.set_defaults(handler=cmd_check_config)
-
-    p = sub.add_parser("estimate", help="FLOPs and GPU-hours of Table 2 under config files, at an assumed MFU")
-    p.add_argument("configs", nargs="+", help="config files, later ones overriding earlier ones (as check-config)")
-    p.add_argument("--mfu", type=float, default=None, help="pre-training MFU, a share of the bf16 peak (default 0.40)")
-    p.add_argument("--finetune-mfu", type=float, default=None,
-                   help="fine-tuning MFU: float32, at most 0.068 of the bf16 peak (default 0.03)")  # fmt: skip
-    p.add_argument("--gpu", default="H100", help="GPU whose dense bf16 peak to use (default H100, the H200's too)")
-    p.add_argument("--peak-tflops", type=float, default=None, help="per-GPU bf16 peak in TFLOP/s instead of --gpu's")
-    p.add_argument("--vocab-size", type=int, default=30522,
-                   help="vocabulary of a tokenizer not learned by fem (default 30522: bert-base-uncased)")  # fmt: skip
-    p.set_defaults(handler=cmd_estimate)
-
-    p = sub.add_parser("download", help="save a corpus or task from the hub / mirror / package")
-    p.add_argument("kind", choices=["corpus", "task"])
-    p.add_argument("name")
-    p.add_argument("--out", required=True)
-    p.add_argument("--mirror", default=None, help="folder holding <hub id> copies (default: $FEM_HUB_MIRROR)")
-    p.set_defaults(handler=cmd_download)
-
-    p = sub.add_parser("tokenize", help="tokenize a corpus and pack it into fixed-length blocks")
-    p.add_argument("--corpus-dir", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--tokenizer", required=True, help="hub id, folder, or pip:<package>")
-    p.add_argument("--block-size", type=int, required=True)
-    p.add_argument("--validation-fraction", type=float, required=True)
-    p.add_argument("--max-documents", type=yaml_value, default=None)
-    p.set_defaults(handler=cmd_tokenize)
-
-    p = sub.add_parser("train-tokenizer", help="learn a WordPiece vocabulary on a corpus's training documents")
-    p.add_argument("--corpus-dir", required=True)
-    p.add_argument("--out", required=True, help="folder for the tokenizer (loadable with AutoTokenizer)")
-    p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--validation-fraction", type=float, required=True, help="as `fem tokenize`: the same split")
-    p.add_argument("--max-documents", type=yaml_value, default=None)
-    p.set_defaults(handler=cmd_train_tokenizer)
-
-    p = sub.add_parser("pretrain", help="pre-train a BERT from scratch with one masking strategy")
-    p.add_argument("--data", required=True, help="folder written by `fem tokenize`")
-    p.add_argument("--out", required=True)
-    add_settings(p, PretrainSettings, exclude=("init_from",))
-    p.add_argument(
-        "--init-from", type=yaml_value, default=None, help="pretrained encoder to continue (default: from scratch)"
-    )
-    add_settings(p, PretrainImplementation, required=False)
-    p.set_defaults(handler=cmd_pretrain)
-
+    add_check_config(sub)
+    add_estimate(sub)
+    add_download(sub)
+    add_tokenize(sub)
+    add_train_tokenizer(sub)
+    add_pretrain(sub)
     add_finetune_commands(sub)  # finetune, finetune-squad (fem/finetuning/cli.py)
-
-    p = sub.add_parser("variance", help="gradient-variance analysis of one checkpoint (DESIGN §6)")
-    p.add_argument("--checkpoint", required=True, help="a model folder saved by fem pretrain (checkpoint_metrics.json)")
-    p.add_argument("--data", required=True, help="folder written by `fem tokenize` (validation.npy is analysed)")
-    p.add_argument("--out", required=True, help="folder for variance.json and provenance.json")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--chunk-rows", type=int, default=32, help="rows per vmap call (memory; not results)")
-    add_settings(p, VarianceSettings)
-    p.set_defaults(handler=cmd_variance)
-
-    p = sub.add_parser("dvc", help="DVC integration")
-    dvc = p.add_subparsers(required=True, metavar="action")
-    p = dvc.add_parser("generate", help="write dvc.yaml from the Snakemake DAG (one stage per job)")
-    p.add_argument("targets", nargs="*", default=["results/report.md"], help="default: every table and the report")
-    p.add_argument("--configfile", nargs="*", default=[], help="config files, as given to snakemake")
-    p.add_argument("--out", default="dvc.yaml")
-    p.add_argument("--check", action="store_true", help="compare with --out instead of writing; exit 1 on drift")
-    p.set_defaults(handler=cmd_dvc_generate)
-    p = dvc.add_parser("pull", help="pull a target and its dependencies from the DVC remote, check them against "
-                       "dvc.lock, and mark them up to date for Snakemake")  # fmt: skip
-    p.add_argument("target", help="an output of dvc.yaml, e.g. results/table2.csv")
-    p.set_defaults(handler=cmd_dvc_pull)
-
+    add_variance(sub)
+    add_dvc(sub)
     add_table_commands(sub)  # score-table, table3, table4, table5, power (fem/table_cli.py)
-
-    p = sub.add_parser("task-text", help="save a task's training text as a corpus (continual pre-training)")
-    p.add_argument("--task", required=True)
-    p.add_argument("--task-dir", required=True)
-    p.add_argument("--out", required=True)
-    p.set_defaults(handler=cmd_task_text)
-
-    p = sub.add_parser("report", help="build results/report.md from the tables' Markdown and the figures")
-    p.add_argument("--out", required=True)
-    p.add_argument("--tables", nargs="+", required=True, help="tableN.md files, in order")
-    p.add_argument("--figures", nargs="*", default=[], help="figure files")
-    p.set_defaults(handler=cmd_report)
-
-    p = sub.add_parser("overlap", help="count dev examples with a copy in train or their text in the corpus")
-    p.add_argument("--corpus-dir", required=True, help="folder written by `fem download corpus`")
-    p.add_argument("--max-documents", type=yaml_value, default=None, help="documents read, as tokenize (null: all)")
-    p.add_argument("--task-dirs", nargs="+", required=True, help="folders written by `fem download task`, one per task")
-    p.add_argument("--json", required=True)
-    p.add_argument("--md", required=True)
-    p.set_defaults(handler=cmd_overlap)
-
-    p = sub.add_parser("audit", help="show (and verify) the chain of evidence behind every number of a table")
-    p.add_argument("table", help="a results table CSV with a runs column, e.g. results/table2.csv")
-    p.add_argument("--verify", action="store_true", help="hash every recorded file again and compare")
-    p.add_argument("--allow-dirty", action="store_true", help="audit records made from a dirty or unknown git tree")
-    p.add_argument("--dvc-lock", default=None, help="dvc.lock to verify against (default: dvc.lock if it exists)")
-    p.add_argument("--json", default=None, help="write the full report as JSON to this file")
-    p.set_defaults(handler=cmd_audit)
+    add_task_text(sub)
+    add_report(sub)
+    add_overlap(sub)
+    add_audit(sub)
     return parser
 
 
