@@ -2,14 +2,21 @@
 
 Masks (test_masks.py, test_corruption.py, test_collation.py): masks are checked in "slot"
 coordinates computed here independently of fem/masking.py: slot j of a row is its j-th
-maskable column, so specials anywhere in the row are skipped.
+maskable column, so specials anywhere in the row are skipped. Then: a tiny checkpoint, the
+environment of a workflow shell, a planted pickle payload, a hub-mirror folder, tiny
+pre-training settings and their CLI, SQuAD-format data. Fixtures stay in conftest.py.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from hypothesis import settings
 from hypothesis import strategies as st
 
@@ -20,6 +27,7 @@ from fem.masking import (
     group_sizes,
     strategy_masks,
 )
+from fem.settings import PretrainSettings
 
 PROPERTY = settings(max_examples=40, deadline=None, database=None)
 REPLACEMENT = {"mask": 0.8, "random": 0.1, "keep": 0.1}
@@ -117,3 +125,150 @@ def fixed_batch() -> Batch:
     maskable = maskable_rows(8, 64)
     maskable[:, [20, 41]] = False
     return Batch(maskable, rng.random((8, 64)) < 0.6, np.arange(100, 108), np.zeros(8, dtype=np.int64), 5)
+
+
+# --- workflow environment and fixtures' helpers ---------------------------------------------------
+
+
+def save_tiny_checkpoint(path: Path, tokenizer, dropout: float | None = None) -> Path:
+    """A tiny randomly initialised BERT (1 layer, hidden 32, seed 0) saved like a pre-training
+    checkpoint, with `tokenizer`; `dropout` None keeps BERT's 0.1."""
+    import torch
+
+    from fem.modeling import build_bert
+
+    torch.manual_seed(0)
+    build_bert(len(tokenizer), 32, 1, 2, 64, dropout=dropout).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+class CreatesAFile:
+    """A pickle payload: unpickling it creates the file `path` (what a planted file would do
+    with code; tests check that fem never unpickles what it reads)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+def workflow_env(mirror: Path) -> dict[str, str]:
+    """The environment of a shell with the project's environment activated (its scripts first
+    on PATH, as `source .venv/bin/activate` does) and the hub mirror set."""
+    return os.environ | {
+        "FEM_HUB_MIRROR": str(mirror),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+
+
+# --- hub mirror -----------------------------------------------------------------------------------
+
+
+def write_hub_mirror(root, hub_id: str, config: str, splits: dict[str, dict]) -> None:
+    """A folder laid out like a hub dataset repository: <config>/<split>-*.parquet + README."""
+    repo = root / hub_id
+    (repo / config).mkdir(parents=True)
+    for split, columns in splits.items():
+        pd.DataFrame(columns).to_parquet(repo / config / f"{split}-00000-of-00001.parquet")
+    readme = {"configs": [{"config_name": config,
+                           "data_files": [{"split": s, "path": f"{config}/{s}-*"} for s in splits]}]}  # fmt: skip
+    (repo / "README.md").write_text("---\n" + json.dumps(readme) + "\n---\n")
+
+
+# --- pre-training runs ----------------------------------------------------------------------------
+
+
+def pretrain_settings(strategy: str, **overrides) -> PretrainSettings:
+    """Settings of a tiny pre-training run (1 layer, hidden 32, 4 steps of 14 rows), `overrides` on top."""
+    values = dict(
+        strategy=strategy, seed=3, mask_ratio=0.15, segments="auto",
+        replacement={"mask": 0.8, "random": 0.1, "keep": 0.1}, span={"geometric_p": 0.2, "max_length": 10},
+        steps=4, rows_per_step=14, learning_rate=1e-3, schedule="linear", warmup_steps=1, weight_decay=0.01,
+        max_grad_norm=1.0, validation_blocks=8, validate_every=0, save_steps=[], log_every=2, hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=64, dropout=0.1,
+    )  # fmt: skip
+    return PretrainSettings(**(values | overrides))
+
+
+def cli_args(packed, out, values: PretrainSettings, **implementation) -> list[str]:
+    args = [sys.executable, "-m", "fem", "pretrain", "--data", str(packed), "--out", str(out)]
+    for key, value in {**values.__dict__, **implementation}.items():
+        args += ["--" + key.replace("_", "-"), json.dumps(value)]
+    return args
+
+
+# --- SQuAD-format data ----------------------------------------------------------------------------
+
+
+CONTEXTS = [
+    "Marie Lindqvist founded the Aurora Glassworks in 1887 in the town of Karlshamn. The factory made blue "
+    "bottles for pharmacies and closed in 1931 after a fire.",
+    "The Vessel River rises in the Tarn Hills and flows east for 212 kilometres before it reaches the sea at "
+    "Port Amsel. Its largest tributary is the Orla.",
+    "Professor Ida Venn discovered the comet in March 1962 with a small telescope on the roof of the Hollis "
+    "Observatory. The comet returns every 76 years.",
+    "The recipe needs three eggs, two cups of flour and a pinch of salt. Bake the cake at 180 degrees for "
+    "forty minutes, then let it cool on a rack.",
+]
+TRAIN_QA = [
+    (0, "Who founded the Aurora Glassworks?", "Marie Lindqvist"),
+    (0, "When was the glassworks founded?", "1887"),
+    (0, "In which town was the glassworks?", "Karlshamn"),
+    (0, "What did the factory make?", "blue bottles"),
+    (0, "For whom were the bottles made?", "pharmacies"),
+    (0, "When did the factory close?", "1931"),
+    (1, "Where does the Vessel River rise?", "the Tarn Hills"),
+    (1, "In which direction does the river flow?", "east"),
+    (1, "How long is the river?", "212 kilometres"),
+    (1, "Where does the river reach the sea?", "Port Amsel"),
+    (1, "What is the largest tributary?", "the Orla"),
+    (1, "Which river rises in the Tarn Hills?", "The Vessel River"),
+    (2, "Who discovered the comet?", "Professor Ida Venn"),
+    (2, "When was the comet discovered?", "March 1962"),
+    (2, "What instrument was used?", "a small telescope"),
+    (2, "Which observatory had the telescope on its roof?", "the Hollis Observatory"),
+    (2, "How often does the comet return?", "every 76 years"),
+    (2, "In which year was the comet found?", "1962"),
+    (3, "How many eggs does the recipe need?", "three"),
+    (3, "How much flour is needed?", "two cups"),
+    (3, "How much salt is needed?", "a pinch"),
+    (3, "At what temperature is the cake baked?", "180 degrees"),
+    (3, "How long is the cake baked?", "forty minutes"),
+    (3, "Where does the cake cool?", "on a rack"),
+]
+DEV_QA = [
+    (0, "Who started the glassworks?", ["Marie Lindqvist", "Lindqvist"]),
+    (0, "What colour were the bottles?", ["blue"]),
+    (0, "Why did the factory close?", ["a fire", "after a fire"]),
+    (1, "How far does the river flow?", ["212 kilometres", "212"]),
+    (1, "Which port lies at the mouth of the river?", ["Port Amsel"]),
+    (1, "Name the main tributary.", ["the Orla", "Orla"]),
+    (2, "Who found the comet?", ["Ida Venn", "Professor Ida Venn"]),
+    (2, "In which month was the comet found?", ["March"]),
+    (2, "Where was the telescope?", ["on the roof of the Hollis Observatory"]),
+    (3, "How many cups of flour are needed?", ["two"]),
+    (3, "How many minutes does the cake bake?", ["forty"]),
+    (3, "What is the cake left on to cool?", ["a rack"]),
+]
+UNANSWERABLE_QA = [
+    (0, "Who bought the glassworks in 1950?"),
+    (1, "How deep is the Vessel River?"),
+    (2, "Who named the comet?"),
+    (3, "How much sugar does the recipe need?"),
+]
+
+
+def rows(qa, prefix: str) -> dict:
+    """SQuAD-format columns for (context index, question, answer text(s)) triples."""
+    columns = {"id": [], "title": [], "context": [], "question": [], "answers": []}
+    for i, (c, question, *answer) in enumerate(qa):
+        texts = answer[0] if answer and isinstance(answer[0], list) else answer
+        context = CONTEXTS[c]
+        columns["id"].append(f"{prefix}{i}")
+        columns["title"].append(f"context {c}")
+        columns["context"].append(context)
+        columns["question"].append(question)
+        columns["answers"].append({"text": texts, "answer_start": [context.index(t) for t in texts]})
+    return columns

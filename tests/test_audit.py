@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_data import write_hub_mirror
+from helpers import write_hub_mirror
 
 from fem.cli import main
 from fem.data import download_task

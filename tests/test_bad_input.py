@@ -20,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CreatesAFile, workflow_env
-from test_data import write_hub_mirror
+from helpers import CreatesAFile, cli_args, pretrain_settings, workflow_env, write_hub_mirror
 from test_pipeline import change_config, copy_workflow, snakemake
-from test_pretraining import cli_args, settings
 
 from fem.config import load_yaml
 
@@ -202,7 +200,7 @@ def pickled(path: Path) -> None:
 
 
 def pretrain_command(data: Path, out: Path, strategy: str = "fe", **overrides) -> list[str]:
-    return cli_args(data, out, settings(strategy, **overrides))
+    return cli_args(data, out, pretrain_settings(strategy, **overrides))
 
 
 def variance_command(data: Path, out: Path, checkpoint: Path, **overrides) -> list[str]:

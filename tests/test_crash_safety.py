@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CreatesAFile, workflow_env
+from helpers import CreatesAFile, cli_args, pretrain_settings, workflow_env
 from safetensors.torch import load_file
 from test_pipeline import copy_workflow
-from test_pretraining import cli_args, settings
 
 from fem.checkpointing import FAULT_ENV, load_state, require_checkpoint, save_state
 from fem.errors import DataSourceError
@@ -30,7 +29,7 @@ from fem.settings import FinetuneSettings, PretrainImplementation, VarianceSetti
 ROOT = Path(__file__).resolve().parent.parent
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 # 6 steps, checkpoints at 0 and 3, a resumable state every 2 steps
-RUN = settings("fe", steps=6, save_steps=[0, 3], validate_every=2)
+RUN = pretrain_settings("fe", steps=6, save_steps=[0, 3], validate_every=2)
 FINISHING = ["final-state", "model", "checkpoints", "train-log", "metrics", "provenance"]
 TIMING = {"wall_seconds", "resumed_from_step", "tokens_per_second", "model_flops_utilisation", "masking_share"}
 

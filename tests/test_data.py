@@ -6,6 +6,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
+from helpers import write_hub_mirror
 
 from fem.data import (
     check_hub_dataset,
@@ -20,17 +21,6 @@ from fem.provenance import SourcesRead
 from fem.registry import CORPORA, TASKS
 
 GLUE = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
-
-
-def write_hub_mirror(root, hub_id: str, config: str, splits: dict[str, dict]) -> None:
-    """A folder laid out like a hub dataset repository: <config>/<split>-*.parquet + README."""
-    repo = root / hub_id
-    (repo / config).mkdir(parents=True)
-    for split, columns in splits.items():
-        pd.DataFrame(columns).to_parquet(repo / config / f"{split}-00000-of-00001.parquet")
-    readme = {"configs": [{"config_name": config,
-                           "data_files": [{"split": s, "path": f"{config}/{s}-*"} for s in splits]}]}  # fmt: skip
-    (repo / "README.md").write_text("---\n" + json.dumps(readme) + "\n---\n")
 
 
 def test_registry_has_all_glue_tasks_squad_and_the_corpora():

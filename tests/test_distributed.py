@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_tiny_checkpoint
+from helpers import cli_args, pretrain_settings, save_tiny_checkpoint
 from safetensors.torch import load_file
-from test_pretraining import cli_args, settings
 
 from fem.distributed import World, batch_share, rank_share
 
@@ -36,7 +35,7 @@ def fem_run(args: list[str], processes: int, log: Path) -> None:
 
 def pretrain_args(packed: Path, out: Path, strategy: str, accumulation_steps: int) -> list[str]:
     """`pretrain ...` flags of 5 steps (dropout off: its draws differ between processes)."""
-    values = settings(strategy, steps=5, log_every=1, dropout=0.0)
+    values = pretrain_settings(strategy, steps=5, log_every=1, dropout=0.0)
     return cli_args(packed, out, values, accumulation_steps=accumulation_steps, resume_every=0)[3:]
 
 

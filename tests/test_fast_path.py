@@ -5,15 +5,15 @@ import json
 
 import pytest
 import torch
+from helpers import pretrain_settings
 from safetensors.torch import load_file
-from test_pretraining import settings
 from transformers import BertConfig, BertForMaskedLM
 
 from fem.pretraining import pretrain
 from fem.settings import PretrainImplementation
 from fem.throughput import mfu, peak_flops, training_flops
 
-SETTINGS = settings("fe", steps=6, log_every=3)
+SETTINGS = pretrain_settings("fe", steps=6, log_every=3)
 
 
 def trained(packed, out, **switches) -> tuple[dict, dict]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from helpers import DEV_QA, TRAIN_QA, rows
 
 from fem.config import deep_update
 
@@ -86,7 +87,6 @@ def test_a_task_neither_mirrored_nor_reachable_stops_before_any_job(tmp_path, mi
 
 def mirror_with_squad(root: Path, glue_mirror: Path) -> Path:
     """The GLUE mirror plus a SQuAD v1.1 fixture laid out like the hub's rajpurkar/squad."""
-    from test_squad import DEV_QA, TRAIN_QA, rows
 
     (root / "nyu-mll").mkdir(parents=True)
     (root / "nyu-mll" / "glue").symlink_to(glue_mirror / "nyu-mll" / "glue")

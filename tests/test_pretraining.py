@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cli_args, pretrain_settings
 from transformers import AutoModelForMaskedLM
 
 from fem.collation import MaskingSpec, mask_rows, sequence_schedule
@@ -15,23 +16,12 @@ from fem.modeling import build_bert
 from fem.optimization import cosine_schedule, linear_schedule
 from fem.pretraining import pretrain
 from fem.registry import STRATEGIES
-from fem.settings import PretrainImplementation, PretrainSettings
+from fem.settings import PretrainImplementation
 from fem.throughput import training_flops
 from fem.train_step import MaskedLMLoss, train_step
 from fem.validation import unigram_baseline, validate, validation_batches, validation_targets
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def settings(strategy: str, **overrides) -> PretrainSettings:
-    values = dict(
-        strategy=strategy, seed=3, mask_ratio=0.15, segments="auto",
-        replacement={"mask": 0.8, "random": 0.1, "keep": 0.1}, span={"geometric_p": 0.2, "max_length": 10},
-        steps=4, rows_per_step=14, learning_rate=1e-3, schedule="linear", warmup_steps=1, weight_decay=0.01,
-        max_grad_norm=1.0, validation_blocks=8, validate_every=0, save_steps=[], log_every=2, hidden_size=32, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=64, dropout=0.1,
-    )  # fmt: skip
-    return PretrainSettings(**(values | overrides))
 
 
 def test_schedule_visits_every_block_once_per_epoch_and_crosses_epochs():
@@ -55,7 +45,7 @@ def test_cosine_schedule_warms_up_then_follows_half_a_cosine():
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_pretrain_writes_a_loadable_checkpoint_and_matched_logs(packed, tmp_path, strategy):
-    metrics = pretrain(packed, tmp_path / "run", settings(strategy, steps=6, validate_every=2, save_steps=[3]))
+    metrics = pretrain(packed, tmp_path / "run", pretrain_settings(strategy, steps=6, validate_every=2, save_steps=[3]))
     model = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "run" / "model"))
     assert model.config.hidden_size == 32
     log = json.loads((tmp_path / "run" / "train_log.json").read_text())
@@ -110,17 +100,10 @@ def test_gradient_accumulation_gives_the_same_step(fe_rows):
     assert not torch.equal(params_1[0], build_bert(vocab, 32, 1, 2, 64).bert.embeddings.word_embeddings.weight)
 
 
-def cli_args(packed, out, values: PretrainSettings, **implementation) -> list[str]:
-    args = [sys.executable, "-m", "fem", "pretrain", "--data", str(packed), "--out", str(out)]
-    for key, value in {**values.__dict__, **implementation}.items():
-        args += ["--" + key.replace("_", "-"), json.dumps(value)]
-    return args
-
-
 def test_a_run_killed_with_sigkill_resumes_to_identical_parameters(packed, tmp_path):
     """Kill a real `fem pretrain` process mid-run, start it again: it resumes from its last
     saved state and ends with exactly the parameters of an uninterrupted run."""
-    run = settings("fe", steps=300, log_every=1000, validate_every=50, save_steps=[100])
+    run = pretrain_settings("fe", steps=300, log_every=1000, validate_every=50, save_steps=[100])
     reference = pretrain(packed, tmp_path / "reference", run)
 
     out = tmp_path / "killed"
@@ -154,7 +137,7 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_parameters(packed, tmp_p
 
 
 def test_a_saved_state_of_other_settings_is_not_resumed(packed, tmp_path, capsys):
-    run = settings("random", steps=6, save_steps=[3])
+    run = pretrain_settings("random", steps=6, save_steps=[3])
     pretrain(packed, tmp_path / "a", run, PretrainImplementation(resume_every=2))
     # leave a state behind, as a killed run would, then change a science setting
     state = {"fingerprint": "another run", "step": 4}
@@ -166,9 +149,9 @@ def test_a_saved_state_of_other_settings_is_not_resumed(packed, tmp_path, capsys
 
 
 def test_pretrain_is_deterministic_for_a_seed(packed, tmp_path):
-    first = pretrain(packed, tmp_path / "a", settings("fe"))
-    second = pretrain(packed, tmp_path / "b", settings("fe"))
-    other_seed = pretrain(packed, tmp_path / "c", settings("fe", seed=4))
+    first = pretrain(packed, tmp_path / "a", pretrain_settings("fe"))
+    second = pretrain(packed, tmp_path / "b", pretrain_settings("fe"))
+    other_seed = pretrain(packed, tmp_path / "c", pretrain_settings("fe", seed=4))
     log_a = json.loads((tmp_path / "a" / "train_log.json").read_text())
     log_b = json.loads((tmp_path / "b" / "train_log.json").read_text())
     assert log_a["loss"] == log_b["loss"]
@@ -214,7 +197,7 @@ def test_train_log_holds_the_pre_clip_gradient_norm_of_every_step(packed, tmp_pa
     """Step 1's logged norm equals the norm of a gradient recomputed here, independently (the
     same initialisation and dropout stream, the dense MLM head, a float64 sum of squares);
     clipped_share and the norm summary in metrics.json come from the logged norms."""
-    run = settings("random", steps=4, max_grad_norm=1.4)  # between the norms of this run's steps
+    run = pretrain_settings("random", steps=4, max_grad_norm=1.4)  # between the norms of this run's steps
     metrics = pretrain(packed, tmp_path / "run", run)
     log = json.loads((tmp_path / "run" / "train_log.json").read_text())
     assert len(log["grad_norm"]) == len(log["loss"]) == 4
@@ -266,7 +249,7 @@ def test_validation_reports_masked_token_accuracy_from_the_same_forward_pass(pac
     assert result.accuracy == correct / count
     assert result.loss == pytest.approx(loss / count, rel=1e-5)
 
-    metrics = pretrain(packed, tmp_path / "run", settings("fe", steps=4, validate_every=2, save_steps=[0, 3],
+    metrics = pretrain(packed, tmp_path / "run", pretrain_settings("fe", steps=4, validate_every=2, save_steps=[0, 3],
                                                           validation_blocks=16))  # fmt: skip
     log = json.loads((tmp_path / "run" / "train_log.json").read_text())
     assert log["validation"]["step"] == [0, 2, 3, 4] and len(log["validation"]["accuracy"]) == 4
@@ -304,7 +287,7 @@ def test_match_sequences_gives_k_copy_strategies_k_times_the_rows(packed, tmp_pa
     for match, rows_per_step in (("sequences", 4), ("rows", 14)):
         for strategy in ("random", "fe"):
             out = tmp_path / f"{match}-{strategy}"
-            metrics[match, strategy] = pretrain(packed, out, settings(strategy, steps=2, match=match,
+            metrics[match, strategy] = pretrain(packed, out, pretrain_settings(strategy, steps=2, match=match,
                                                                       rows_per_step=rows_per_step))  # fmt: skip
             logs[match, strategy] = json.loads((out / "train_log.json").read_text())
     random, fe = logs["sequences", "random"], logs["sequences", "fe"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import workflow_env
+from helpers import workflow_env
 from test_dvc import run
 from test_pipeline import ROOT, copy_workflow
 

@@ -4,6 +4,7 @@ from dataclasses import replace
 import datasets
 import numpy as np
 import pytest
+from helpers import DEV_QA, TRAIN_QA, UNANSWERABLE_QA, rows
 
 from fem.finetuning.squad import answer_positions, decode, prepare_features
 from fem.finetuning.sweep import finetune
@@ -188,77 +189,6 @@ def test_decode_v2_null_score_is_the_minimum_over_windows(tokenizer):
 
 
 # --- fine-tuning on fixtures ---------------------------------------------------------------
-
-CONTEXTS = [
-    "Marie Lindqvist founded the Aurora Glassworks in 1887 in the town of Karlshamn. The factory made blue "
-    "bottles for pharmacies and closed in 1931 after a fire.",
-    "The Vessel River rises in the Tarn Hills and flows east for 212 kilometres before it reaches the sea at "
-    "Port Amsel. Its largest tributary is the Orla.",
-    "Professor Ida Venn discovered the comet in March 1962 with a small telescope on the roof of the Hollis "
-    "Observatory. The comet returns every 76 years.",
-    "The recipe needs three eggs, two cups of flour and a pinch of salt. Bake the cake at 180 degrees for "
-    "forty minutes, then let it cool on a rack.",
-]
-TRAIN_QA = [
-    (0, "Who founded the Aurora Glassworks?", "Marie Lindqvist"),
-    (0, "When was the glassworks founded?", "1887"),
-    (0, "In which town was the glassworks?", "Karlshamn"),
-    (0, "What did the factory make?", "blue bottles"),
-    (0, "For whom were the bottles made?", "pharmacies"),
-    (0, "When did the factory close?", "1931"),
-    (1, "Where does the Vessel River rise?", "the Tarn Hills"),
-    (1, "In which direction does the river flow?", "east"),
-    (1, "How long is the river?", "212 kilometres"),
-    (1, "Where does the river reach the sea?", "Port Amsel"),
-    (1, "What is the largest tributary?", "the Orla"),
-    (1, "Which river rises in the Tarn Hills?", "The Vessel River"),
-    (2, "Who discovered the comet?", "Professor Ida Venn"),
-    (2, "When was the comet discovered?", "March 1962"),
-    (2, "What instrument was used?", "a small telescope"),
-    (2, "Which observatory had the telescope on its roof?", "the Hollis Observatory"),
-    (2, "How often does the comet return?", "every 76 years"),
-    (2, "In which year was the comet found?", "1962"),
-    (3, "How many eggs does the recipe need?", "three"),
-    (3, "How much flour is needed?", "two cups"),
-    (3, "How much salt is needed?", "a pinch"),
-    (3, "At what temperature is the cake baked?", "180 degrees"),
-    (3, "How long is the cake baked?", "forty minutes"),
-    (3, "Where does the cake cool?", "on a rack"),
-]
-DEV_QA = [
-    (0, "Who started the glassworks?", ["Marie Lindqvist", "Lindqvist"]),
-    (0, "What colour were the bottles?", ["blue"]),
-    (0, "Why did the factory close?", ["a fire", "after a fire"]),
-    (1, "How far does the river flow?", ["212 kilometres", "212"]),
-    (1, "Which port lies at the mouth of the river?", ["Port Amsel"]),
-    (1, "Name the main tributary.", ["the Orla", "Orla"]),
-    (2, "Who found the comet?", ["Ida Venn", "Professor Ida Venn"]),
-    (2, "In which month was the comet found?", ["March"]),
-    (2, "Where was the telescope?", ["on the roof of the Hollis Observatory"]),
-    (3, "How many cups of flour are needed?", ["two"]),
-    (3, "How many minutes does the cake bake?", ["forty"]),
-    (3, "What is the cake left on to cool?", ["a rack"]),
-]
-UNANSWERABLE_QA = [
-    (0, "Who bought the glassworks in 1950?"),
-    (1, "How deep is the Vessel River?"),
-    (2, "Who named the comet?"),
-    (3, "How much sugar does the recipe need?"),
-]
-
-
-def rows(qa, prefix: str) -> dict:
-    """SQuAD-format columns for (context index, question, answer text(s)) triples."""
-    columns = {"id": [], "title": [], "context": [], "question": [], "answers": []}
-    for i, (c, question, *answer) in enumerate(qa):
-        texts = answer[0] if answer and isinstance(answer[0], list) else answer
-        context = CONTEXTS[c]
-        columns["id"].append(f"{prefix}{i}")
-        columns["title"].append(f"context {c}")
-        columns["context"].append(context)
-        columns["question"].append(question)
-        columns["answers"].append({"text": texts, "answer_start": [context.index(t) for t in texts]})
-    return columns
 
 
 def save_task(path, train_qa, dev_qa):
