@@ -21,7 +21,7 @@ from fem.cli_args import add_settings, record_provenance, run_labels, settings_f
 from fem.errors import AuditError, ConfigError, FemError
 from fem.provenance import table_provenance_path
 from fem.settings import FinetuneSettings, PretrainImplementation, PretrainSettings, SquadSettings, VarianceSettings
-from fem.table_cli import add_table_commands
+from fem.tables.cli import add_table_commands
 
 
 def _checked_config(paths: list[str]) -> dict:
@@ -215,7 +215,7 @@ def cmd_task_text(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from fem.report import write_report as write_results_report
+    from fem.tables.report import write_report as write_results_report
 
     start = time.perf_counter()
     write_results_report(args.out, args.tables, args.figures)
