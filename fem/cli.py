@@ -224,16 +224,12 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_overlap(args: argparse.Namespace) -> None:
     """Dev sets against their train split and the pre-training corpus (fem/overlap.py)."""
-    from fem.overlap import overlap_markdown, overlap_report
+    from fem.overlap import write_overlap
 
     start = time.perf_counter()
-    report = overlap_report(args.corpus_dir, {Path(d).name: d for d in args.task_dirs}, args.max_documents)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    Path(args.md).write_text(overlap_markdown(report))
-    print(overlap_markdown(report))
+    outputs = write_overlap(args.corpus_dir, args.task_dirs, args.max_documents, args.json, args.md)
     inputs = [args.corpus_dir, *args.task_dirs]
-    record_provenance(table_provenance_path(args.json), args, inputs, [args.json, args.md], start)
+    record_provenance(table_provenance_path(args.json), args, inputs, outputs, start)
 
 
 def cmd_dvc_generate(args: argparse.Namespace) -> None:
