@@ -1,6 +1,6 @@
 """`fem audit`: the chain of evidence behind every number of a results table (DESIGN §8).
 
-A table CSV (fem/tables.py) names, per row, the fine-tuning `metrics.json` files it came from
+A table CSV (fem/tables/) names, per row, the fine-tuning `metrics.json` files it came from
 (the `runs` column); `<table>.provenance.json` beside it records the table job. Every job
 writes a provenance.json (fem/provenance.py) listing its input and output files with sha256.
 The chain is found generically, one step at a time: for each input file of a record, the
@@ -105,7 +105,7 @@ class ProvenanceGraph:
 
 def _read_table(table: Path) -> list[dict[str, str]]:
     if not table.is_file():
-        raise DataError(f"table {table} not found; expected a results table CSV written by fem/tables.py")
+        raise DataError(f"table {table} not found; expected a results table CSV written by fem/tables/")
     with open(table, newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
@@ -113,7 +113,7 @@ def _read_table(table: Path) -> list[dict[str, str]]:
     if "runs" not in columns:
         raise DataError(
             f"table {table} has no 'runs' column (columns: {', '.join(columns) or 'none'}); expected a table "
-            "written by fem/tables.py, whose 'runs' column names the metrics.json files of each row"
+            "written by fem/tables/, whose 'runs' column names the metrics.json files of each row"
         )
     return rows
 

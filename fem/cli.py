@@ -22,7 +22,7 @@ from fem.errors import AuditError, ConfigError, FemError
 from fem.finetuning.cli import add_finetune_commands
 from fem.provenance import table_provenance_path
 from fem.settings import PretrainImplementation, PretrainSettings, VarianceSettings
-from fem.table_cli import add_table_commands
+from fem.tables.cli import add_table_commands
 
 
 def _checked_config(paths: list[str]) -> dict:
@@ -265,7 +265,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from fem.report import write_report as write_results_report
+    from fem.tables.report import write_report as write_results_report
 
     start = time.perf_counter()
     write_results_report(args.out, args.tables, args.figures)
@@ -284,16 +284,12 @@ def add_overlap(sub: argparse._SubParsersAction) -> None:
 
 def cmd_overlap(args: argparse.Namespace) -> None:
     """Dev sets against their train split and the pre-training corpus (fem/overlap.py)."""
-    from fem.overlap import overlap_markdown, overlap_report
+    from fem.overlap import write_overlap
 
     start = time.perf_counter()
-    report = overlap_report(args.corpus_dir, {Path(d).name: d for d in args.task_dirs}, args.max_documents)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    Path(args.md).write_text(overlap_markdown(report))
-    print(overlap_markdown(report))
+    outputs = write_overlap(args.corpus_dir, args.task_dirs, args.max_documents, args.json, args.md)
     inputs = [args.corpus_dir, *args.task_dirs]
-    record_provenance(table_provenance_path(args.json), args, inputs, [args.json, args.md], start)
+    record_provenance(table_provenance_path(args.json), args, inputs, outputs, start)
 
 
 def add_dvc(sub: argparse._SubParsersAction) -> None:
@@ -372,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_commands(sub)  # finetune, finetune-squad (fem/finetuning/cli.py)
     add_variance(sub)
     add_dvc(sub)
-    add_table_commands(sub)  # score-table, table3, table4, table5, power (fem/table_cli.py)
+    add_table_commands(sub)  # score-table, table3, table4, table5, power (fem/tables/cli.py)
     add_task_text(sub)
     add_report(sub)
     add_overlap(sub)

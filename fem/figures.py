@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no display (cluster nodes have none)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fem.variance_table import checkpoint_label  # noqa: E402
+from fem.tables.variance import checkpoint_label  # noqa: E402
 
 
 def _save(figure, path: str | Path) -> None:

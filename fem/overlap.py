@@ -112,3 +112,16 @@ def overlap_markdown(report: dict) -> str:
                 f"{row['with_text_in_corpus']} ({share:.1%}) | {columns} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def write_overlap(corpus_dir: str | Path, task_dirs: list[str | Path], max_documents: int | None,
+                  json_path: str | Path, md_path: str | Path) -> list[str]:  # fmt: skip
+    """overlap_report of the task folders (each named by its folder, the task's name under
+    data/raw/tasks/) written as JSON and as Markdown (overlap_markdown, also printed); return
+    both paths."""
+    report = overlap_report(corpus_dir, {Path(d).name: d for d in task_dirs}, max_documents)
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+    Path(md_path).write_text(overlap_markdown(report))
+    print(overlap_markdown(report))
+    return [str(json_path), str(md_path)]

@@ -3,7 +3,7 @@
 Re-hashing files proves that they did not change since their provenance was written, not
 that the table's numbers follow from its runs: a CSV edited together with the sha256 in its
 provenance passes every hash. So the table is built again with the function that built it
-(fem.tables.build_table: Tables 1 and 2 through `score-table`, Tables 3, 4 and 5) from the
+(fem.tables.build.build_table: Tables 1 and 2 through `score-table`, Tables 3, 4 and 5) from the
 parameters its provenance.json recorded, which name the run files read (metrics.json,
 train_log.json, variance.json), and compared with the CSV cell by cell.
 """
@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-TABLE_COMMANDS = ("score-table", "table2", "table3", "table4", "table5")  # the commands fem.tables.build_table knows
+TABLE_COMMANDS = ("score-table", "table2", "table3", "table4", "table5")  # fem.tables.build.TABLE_COMMANDS
 
 
 def row_name(row: dict[str, str]) -> str:
@@ -52,7 +52,7 @@ def table_differences(table: str | Path, command: str, parameters: dict) -> list
     `parameters` (its recorded flags): columns, row count, then one line per differing cell
     naming its row and column. Raises (KeyError, ValueError, OSError) when the table cannot
     be rebuilt from them."""
-    from fem.tables import build_table  # pandas: only when verifying
+    from fem.tables.build import build_table  # pandas: only when verifying
 
     rebuilt = build_table(command, parameters)
     expected = list(csv.DictReader(io.StringIO(rebuilt.to_csv(index=False))))

@@ -19,12 +19,12 @@ from helpers import write_hub_mirror
 from fem.cli import main
 from fem.data import download_task
 from fem.provenance import SourcesRead, sha256_file, write_provenance
-from fem.tables import glue_table, load_runs, write_table
+from fem.tables.scores import glue_table, load_runs, write_score_table
 
 CLEAN_GIT = {"commit": "abc", "dirty": False}
 TASKS = ["sst2", "rte"]
 STRATEGIES = ["random", "fe"]
-# the keys of a pre-training run's metrics.json that the tables read (fem/intrinsic.py)
+# the keys of a pre-training run's metrics.json that the tables read (fem/tables/intrinsic.py)
 PRETRAIN_METRICS = {"validation_mlm_loss": 6.0, "validation_masked_accuracy": 0.1, "unigram_validation_loss": 7.5,
                     "unigram_validation_accuracy": 0.05, "match": "rows", "rows_per_step": 14, "sequences_per_step": 2,
                     "predictions_per_step": 252.0, "flops_per_step": 1e9, "masking_ratio_per_row": 0.14,
@@ -92,7 +92,10 @@ def build_chain(root: Path, downloads: Path) -> None:
         (pretrain / "model" / "config.json").write_text('{"hidden_size": 8}\n')
         validation = {"step": [0, 3, 6], "loss": [9.0, 7.0 - index, 6.0 - index]}
         (pretrain / "train_log.json").write_text(json.dumps({"validation": validation}))
-        (pretrain / "metrics.json").write_text(json.dumps(PRETRAIN_METRICS | {"validation_mlm_loss": 6.0 - index}))
+        identity = {"strategy": strategy, "seed": 1, "segments": 7}  # who the run is: fem pretrain writes it
+        (pretrain / "metrics.json").write_text(
+            json.dumps(identity | PRETRAIN_METRICS | {"validation_mlm_loss": 6.0 - index})
+        )
         _job(pretrain, pretrain / "provenance.json", ["fem", "pretrain", "--strategy", strategy],
              {"data": str(tokenized), "out": str(pretrain), "strategy": strategy, "seed": 1}, [tokenized], [pretrain])  # fmt: skip
         for task_index, task in enumerate(TASKS):
@@ -113,7 +116,7 @@ def build_chain(root: Path, downloads: Path) -> None:
             metrics_files.append(str(finetune / "metrics.json"))
 
     table = glue_table(load_runs(metrics_files), TASKS, STRATEGIES)
-    write_table(table, "results/table2.csv", "results/table2.md", "Table 2", "Caption.", STRATEGIES)
+    write_score_table(table, "results/table2.csv", "results/table2.md", "Table 2", "Caption.", STRATEGIES)
     # the parameters `fem score-table` records: `fem audit --verify` rebuilds the table from them
     _job(Path("results"), Path("results/table2.provenance.json"), ["fem", "table2"],
          {"tasks": TASKS, "strategies": STRATEGIES, "baseline": "random", "average_exclude": ["wnli"],

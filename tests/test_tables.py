@@ -8,8 +8,10 @@ import pytest
 from scipy import stats
 
 from fem.cli import main
-from fem.intrinsic import load_pretrain_runs
-from fem.tables import glue_table, load_runs, to_markdown
+from fem.errors import DataError
+from fem.registry import parse_strategy_label
+from fem.tables.intrinsic import load_pretrain_runs
+from fem.tables.scores import glue_table, load_runs, to_markdown
 
 T975_DF2 = 4.302652729749462  # scipy.stats.t.ppf(0.975, 2): three pre-training seeds
 T80_DF2 = 1.0606601717798214  # scipy.stats.t.ppf(0.80, 2)
@@ -27,10 +29,12 @@ def write_run(folder, task, strategy, seed, ftseed, score, metrics=("accuracy",)
 
 
 def write_pretrain(folder, strategy, seed, loss, accuracy, segments=7, predictions=252.0, **changes):
-    """A pre-training run's metrics.json with the keys of fem pretrain (interfaces15.md §1)."""
+    """A pre-training run's metrics.json with the keys of fem pretrain (interfaces15.md §1);
+    `strategy` a table name ("fe-k2": fe with K = 2, `segments` its default K)."""
     run = folder / "pretrain" / f"{strategy}-s{seed}"
     run.mkdir(parents=True)
-    metrics = {"validation_mlm_loss": loss, "validation_masked_accuracy": accuracy, "unigram_validation_loss": 7.5,
+    base, k = parse_strategy_label(strategy)
+    metrics = {"strategy": base, "seed": seed, "segments": k or segments, "validation_mlm_loss": loss, "validation_masked_accuracy": accuracy, "unigram_validation_loss": 7.5,
                "unigram_validation_accuracy": 0.06, "match": "rows", "rows_per_step": 14,
                "sequences_per_step": 14 if strategy == "random" else 14 // segments,
                "predictions_per_step": predictions, "flops_per_step": 1.5e9,
@@ -184,7 +188,7 @@ def test_fine_tuning_seeds_are_averaged_within_a_pretraining_seed(tmp_path):
 
 def test_missing_runs_are_an_error(tmp_path):
     runs = load_runs([write_run(tmp_path, "sst2", "random", 1, 1, 0.8)])
-    with pytest.raises(ValueError, match=r"\('sst2', 'fe'\)"):
+    with pytest.raises(DataError, match=r"\('sst2', 'fe'\)"):
         glue_table(runs, ["sst2"], ["random", "fe"])
 
 
@@ -271,3 +275,32 @@ def test_report_joins_the_tables_with_their_figures_and_rebuild_commands(tmp_pat
     assert "![variance_vs_hamming.png](figures/variance_vs_hamming.png)" in text
     assert "Rebuild: `snakemake results/table3.csv` or `dvc repro table3`." in text
     assert (tmp_path / "report.provenance.json").is_file()
+
+
+def test_a_run_is_who_its_metrics_json_says_never_its_folder(tmp_path):
+    """Pre-training runs in folders whose names say nothing: strategy, seed and K come from
+    metrics.json; a train_log.json is the run of the metrics.json beside it."""
+    from fem.tables.efficiency import validation_losses
+
+    folders = {"a": ("fe-k2", 3), "b": ("fe", 4), "c": ("random", 5)}
+    files = []
+    for name, (strategy, seed) in folders.items():
+        metrics = write_pretrain(tmp_path, strategy, seed, 7.0, 0.1)
+        (tmp_path / name).mkdir()
+        files.append(metrics.rename(tmp_path / name / "metrics.json"))
+        (tmp_path / name / "train_log.json").write_text(json.dumps({"validation": {"step": [0, 6], "loss": [9, seed]}}))
+    runs = load_pretrain_runs(files, default_segments=7)
+    assert runs[["strategy", "pretrain_seed"]].values.tolist() == [["fe-k2", 3], ["fe", 4], ["random", 5]]
+    assert load_pretrain_runs(files, default_segments=2).strategy.tolist() == ["fe", "fe-k7", "random"]
+    with pytest.raises(DataError, match="pre-training runs of fe with different K"):
+        load_pretrain_runs(files)  # fe at K 2 and 7: which is "fe" depends on the default K
+    logs = [tmp_path / name / "train_log.json" for name in ("c", "a")]
+    losses = validation_losses(logs, runs)
+    assert losses[losses.step == 6][["strategy", "pretrain_seed", "validation_mlm_loss"]].values.tolist() == [
+        ["random", 5, 5],
+        ["fe-k2", 3, 3],
+    ]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train_log.json").write_text((tmp_path / "a" / "train_log.json").read_text())
+    with pytest.raises(DataError, match="d/train_log.json: no pre-training metrics.json in its folder"):
+        validation_losses([tmp_path / "d" / "train_log.json"], runs)

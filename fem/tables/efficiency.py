@@ -4,12 +4,15 @@ Intermediate checkpoints (pretrain.save_steps, e.g. 25/50/75% of pre-training) a
 model of each strategy and pre-training seed are fine-tuned on one downstream task; each row
 gives, for one (strategy, step), the task score (x 100; fine-tuning seeds averaged within a
 pre-training seed) and the validation MLM loss (fixed masks, nats per masked token, from the
-pre-training run's train_log.json), each with the statistics of fem/row_statistics.py over
+pre-training run's train_log.json), each with the statistics of fem/tables/row_statistics.py over
 pre-training seeds (`score`, `score_std`, `score_lo`, `score_hi`, `score_trivial`,
 `score_above_trivial`; the same for `validation_mlm_loss`, whose trivial baseline is the
 unigram model of the pre-training metrics.json). Each comparison A:B at a step fills the
 columns `score_<A>_minus_<B>` (and its _lo, _hi, _sd, _mdd, _p_sign, _p_t) and
 `validation_mlm_loss_<A>_minus_<B>...` of A's row at that step.
+
+A train_log.json does not say whose run it is: it is paired with the pre-training run whose
+metrics.json sits in the same run folder, and takes that run's strategy and seed.
 """
 
 from __future__ import annotations
@@ -21,24 +24,37 @@ import pandas as pd
 
 from fem.comparisons import comparison_name
 from fem.errors import DataError
-from fem.intrinsic import run_labels
-from fem.row_statistics import COMPARISON_SUFFIXES, comparison_columns, seed_means, strategy_columns
-from fem.tables import interval_cell, markdown_lines, number, p_cell
+from fem.tables.render import interval_cell, markdown_lines, number, p_cell, write_csv_and_markdown
+from fem.tables.row_statistics import COMPARISON_SUFFIXES, comparison_columns, seed_means, strategy_columns
+
+TITLE = "Table 3: efficiency, score and validation loss along pre-training"
 
 MEASURES = {"score": ("task score", "score x 100", True),
             "validation_mlm_loss": ("validation MLM loss", "nats per masked token", False)}  # fmt: skip
 
 
-def validation_losses(train_logs: list[str | Path]) -> pd.DataFrame:
+def _require_pretrain(pretrain: pd.DataFrame | None) -> pd.DataFrame:
+    if pretrain is None:
+        raise DataError("Table 3 needs the pre-training metrics.json files (--pretrain-metrics): the loss's baseline")
+    return pretrain
+
+
+def validation_losses(train_logs: list[str | Path], pretrain: pd.DataFrame | None) -> pd.DataFrame:
     """One row per (strategy, pretrain_seed, step) of the validation curves: columns
-    strategy, pretrain_seed, step, validation_mlm_loss. The run is read from the path
-    `.../<strategy>-s<seed>/train_log.json`."""
+    strategy, pretrain_seed, step, validation_mlm_loss. Each train_log.json takes the strategy
+    and seed of the run of `pretrain` (intrinsic.load_pretrain_runs) whose metrics.json is in
+    its folder; a DataError names a log without one."""
+    runs = _require_pretrain(pretrain)[["source", "strategy", "pretrain_seed"]]
+    run_of_folder = {Path(run.source).absolute().parent: run for run in runs.itertuples(index=False)}
     rows = []
     for path in map(Path, train_logs):
-        strategy, seed = run_labels(path)
+        run = run_of_folder.get(path.absolute().parent)
+        if run is None:
+            raise DataError(f"{path}: no pre-training metrics.json in its folder among the --pretrain-metrics "
+                            "(it says whose run the log is)")  # fmt: skip
         curve = json.loads(path.read_text())["validation"]
         rows += [
-            {"strategy": strategy, "pretrain_seed": seed, "step": step, "validation_mlm_loss": loss}
+            {"strategy": run.strategy, "pretrain_seed": run.pretrain_seed, "step": step, "validation_mlm_loss": loss}
             for step, loss in zip(curve["step"], curve["loss"], strict=True)
         ]
     return pd.DataFrame(rows)
@@ -62,8 +78,7 @@ def efficiency_table(runs: pd.DataFrame, losses: pd.DataFrame, task: str, strate
     """Rows (strategy, step) for `steps` (the final model is step `total_steps`); columns in
     the module docstring, then pretrain_seeds, finetune_seeds, runs. `pretrain`
     (intrinsic.load_pretrain_runs) gives the loss's trivial baseline; required."""
-    if pretrain is None:
-        raise DataError("Table 3 needs the pre-training metrics.json files (--pretrain-metrics): the loss's baseline")
+    pretrain = _require_pretrain(pretrain)
     runs = runs[runs.task == task].assign(step=lambda r: r.step.fillna(total_steps).astype(int))
     trivial = {"score": 100 * float(runs.trivial_score.mean()),
                "validation_mlm_loss": float(pretrain.unigram_validation_loss.mean())}  # fmt: skip
@@ -132,3 +147,14 @@ def efficiency_markdown(table: pd.DataFrame, title: str, caption: str, compariso
         parts += markdown_lines(["step", "difference", "measure", "mean [95% interval]", "sd of difference",
                                  "MDD (80% power)", "p sign-flip", "p paired t", "pairs"], differences)  # fmt: skip
     return "\n".join(parts) + "\n"
+
+
+def write_efficiency_table(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, caption: str,
+                           comparisons: list[tuple[str, str]], task: str, figure: str | Path) -> list[str]:  # fmt: skip
+    """Write Table 3 as CSV and Markdown (efficiency_markdown) and its figure
+    (figures.plot_efficiency); return the three paths."""
+    from fem.figures import plot_efficiency  # matplotlib, and fem.figures reads fem.tables.variance
+
+    outputs = write_csv_and_markdown(table, csv_path, md_path, efficiency_markdown(table, TITLE, caption, comparisons))
+    plot_efficiency(table, task, figure)
+    return [*outputs, str(figure)]

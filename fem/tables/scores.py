@@ -4,11 +4,12 @@ Table 2: dev scores of BERT pre-trained from scratch. One row per GLUE task (its
 mean of its metrics, e.g. MRPC F1 and accuracy, MNLI matched and mismatched accuracy), the
 GLUE average (the mean of the task scores, WNLI excluded by default), one row per SQuAD
 metric (exact match, F1), then, given the pre-training runs' metrics.json, the intrinsic
-rows (validation MLM loss, masked-token accuracy; fem/intrinsic.py). Every row has its
-trivial baseline (the task's majority class / constant predictor, x 100; the unigram model
+rows (validation MLM loss, masked-token accuracy; fem/tables/intrinsic.py). Every row has
+its trivial baseline (the task's majority class / constant predictor, x 100; the unigram model
 for the intrinsic rows) and, per strategy and per comparison A:B, the statistics over
-pre-training seeds of fem/row_statistics.py. Every row names the runs it came from.
-Table 1 (continual) is the same table of other runs; Table 4 is fem/segments_table.py.
+pre-training seeds of fem/tables/row_statistics.py. Every row names the runs it came from.
+Table 1 (continual) is the same table of other runs; Table 4 is fem/tables/segments.py.
+A run's strategy and seeds are those its metrics.json records, never its path.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import pandas as pd
 
 from fem.comparisons import comparison_name, parse_comparisons
 from fem.errors import DataError
-from fem.intrinsic import intrinsic_values, load_pretrain_runs, read_json_keys, step_markdown, step_summary
-from fem.row_statistics import RowSpec, row_columns
+from fem.tables.intrinsic import intrinsic_values, load_pretrain_runs, read_json_keys, step_markdown, step_summary
+from fem.tables.render import interval_cell, markdown_lines, number, p_cell, write_csv_and_markdown
+from fem.tables.row_statistics import RowSpec, row_columns
 
 AVERAGE = "glue average"
 RUN_KEYS = ["task", "metric_names", "score", "metrics", "run", "trivial_metrics", "trivial_score"]
@@ -144,8 +146,8 @@ def glue_table(
     pretrain: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Tables 1 and 2 (see the module docstring). Columns: task, metric, unit, better,
-    trivial; per strategy and per comparison (default: row_statistics.default_comparisons)
-    those of fem/row_statistics.py; pairs, pretrain_seeds, finetune_seeds, runs."""
+    trivial; per strategy and per comparison (default: comparisons.default_comparisons)
+    those of fem/tables/row_statistics.py; pairs, pretrain_seeds, finetune_seeds, runs."""
     if comparisons is None:
         comparisons = parse_comparisons(None, strategies)
     table = []
@@ -156,62 +158,6 @@ def glue_table(
                    runs=";".join(sorted(set(of_row.source) - {""})))  # fmt: skip
         table.append(row)
     return pd.DataFrame(table)
-
-
-def build_table(command: str, parameters: dict) -> pd.DataFrame:
-    """The table `fem <command>` builds from its flags, `parameters` (as recorded in the table's
-    provenance.json): `score-table` (Tables 1, 2), `table3`, `table4` or `table5`. The table
-    commands and `fem audit --verify`, which rebuilds a table from its recorded parameters,
-    both build tables here. KeyError for a missing parameter, ValueError for another command.
-    Records made before comparisons and pre-training metrics existed rebuild with the
-    default comparisons and no intrinsic rows."""
-    p = parameters
-    pretrain = load_pretrain_runs(p["pretrain_metrics"]) if p.get("pretrain_metrics") else None
-    if command in ("score-table", "table2"):  # table2: the command's alias
-        comparisons = parse_comparisons(p.get("comparisons"), p["strategies"])
-        return glue_table(load_runs(p["metrics"]), p["tasks"], p["strategies"], comparisons,
-                          tuple(p["average_exclude"]), average_label=p["average_label"], pretrain=pretrain)  # fmt: skip
-    if command == "table3":
-        from fem.efficiency import efficiency_table, validation_losses  # imported by Table 3 only
-
-        comparisons = parse_comparisons(p.get("comparisons"), p["strategies"])
-        return efficiency_table(load_runs(p["metrics"]), validation_losses(p["train_logs"]), p["task"],
-                                p["strategies"], p["steps"], p["total_steps"], comparisons, pretrain)  # fmt: skip
-    if command == "table4":
-        from fem.segments_table import segments_table
-
-        return segments_table(load_runs(p["metrics"]), pretrain, p["tasks"], p["segments"], p["default_segments"],
-                              tuple(p["average_exclude"]))  # fmt: skip
-    if command == "table5":
-        from fem.variance_table import load_variance_results, variance_table
-
-        return variance_table(load_variance_results(p["results"]))
-    raise ValueError(f"`fem {command}` builds no table (table commands: score-table, table2, table3, table4, table5)")
-
-
-def number(value: float, unit: str) -> str:
-    """A value in a row's unit: 3 decimals for nats, else 2."""
-    return "nan" if pd.isna(value) else f"{value:.3f}" if unit.startswith("nats") else f"{value:.2f}"
-
-
-def interval_cell(row: dict, name: str, sign: bool = False) -> str:
-    """ "mean [lo, hi]" of the columns `name`, `name_lo`, `name_hi` (just the mean without an
-    interval, with a single seed)."""
-    unit = row["unit"]
-    mean = number(row[name], unit)
-    mean = f"+{mean}" if sign and row[name] > 0 else mean
-    if pd.isna(row[f"{name}_lo"]):
-        return mean
-    return f"{mean} [{number(row[name + '_lo'], unit)}, {number(row[name + '_hi'], unit)}]"
-
-
-def p_cell(value: float) -> str:
-    return "nan" if pd.isna(value) else f"{value:.3g}"
-
-
-def markdown_lines(columns: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|",
-            *("| " + " | ".join(cells) + " |" for cells in rows)]  # fmt: skip
 
 
 def score_markdown(
@@ -265,7 +211,7 @@ def to_markdown(
     return score_markdown(table, title, caption, strategies, comparisons, steps=steps)
 
 
-def write_table(
+def write_score_table(
     table: pd.DataFrame,
     csv_path: str | Path,
     md_path: str | Path,
@@ -274,13 +220,18 @@ def write_table(
     strategies: list[str] | None = None,
     comparisons: list[tuple[str, str]] | None = None,
     steps: pd.DataFrame | None = None,
-) -> None:
-    """Write the table as CSV (with the runs column) and as Markdown (with the caption)."""
-    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv_path, index=False)
-    Path(md_path).write_text(to_markdown(table, title, caption, strategies, comparisons, steps))
+) -> list[str]:
+    """Write a score table (Tables 1, 2) as CSV (with the runs column) and as Markdown (with
+    the caption, to_markdown); return the two paths."""
+    markdown = to_markdown(table, title, caption, strategies, comparisons, steps)
+    return write_csv_and_markdown(table, csv_path, md_path, markdown)
 
 
-def pretrain_steps(pretrain_metrics: list[str] | None, strategies: list[str]) -> pd.DataFrame | None:
-    """intrinsic.step_summary of the given pre-training metrics.json files, or None."""
-    return step_summary(load_pretrain_runs(pretrain_metrics), strategies) if pretrain_metrics else None
+def pretrain_steps(
+    pretrain_metrics: list[str] | None, strategies: list[str], default_segments: int | None = None
+) -> pd.DataFrame | None:
+    """intrinsic.step_summary of the given pre-training metrics.json files (strategies named as
+    intrinsic.load_pretrain_runs names them), or None."""
+    if not pretrain_metrics:
+        return None
+    return step_summary(load_pretrain_runs(pretrain_metrics, default_segments), strategies)

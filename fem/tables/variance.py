@@ -1,5 +1,5 @@
-"""Table 5: the gradient-variance analysis of `fem variance`, one row per analysed checkpoint
-(moved here from fem/tables.py, which holds the score tables)."""
+"""Table 5: the gradient-variance analysis of `fem variance`, one row per analysed checkpoint.
+A checkpoint's strategy, seed and step are those its variance.json records under "run"."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
+from fem.tables.render import write_csv_and_markdown
+
+TITLE = "Table 5: gradient variance of fully-explored vs random masks"
 
 
 def load_variance_results(files: list[str | Path]) -> list[dict]:
@@ -94,3 +98,23 @@ def variance_markdown(table: pd.DataFrame, title: str, caption: str) -> str:
             cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_variance_table(
+    table: pd.DataFrame,
+    results: list[dict],
+    csv_path: str | Path,
+    md_path: str | Path,
+    caption: str,
+    hamming_figure: str | Path,
+    estimator_figure: str | Path,
+) -> list[str]:
+    """Write Table 5 as CSV and Markdown (variance_markdown) and its two figures from `results`
+    (load_variance_results): covariance against Hamming distance, and the estimators'
+    variance; return the four paths."""
+    from fem.figures import plot_estimator_variance, plot_variance_vs_hamming  # matplotlib: only when drawing
+
+    outputs = write_csv_and_markdown(table, csv_path, md_path, variance_markdown(table, TITLE, caption))
+    plot_variance_vs_hamming(results, hamming_figure)
+    plot_estimator_variance(results, estimator_figure)
+    return [*outputs, str(hamming_figure), str(estimator_figure)]

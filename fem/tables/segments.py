@@ -2,24 +2,27 @@
 random_k with the same K (the same sequences, rows, per-copy masking ratio and predictions
 per step; only the overlap of the K masks differs) and against random.
 
-Runs are named by their Snakemake strategy wildcard: "fe-k<K>" and "random_k-k<K>", except at
-the default K (pretrain.segments), whose runs are Table 2's plain "fe" and "random_k";
-"random" does not depend on K. One row per (K, task row), the rows of a score table
-(fem/tables.py, intrinsic rows included), with the strategy columns named by role (`fe`,
-`random_k`, `random`: the runs of that row's K) and the comparisons fe:random_k (mask overlap
-alone at that K) and fe:random. Per role, the per-copy masking ratio (masked / maskable
-tokens of a row: about 1/K for fe and random_k, p for random) and the predictions per step,
-means over the roles' pre-training runs.
+Runs are named "fe-k<K>" and "random_k-k<K>" (fem.registry.strategy_label; a pre-training run
+by the strategy and K its metrics.json records), except at the default K (pretrain.segments),
+whose runs are Table 2's plain "fe" and "random_k"; "random" does not depend on K. One row per
+(K, task row), the rows of a score table (fem/tables/scores.py, intrinsic rows included), with
+the strategy columns named by role (`fe`, `random_k`, `random`: the runs of that row's K) and
+the comparisons fe:random_k (mask overlap alone at that K) and fe:random. Per role, the
+per-copy masking ratio (masked / maskable tokens of a row: about 1/K for fe and random_k, p for
+random) and the predictions per step, means over the roles' pre-training runs.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 
 from fem.comparisons import DEFAULTS, strategy_names
 from fem.errors import DataError
-from fem.row_statistics import row_columns
-from fem.tables import check_runs, score_rows
+from fem.tables.render import write_csv_and_markdown
+from fem.tables.row_statistics import row_columns
+from fem.tables.scores import check_runs, score_markdown, score_rows
 
 ROLES = ["random", "random_k", "fe"]  # the keys of comparisons.strategy_names
 COMPARISONS = list(DEFAULTS)
@@ -35,7 +38,7 @@ def _as_roles(frame: pd.DataFrame, role_of: dict[str, str]) -> pd.DataFrame:
 def segments_table(runs: pd.DataFrame, pretrain: pd.DataFrame | None, tasks: list[str], segments: list[int],
                    default_segments: int, average_exclude: tuple[str, ...] = ("wnli",)) -> pd.DataFrame:  # fmt: skip
     """Table 4 (module docstring). Columns: K, task, metric, per role `<role>_masking_ratio_per_row`
-    and `<role>_predictions_per_step`, then those of fem/row_statistics.py, pretrain_seeds,
+    and `<role>_predictions_per_step`, then those of fem/tables/row_statistics.py, pretrain_seeds,
     finetune_seeds, runs. `pretrain` (intrinsic.load_pretrain_runs) is required."""
     if pretrain is None:
         raise DataError("Table 4 needs the pre-training metrics.json files (--pretrain-metrics)")
@@ -58,3 +61,11 @@ def segments_table(runs: pd.DataFrame, pretrain: pd.DataFrame | None, tasks: lis
                        runs=";".join(sorted(set(of_row.source) - {""})))  # fmt: skip
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def write_segments_table(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str, caption: str,
+                         steps: pd.DataFrame | None) -> list[str]:  # fmt: skip
+    """Write Table 4 as CSV and Markdown (scores.score_markdown with the roles as strategies
+    and `steps`, intrinsic.step_summary of its strategies); return the two paths."""
+    markdown = score_markdown(table, title, caption, ROLES, COMPARISONS, ("K", "task", "metric"), steps)
+    return write_csv_and_markdown(table, csv_path, md_path, markdown)

@@ -7,8 +7,9 @@
   ratio, clipped share): named in the tables' Markdown, since they are per-run numbers and
   the captions are written before any run.
 
-A run's strategy (the Snakemake wildcard, e.g. "fe-k2") and pre-training seed are read from
-its folder name `<strategy>-s<seed>`, as fem.efficiency does for train_log.json.
+A run's identity is what its metrics.json records (`strategy`, `seed`, `segments`), never its
+path: the tables name its strategy fem.registry.strategy_label(strategy, segments, default K),
+"fe-k2" for fe with K = 2 when the default K is another.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from fem.errors import DataError
-from fem.row_statistics import RowSpec
+from fem.registry import strategy_label
+from fem.tables.row_statistics import RowSpec
 
 INTRINSIC_TASK = "mlm validation"
 LOSS = RowSpec(INTRINSIC_TASK, "loss", "nats per masked token", 1.0, higher_is_better=False)
@@ -27,6 +29,7 @@ ACCURACY = RowSpec(INTRINSIC_TASK, "masked-token accuracy", "% of masked tokens"
 # metrics.json key of each intrinsic row's value and of its trivial baseline (interfaces: fem pretrain)
 INTRINSIC_KEYS = {LOSS: ("validation_mlm_loss", "unigram_validation_loss"),
                   ACCURACY: ("validation_masked_accuracy", "unigram_validation_accuracy")}  # fmt: skip
+IDENTITY_KEYS = ["strategy", "seed", "segments"]  # who the run is (metrics.json of fem pretrain)
 # What one step of a strategy is, in the order the Markdown shows it.
 STEP_KEYS = {
     "match": "matched by",
@@ -40,7 +43,7 @@ STEP_KEYS = {
 
 
 def read_json_keys(path: str | Path, keys: list[str], what: str) -> dict:
-    """The JSON object in `path`, checked to hold every key of `keys`: a ConfigError naming
+    """The JSON object in `path`, checked to hold every key of `keys`: a DataError naming
     the file and the first missing key otherwise (`what` says which file was expected)."""
     path = Path(path)
     try:
@@ -55,25 +58,32 @@ def read_json_keys(path: str | Path, keys: list[str], what: str) -> dict:
     return data
 
 
-def run_labels(path: str | Path) -> tuple[str, int]:
-    """(strategy, seed) of `.../<strategy>-s<seed>/<file>`; ConfigError for another layout."""
-    name = Path(path).parent.name
-    strategy, _, seed = name.rpartition("-s")
-    if not strategy or not seed.isdigit():
-        raise DataError(f"{path}: expected a file of a pre-training run folder '<strategy>-s<seed>'")
-    return strategy, int(seed)
-
-
-def load_pretrain_runs(files: list[str | Path]) -> pd.DataFrame:
-    """One row per pre-training run: strategy, pretrain_seed, source, and the keys of
-    INTRINSIC_KEYS and STEP_KEYS (each one required)."""
+def load_pretrain_runs(files: list[str | Path], default_segments: int | None = None) -> pd.DataFrame:
+    """One row per pre-training run: strategy (its table name, run_strategies), pretrain_seed,
+    segments, source, and the keys of INTRINSIC_KEYS and STEP_KEYS (each one required)."""
     keys = [key for pair in INTRINSIC_KEYS.values() for key in pair] + list(STEP_KEYS)
     rows = []
     for path in files:
-        data = read_json_keys(path, keys, "the metrics.json of a `fem pretrain` run")
-        strategy, seed = run_labels(path)
-        rows.append({"strategy": strategy, "pretrain_seed": seed, "source": str(path)} | {k: data[k] for k in keys})
-    return pd.DataFrame(rows)
+        data = read_json_keys(path, IDENTITY_KEYS + keys, "the metrics.json of a `fem pretrain` run")
+        rows.append({"strategy": data["strategy"], "pretrain_seed": int(data["seed"]), "segments": data["segments"],
+                     "source": str(path)} | {k: data[k] for k in keys})  # fmt: skip
+    runs = pd.DataFrame(rows)
+    return runs.assign(strategy=run_strategies(runs, default_segments)) if rows else runs
+
+
+def run_strategies(runs: pd.DataFrame, default_segments: int | None) -> list[str]:
+    """The table name of each run's strategy (columns strategy, segments, source):
+    registry.strategy_label against `default_segments`. Without a default K (Tables 1-3, whose
+    runs all use the configured K) the plain strategy, and a DataError when runs of one
+    strategy differ in K, since their names would then depend on which K is the default."""
+    if default_segments is not None:
+        return [strategy_label(s, k, default_segments) for s, k in zip(runs.strategy, runs.segments, strict=True)]
+    for strategy, of_strategy in runs.groupby("strategy", sort=False):
+        if of_strategy.segments.nunique() > 1:
+            first, other = of_strategy.drop_duplicates("segments").source.iloc[:2]
+            raise DataError(f"pre-training runs of {strategy} with different K: {first} and {other}; a table "
+                            "of runs of several K needs the default K (`fem table4 --default-segments`)")  # fmt: skip
+    return runs.strategy.tolist()
 
 
 def intrinsic_values(pretrain: pd.DataFrame) -> tuple[list[RowSpec], pd.DataFrame]:

@@ -1,6 +1,6 @@
 """`fem power`: how many pre-training seeds it takes to detect a difference of d on a row of
 a built table, from the table's sd of the paired difference (columns `..._<A>_minus_<B>_sd`
-of fem/row_statistics.py and fem/efficiency.py).
+of fem/tables/row_statistics.py and fem/tables/efficiency.py).
 
 For each (row, comparison): the pairs the table has, the sd of the difference, the minimum
 detectable difference with those pairs, and the smallest number of seeds n whose minimum

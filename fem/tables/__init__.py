@@ -1,0 +1,1 @@
+"""The paper's tables: scores, efficiency, gradient variance, captions and rendering."""
