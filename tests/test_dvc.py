@@ -75,10 +75,10 @@ def test_drift_is_caught_when_a_rule_input_changes(tmp_path, mirror):
     modules = work / "workflow" / "rules" / "common.smk"  # the fem modules each rule runs: its inputs
     text = modules.read_text()
     assert text.count('PRETRAIN_CODE = ("pretraining", ') == 1  # the edit below must hit the rule
-    modules.write_text(text.replace('PRETRAIN_CODE = ("pretraining", ', 'PRETRAIN_CODE = ("pretraining", "tables", '))
+    modules.write_text(text.replace('PRETRAIN_CODE = ("pretraining", ', 'PRETRAIN_CODE = ("pretraining", "statistics", '))
     done = generate(work, mirror, "--check")
     assert done.returncode != 0
-    assert "dvc.yaml differs from a fresh generation" in done.stderr and "+    - fem/tables.py" in done.stderr
+    assert "dvc.yaml differs from a fresh generation" in done.stderr and "+    - fem/statistics.py" in done.stderr
 
 
 def run(command: list[str], cwd: Path, env: dict) -> str:
