@@ -7,7 +7,8 @@ rule, inputs, outputs, log and wildcards) and writes one DVC stage per job:
   cmd      the same job, run through Snakemake with the dvc-stage profile (no rerun on
            timestamps: DVC does not keep them) and only the job's own rule allowed
   deps     the job's inputs (its fem/ modules included) and the rule file that defines it
-  params   the config keys the rule reads (RULE_PARAMS), from the config file(s)
+  params   the config keys the job's rule reads: fem/rule_settings.py keys_read runs the rule's
+           settings builder, the one the rule file uses, and records every key it reads
   outs     its outputs; metrics.json files go under `metrics`. Pre-training's resume/
            folder is not an output, so DVC never caches or deletes it
 """
@@ -26,47 +27,13 @@ import yaml
 
 from fem.config import deep_update, load_yaml
 from fem.errors import ConfigError
+from fem.rule_settings import keys_read
 
 DVC_STAGE_PROFILE = "workflow/profiles/dvc-stage"
 BASE_CONFIG = "config/config.yaml"  # the Snakefile's `configfile:`
 DEFAULT_SETTING = "scratch"  # the `setting` wildcard's default value: left out of stage names
-
-# The config keys each rule reads (sections are expanded to their keys, minus `except`).
-RULE_PARAMS: dict[str, dict] = {
-    "download_corpus": {"keys": []},
-    "download_task": {"keys": []},
-    "train_tokenizer": {"keys": ["corpus.validation_fraction", "corpus.max_documents"]},  # + the wildcard's size
-    "tokenize": {"keys": ["tokenizer.source", "tokenizer.block_size", "corpus.validation_fraction",
-                          "corpus.max_documents"]},
-    "pretrain": {"sections": ["pretrain", "model"], "except": ["pretrain.strategies"]},
-    "finetune": {"sections": ["finetune"], "per_task": "finetune.metrics",
-                 "except": ["finetune.tasks", "finetune.metrics", "finetune.average_exclude", "finetune.squad",
-                            "finetune.per_task"]},
-    "finetune_squad": {"keys": ["finetune.squad"]},
-    "task_text": {"keys": []},
-    "pretrain_continual": {"sections": ["pretrain", "continual.pretrain"], "keys": ["continual.model"],
-                           "except": ["pretrain.strategies", "pretrain.save_steps"]},
-    "finetune_checkpoint": {"sections": ["finetune"], "per_task": "finetune.metrics",
-                            "except": ["finetune.tasks", "finetune.metrics", "finetune.average_exclude",
-                                       "finetune.squad", "finetune.per_task"]},
-    "table1": {"keys": ["scale", "continual", "pretrain.mask_ratio", "pretrain.segments", "pretrain.match"]},
-    "table3": {"keys": ["scale", "seeds", "efficiency", "pretrain.strategies", "pretrain.steps", "pretrain.match"]},
-    "table4": {"keys": ["scale", "seeds", "segment_counts", "pretrain.strategies", "pretrain.steps", "pretrain.match",
-                        "pretrain.rows_per_step", "pretrain.mask_ratio", "pretrain.segments",
-                        "finetune.average_exclude"]},
-    "report": {"keys": []},
-    "data_overlap": {"keys": ["corpus.name", "corpus.max_documents", "finetune.tasks", "segment_counts.tasks",
-                              "efficiency.task"]},
-    "variance": {"sections": ["variance"], "keys": ["pretrain.mask_ratio", "pretrain.segments"],
-                 "except": ["variance.checkpoints"]},
-    "table5": {"sections": ["variance"], "keys": ["scale", "seeds.pretrain", "corpus.name", "pretrain.strategies",
-                                                  "pretrain.mask_ratio", "pretrain.segments"]},
-    "table2": {"keys": ["scale", "seeds", "corpus.name", "pretrain.strategies", "pretrain.steps", "pretrain.match",
-                        "pretrain.rows_per_step", "pretrain.mask_ratio", "pretrain.segments",
-                        "model.num_hidden_layers", "model.hidden_size", "finetune.tasks", "finetune.average_exclude",
-                        "finetune.max_train_examples", "finetune.epochs", "finetune.learning_rates",
-                        "finetune.per_task"]},
-}  # fmt: skip
+# Every stage's command depends on these besides its own rule file: they build its params and paths
+RULE_CODE = ("workflow/rules/common.smk", "Snakefile", "fem/rule_settings.py")
 
 
 @dataclass
@@ -153,46 +120,6 @@ def _lookup(config: dict, key: str):
     return value
 
 
-def param_keys(rule: str, config: dict, wildcards: dict[str, str]) -> list[str]:
-    """The dotted config keys `rule` reads, for a job with `wildcards`."""
-    spec = RULE_PARAMS.get(rule)
-    if spec is None:
-        raise ConfigError(f"rule {rule!r} has no entry in fem.dvc_stages.RULE_PARAMS (the config keys it reads)")
-    keys = list(spec.get("keys", []))
-    for section in spec.get("sections", []):
-        keys += [f"{section}.{k}" for k in _lookup(config, section)]
-    if "per_task" in spec:
-        keys.append(f"{spec['per_task']}.{wildcards['task']}")
-        if wildcards["task"] in (config["finetune"].get("per_task") or {}):  # this task's own finetune values
-            keys.append(f"finetune.per_task.{wildcards['task']}")
-    keys = [k for k in keys if k not in spec.get("except", [])]
-    # Jobs of the continual setting (Table 1) read continual settings instead / as well.
-    if rule == "tokenize" and wildcards.get("corpus", "").startswith("task-"):
-        keys = ["continual.validation_fraction", "continual.model", "continual.block_size", "continual.max_documents"]
-    if rule == "finetune" and wildcards.get("setting") == "continual":
-        keys += [f"continual.finetune.{k}" for k in _lookup(config, "continual.finetune")]
-    # A continual.pretrain / continual.finetune key replaces the general one: only it is read.
-    for section, general in (("continual.pretrain", "pretrain"), ("continual.finetune", "finetune")):
-        if f"{section}." in " ".join(keys):
-            keys = [k for k in keys if k.removeprefix(f"{general}.") not in _lookup(config, section)
-                    or not k.startswith(f"{general}.")]  # fmt: skip
-    return sorted(leaf for k in keys for leaf in _leaves(config, k))
-
-
-def _leaves(config: dict, key: str) -> list[str]:
-    """`key`, or its leaf keys when its value is a mapping (so that a config file that
-    overrides one sub-key owns only that sub-key in dvc.yaml's params)."""
-    try:
-        value = _lookup(config, key)
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"config key {key!r}, read by a rule (fem.dvc_stages.RULE_PARAMS), is not in the config"
-        ) from None
-    if isinstance(value, dict):
-        return [leaf for sub in value for leaf in _leaves(config, f"{key}.{sub}")]
-    return [key]
-
-
 def rule_files(workdir: Path) -> dict[str, str]:
     """{rule name: the .smk file that defines it}."""
     found = {}
@@ -215,7 +142,7 @@ def build_dvc_yaml(jobs: list[SnakemakeJob], configfiles: list[str], workdir: Pa
     stages = {}
     for job in sorted(jobs, key=stage_name):
         params: dict[str, list[str]] = {}
-        for key in param_keys(job.rule, merged, job.wildcards):
+        for key in keys_read(merged, job.rule, job.wildcards):
             owner = [f for f, c in configs if _has_key(c, key)][-1]  # the last file that sets it wins
             params.setdefault(owner, []).append(key)
         metrics = [o for o in job.outputs if o.endswith("metrics.json")]
@@ -223,7 +150,7 @@ def build_dvc_yaml(jobs: list[SnakemakeJob], configfiles: list[str], workdir: Pa
             # targets first: --allowed-rules and --configfile take several values
             "cmd": f"snakemake {' '.join(job.outputs)} --profile {DVC_STAGE_PROFILE} --allowed-rules {job.rule}"
             + (f" {flags}" if flags else ""),
-            "deps": sorted({*job.inputs, defined_in[job.rule], "workflow/rules/common.smk", "Snakefile"}),
+            "deps": sorted({*job.inputs, defined_in[job.rule], *RULE_CODE}),
         }
         if params:
             stage["params"] = [{f: keys} for f, keys in params.items()]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from test_pipeline import planned as job_counts
 
-from fem.dvc_stages import SnakemakeJob, param_keys, parse_dry_run, stage_name
+from fem.dvc_stages import SnakemakeJob, parse_dry_run, stage_name
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ["Snakefile", "profiles", "workflow", "config", "fem", "dvc.yaml"]
@@ -45,16 +45,6 @@ def test_dry_run_listing_is_parsed_into_jobs_with_readable_names():
     assert stage_name(finetune) == "finetune-sst2-fe-s1-f1"
 
 
-def test_params_are_the_config_keys_a_rule_reads():
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    pretrain = param_keys("pretrain", config, {})
-    assert "pretrain.learning_rate" in pretrain and "model.hidden_size" in pretrain
-    assert "pretrain.strategies" not in pretrain  # adding a strategy must not invalidate the others
-    finetune = param_keys("finetune", config, {"task": "mrpc"})
-    assert "finetune.metrics.mrpc" in finetune and "finetune.metrics.sst2" not in finetune
-    assert "finetune.tasks" not in finetune and "finetune.learning_rates" in finetune
-
-
 def generate(workdir: Path, mirror: Path, *args: str) -> subprocess.CompletedProcess:
     env = os.environ | {
         "FEM_HUB_MIRROR": str(mirror),
@@ -82,13 +72,13 @@ def test_committed_dvc_yaml_matches_a_fresh_generation(tmp_path, mirror):
 
 def test_drift_is_caught_when_a_rule_input_changes(tmp_path, mirror):
     work = copy_repository(tmp_path)
-    rule = work / "workflow" / "rules" / "pretrain.smk"
-    text = rule.read_text()
-    assert text.count('code=fem_modules("pretraining", ') == 1  # the edit below must hit the rule
-    rule.write_text(text.replace('code=fem_modules("pretraining", ', 'code=fem_modules("pretraining", "tables", '))
+    modules = work / "workflow" / "rules" / "common.smk"  # the fem modules each rule runs: its inputs
+    text = modules.read_text()
+    assert text.count('PRETRAIN_CODE = ("pretraining", ') == 1  # the edit below must hit the rule
+    modules.write_text(text.replace('PRETRAIN_CODE = ("pretraining", ', 'PRETRAIN_CODE = ("pretraining", "statistics", '))
     done = generate(work, mirror, "--check")
     assert done.returncode != 0
-    assert "dvc.yaml differs from a fresh generation" in done.stderr and "+    - fem/tables.py" in done.stderr
+    assert "dvc.yaml differs from a fresh generation" in done.stderr and "+    - fem/statistics.py" in done.stderr
 
 
 def run(command: list[str], cwd: Path, env: dict) -> str:

@@ -1,15 +1,35 @@
-# Helpers shared by the rule files: config validation, paths, CLI flags.
+# Shared by the steps in workflow/rules/*.smk: config validation, checks before any job starts, paths, the fem
+# modules each step runs. What a step reads from the config (its settings, flags, captions)
+# is built in fem/rule_settings.py, which also records those keys for dvc.yaml's params.
 import json
 import os
-import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)  # the fem package of this checkout, even if not installed
 
 from fem.config import TRAINED_TOKENIZER, check_config, tokenizer_source
 from fem.errors import ConfigError, DataSourceError
-from fem.masking import resolve_segments
 from fem.provenance import job_environment
+from fem.registry import task_names
+from fem.rule_settings import (
+    continual_pretrain_settings,
+    data_overlap_settings,
+    finetune_flags,
+    launcher,
+    mirror_flag,
+    pretrain_flags,
+    rule_resources,
+    speed_flags,
+    squad_flags,
+    table1_settings,
+    table2_settings,
+    table3_settings,
+    table4_settings,
+    table5_settings,
+    tokenize_settings,
+    train_tokenizer_settings,
+    variance_flags,
+)
 
 
 # Every job runs this checkout's fem package, whichever `fem` is first on PATH (the jobs
@@ -34,24 +54,13 @@ wildcard_constraints:
     step=r"\d+|final",
 
 
-PRETRAIN_SEEDS = config["seeds"]["pretrain"]
-FINETUNE_SEEDS = config["seeds"]["finetune"]
-STRATEGIES = config["pretrain"]["strategies"]
-TASKS = config["finetune"]["tasks"]
+# The pre-training corpus: the folder of the data a pre-training or variance job reads (a
+# dependency of the job, not a param).
 CORPUS = config["corpus"]["name"]
-TOKENIZER_TRAINED = config["tokenizer"]["source"] == TRAINED_TOKENIZER  # learned by rule train_tokenizer
+TOKENIZER_TRAINED = config["tokenizer"]["source"] == TRAINED_TOKENIZER  # learned by the train_tokenizer step
 TOKENIZER_SOURCE = tokenizer_source(config)  # what the corpus is tokenized with (a folder when learned)
-IMPLEMENTATION = config["implementation"]
-VARIANCE_CHUNK_ROWS = config["implementation"]["variance_chunk_rows"]  # speed only: not a param
-SEGMENTS = resolve_segments(config["pretrain"]["mask_ratio"], config["pretrain"]["segments"])
-
-
-GLUE_TASKS = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
-# Single-text classification tasks of Table 1 (fem.data: Don't Stop Pretraining, BBC News)
-CLASSIFICATION_TASKS = ["chemprot", "rct", "citation_intent", "sciie", "hyperpartisan", "agnews", "helpfulness",
-                        "imdb", "bbc_news"]  # fmt: skip
+THREADS = config["implementation"]  # <step>_threads: speed settings, not params
 CONTINUAL = config["continual"]
-CONTINUAL_TASKS = CONTINUAL["tasks"]
 
 
 def tokenized_with(folder, source):
@@ -75,7 +84,7 @@ def check_against_data():
         raise SystemExit("fem: the config asks for more data than there is:\n" + "\n".join(f"  - {p}" for p in problems))
     if os.environ.get("FEM_CHECK_SOURCES", "1") == "0":  # e.g. planning paper scale offline
         return
-    sources = {"continual.model": (CONTINUAL["model"], [f"task-{task}" for task in CONTINUAL_TASKS])}
+    sources = {"continual.model": (CONTINUAL["model"], [f"task-{task}" for task in CONTINUAL["tasks"]])}
     if not TOKENIZER_TRAINED:  # a learned vocabulary is made by the workflow itself
         sources["tokenizer.source"] = (TOKENIZER_SOURCE, [CORPUS])
     for key, (source, folders) in sources.items():
@@ -90,47 +99,9 @@ def check_against_data():
 check_against_data()
 
 
-def pretrain_strategy(strategy):
-    """The pre-training strategy and K of a strategy wildcard: "fe-k4" -> ("fe", 4) (Table 4),
-    anything else -> (strategy, pretrain.segments)."""
-    base, _, segments = strategy.partition("-k")
-    return base, int(segments) if segments else config["pretrain"]["segments"]
-
-
-def rule_resources(rule_name):
-    """Per-rule cluster resources from the config (resources.<rule>: gpu, gpu_model,
-    cpus_per_gpu, mem_mb, runtime in minutes). No `tasks`: the SLURM plugin would turn it
-    into --ntasks-per-gpu and split a multi-GPU job into one task per GPU, while torchrun
-    starts the processes itself inside one task. Several GPUs also get nodes=1: torchrun
-    --standalone uses the GPUs of one node."""
-    resources = dict(config.get("resources", {}).get(rule_name) or {})
-    if resources.get("gpu", 1) > 1:
-        resources["nodes"] = 1
-    return resources
-
-
-def launcher(rule_name):
-    """How a training rule starts fem: plain `fem` for one GPU (or the CPU), or torchrun with
-    one data-parallel process per GPU when the config gives the rule several
-    (resources.<rule>.gpu: N). Not a param: the number of GPUs is a speed setting."""
-    gpus = int(rule_resources(rule_name).get("gpu") or 1)
-    return "fem" if gpus == 1 else f"torchrun --standalone --nproc_per_node {gpus} -m fem"
-
-
-LAUNCH = {name: launcher(name) for name in ("pretrain", "pretrain_continual", "finetune", "finetune_squad")}
-
-
-def glue_settings(task):
-    """The finetune keys that are FinetuneSettings flags (learning_rates included), with
-    finetune.per_task[task] on top."""
-    not_flags = ("tasks", "metrics", "average_exclude", "squad", "per_task")
-    settings = {k: v for k, v in config["finetune"].items() if k not in not_flags}
-    return settings | (config["finetune"].get("per_task") or {}).get(task, {})
-
-
 def all_tasks():
     """Every task some configured table fine-tunes on."""
-    return list(dict.fromkeys(TASKS + CONTINUAL_TASKS + config["segment_counts"]["tasks"]
+    return list(dict.fromkeys(config["finetune"]["tasks"] + CONTINUAL["tasks"] + config["segment_counts"]["tasks"]
                               + [config["efficiency"]["task"]]))  # fmt: skip
 
 
@@ -155,46 +126,69 @@ def check_task_sources():
 check_task_sources()
 
 
-def fem_modules(*modules):
-    """The fem/ modules a rule runs, as inputs: editing one reruns the rule (Snakemake's
-    code trigger only sees the rule's own shell command, not the Python it imports)."""
-    return [os.path.relpath(os.path.join(workflow.basedir, "fem", f"{m}.py")) for m in modules]
-
-
-def cli_flags(settings):
-    """{"mask_ratio": 0.15} -> "--mask-ratio 0.15"; values as JSON, which the CLI reads as YAML.
-
-    Sorted, so reordering keys in a config file does not change the params (and rerun jobs).
-    """
-    return " ".join(
-        f"--{key.replace('_', '-')} {shlex.quote(json.dumps(value, sort_keys=True))}"
-        for key, value in sorted(settings.items())
-    )
-
-
-# Speed settings of pre-training (fem/settings.py PretrainImplementation): flags of the shell
-# command but not params, so changing one reruns nothing. A key the config leaves out keeps
-# the dataclass default (the GPU fast path is off).
-PRETRAIN_IMPLEMENTATION_KEYS = {
-    "pretrain_accumulation_steps": "accumulation_steps",
-    "pretrain_resume_every": "resume_every",
-    "pretrain_bf16": "bf16",
-    "pretrain_compile": "compile",
-    "pretrain_attention": "attention",
-    "pretrain_fused_adamw": "fused_adamw",
-    "pretrain_pin_memory": "pin_memory",
-    "peak_tflops": "peak_tflops",
+# The fem/ modules each step runs: inputs of its jobs, so that editing one reruns them
+# (Snakemake's code trigger sees only the shell command, not the Python it imports). Every
+# command is reached through fem/cli.py and takes its shared flags from fem/cli_args.py.
+CLI = ("cli", "cli_args")
+PRETRAIN_CODE = ("pretraining", "train_step", "tokenization", "distributed", "throughput", "masking", "registry",
+                 "collation", "checkpointing", "modeling", "optimization", "settings", "validation", "train_log",
+                 *CLI)  # fmt: skip
+FINETUNE_CODE = ("finetuning/__init__", "finetuning/cli", "finetuning/harness", "finetuning/glue",
+                 "finetuning/sweep", "checkpointing", "distributed", "metrics", "data", "registry", "modeling",
+                 "optimization", "settings", *CLI)  # fmt: skip
+TABLE_CODE = ("tables/__init__", "tables/cli", "tables/build", "tables/render", "tables/captions", *CLI)
+SCORE_TABLE_CODE = ("tables/scores", "tables/row_statistics", "tables/intrinsic", "statistics", "comparisons",
+                    "registry", *TABLE_CODE)  # fmt: skip
+CODE = {
+    "download_corpus": ("data", "registry", *CLI),
+    "download_task": ("data", "registry", "duplicates", *CLI),
+    "data_overlap": ("overlap", "duplicates", "data", "registry", "tokenization", *CLI),
+    "train_tokenizer": ("wordpiece", "tokenization", "duplicates", *CLI),
+    "tokenize": ("tokenization", "duplicates", *CLI),
+    "task_text": ("data", "registry", *CLI),
+    "pretrain": PRETRAIN_CODE,
+    "pretrain_continual": PRETRAIN_CODE,
+    "finetune": FINETUNE_CODE,
+    "finetune_squad": ("finetuning/squad", *FINETUNE_CODE),
+    "finetune_checkpoint": FINETUNE_CODE,
+    "variance": ("variance", "mask_gradients", "masking", "registry", "tokenization", "checkpointing", "settings",
+                 *CLI),  # fmt: skip
+    "table1": SCORE_TABLE_CODE,
+    "table2": SCORE_TABLE_CODE,
+    "table3": ("tables/efficiency", "tables/variance", "figures", *SCORE_TABLE_CODE),
+    "table4": ("tables/segments", *SCORE_TABLE_CODE),
+    "table5": ("tables/variance", "figures", *TABLE_CODE),
+    "report": ("tables/report", *CLI),
 }
-PRETRAIN_IMPLEMENTATION_FLAGS = cli_flags(
-    {flag: IMPLEMENTATION[key] for key, flag in PRETRAIN_IMPLEMENTATION_KEYS.items() if key in IMPLEMENTATION}
-)
 
 
-def task_metric_flags(wildcards):
-    """No flag: `fem finetune` scores a task with its registry metrics (finetune.metrics is gone)."""
-    return ""
+def fem_modules(step):
+    """The fem/ modules a step runs (CODE), as paths relative to the working directory."""
+    return [os.path.relpath(os.path.join(workflow.basedir, "fem", f"{module}.py")) for module in CODE[step]]
 
 
-def mirror_flag():
-    """--mirror <folder> when the config names a hub mirror; else the CLI reads $FEM_HUB_MIRROR."""
-    return f"--mirror {shlex.quote(config['hub_mirror'])}" if config["hub_mirror"] else ""
+def pretrain_run(wildcards):
+    """results/<setting>/pretrain/<strategy>-s<seed>: a pre-training run of the wildcards."""
+    return f"results/{wildcards.setting}/pretrain/{wildcards.strategy}-s{wildcards.seed}"
+
+
+def finetune_checkpoint_dir(wildcards):
+    """scratch: results/scratch/pretrain/<run>/model; continual: the run continued on the task."""
+    if wildcards.setting == "continual":
+        return f"results/continual/pretrain/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}/model"
+    return f"results/scratch/pretrain/{wildcards.strategy}-s{wildcards.seed}/model"
+
+
+def variance_inputs(wildcards):
+    """The final model and its run's metrics.json, or the checkpoints folder (a directory
+    output of pre-training: the step-N folder inside it is not a file Snakemake knows)."""
+    run = pretrain_run(wildcards)
+    if wildcards.step == "final":
+        return {"model": f"{run}/model", "metrics": f"{run}/metrics.json"}
+    return {"checkpoints": f"{run}/checkpoints"}
+
+
+def checkpoint_folder(wildcards):
+    """The model folder of a variance job: the final model or the step-N checkpoint."""
+    run = pretrain_run(wildcards)
+    return f"{run}/model" if wildcards.step == "final" else f"{run}/checkpoints/step-{wildcards.step}"

@@ -6,7 +6,7 @@
 rule task_text:
     input:
         task="data/raw/tasks/{task}",
-        code=fem_modules("data", "cli"),
+        code=fem_modules("task_text"),
     output:
         directory("data/raw/corpus/task-{task}"),
     log:
@@ -17,14 +17,6 @@ rule task_text:
         "fem task-text --task {wildcards.task} --task-dir {input.task} --out {output} 2>&1 | tee {log}"
 
 
-def continual_settings(wildcards):
-    """The science flags of a continual run: pretrain keys, continual.pretrain on top, no
-    intermediate checkpoints; the model shape comes from continual.model."""
-    pretrain = {k: v for k, v in config["pretrain"].items() if k != "strategies"} | {"save_steps": []}
-    shape = {k: None for k in config["model"]}
-    return cli_flags(pretrain | CONTINUAL["pretrain"] | shape | {"strategy": wildcards.strategy})
-
-
 rule pretrain_continual:
     input:
         train="data/tokenized/task-{task}/train.npy",
@@ -32,8 +24,7 @@ rule pretrain_continual:
         meta="data/tokenized/task-{task}/meta.json",
         word_starts="data/tokenized/task-{task}/train_word_starts.npy",
         tokenizer="data/tokenized/task-{task}/tokenizer",
-        code=fem_modules("pretraining", "tokenization", "distributed", "throughput", "masking", "collation",
-                         "checkpointing", "modeling", "optimization", "settings", "cli", "validation", "train_log"),
+        code=fem_modules("pretrain_continual"),
     output:
         model=directory("results/continual/pretrain/{task}/{strategy}-s{seed}/model"),
         checkpoints=directory("results/continual/pretrain/{task}/{strategy}-s{seed}/checkpoints"),
@@ -44,14 +35,18 @@ rule pretrain_continual:
         "logs/continual/pretrain/{task}/{strategy}-s{seed}.log",
     benchmark:
         "logs/benchmarks/continual/pretrain/{task}/{strategy}-s{seed}.tsv"
-    threads: config["implementation"]["pretrain_threads"]
+    threads: THREADS["pretrain_threads"]
     resources:
-        **rule_resources("pretrain_continual"),
+        **rule_resources(config, "pretrain_continual"),
     params:
-        settings=continual_settings,
-        init_from=CONTINUAL["model"],
+        settings=lambda w: continual_pretrain_settings(config, w.strategy)["flags"],
+        init_from=lambda w: continual_pretrain_settings(config, w.strategy)["init_from"],
+        data=lambda w, input: os.path.dirname(input.train),
+        out=lambda w, output: os.path.dirname(output.metrics),
+        launch=launcher(config, "pretrain_continual"),  # speed settings (SpeedFlags): not params
+        speed=speed_flags(config, "pretrain_continual"),
     shell:
-        "{LAUNCH[pretrain_continual]} pretrain --data data/tokenized/task-{wildcards.task} --out results/continual/pretrain/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}"
+        "{params.launch} pretrain --data {params.data} --out {params.out}"
         " --seed {wildcards.seed} --init-from {params.init_from:q} {params.settings} --threads {threads}"
-        " {PRETRAIN_IMPLEMENTATION_FLAGS}"
+        " {params.speed}"
         " 2>&1 | tee {log}"

@@ -11,7 +11,7 @@ rule download_corpus:
     wildcard_constraints:
         corpus=r"(?!task-)[A-Za-z0-9_.-]+",  # task-<name>: a task's text (continual.smk)
     input:
-        fem_modules("data", "cli"),
+        fem_modules("download_corpus"),
     output:
         directory("data/raw/corpus/{corpus}"),
     log:
@@ -19,14 +19,14 @@ rule download_corpus:
     benchmark:
         "logs/benchmarks/download_corpus/{corpus}.tsv"
     params:
-        mirror=mirror_flag(),
+        mirror=mirror_flag(config),
     shell:
         "fem download corpus {wildcards.corpus} --out {output} {params.mirror} 2>&1 | tee {log}"
 
 
 rule download_task:
     input:
-        fem_modules("data", "duplicates", "cli"),
+        fem_modules("download_task"),
     output:
         directory("data/raw/tasks/{task}"),
     log:
@@ -34,21 +34,21 @@ rule download_task:
     benchmark:
         "logs/benchmarks/download_task/{task}.tsv"
     params:
-        mirror=mirror_flag(),
+        mirror=mirror_flag(config),
     shell:
         "fem download task {wildcards.task} --out {output} {params.mirror} 2>&1 | tee {log}"
 
 
 # The tasks fine-tuned from the models pre-trained here (Tables 2-4): their dev sets are
 # checked against the pre-training corpus.
-SCRATCH_TASKS = sorted(set(TASKS) | set(config["segment_counts"]["tasks"]) | {config["efficiency"]["task"]})
+OVERLAP = data_overlap_settings(config)
 
 
 rule data_overlap:
     input:
-        corpus=f"data/raw/corpus/{CORPUS}",
-        tasks=expand("data/raw/tasks/{task}", task=SCRATCH_TASKS),
-        code=fem_modules("overlap", "duplicates", "data", "tokenization", "cli"),
+        corpus=f"data/raw/corpus/{OVERLAP['corpus']}",
+        tasks=expand("data/raw/tasks/{task}", task=OVERLAP["tasks"]),
+        code=fem_modules("data_overlap"),
     output:
         json="results/data/overlap.json",
         md="results/data/overlap.md",
@@ -58,7 +58,7 @@ rule data_overlap:
     benchmark:
         "logs/benchmarks/data/overlap.tsv"
     params:
-        max_documents=json.dumps(config["corpus"]["max_documents"]),
+        max_documents=OVERLAP["max_documents"],
     shell:
         "fem overlap --corpus-dir {input.corpus} --max-documents {params.max_documents} --task-dirs {input.tasks}"
         " --json {output.json} --md {output.md} 2>&1 | tee {log}"

@@ -2,14 +2,6 @@
 # K = 4, for Table 4).
 
 
-def scratch_settings(wildcards):
-    """The science flags of a from-scratch run: the pretrain and model keys, K from the
-    strategy wildcard."""
-    strategy, segments = pretrain_strategy(wildcards.strategy)
-    pretrain = {k: v for k, v in config["pretrain"].items() if k != "strategies"} | {"segments": segments}
-    return cli_flags(pretrain | config["model"] | {"strategy": strategy})
-
-
 rule pretrain:
     wildcard_constraints:
         setting="scratch",
@@ -19,8 +11,7 @@ rule pretrain:
         meta=f"data/tokenized/{CORPUS}/meta.json",
         word_starts=f"data/tokenized/{CORPUS}/train_word_starts.npy",
         tokenizer=f"data/tokenized/{CORPUS}/tokenizer",
-        code=fem_modules("pretraining", "tokenization", "distributed", "throughput", "masking", "collation",
-                         "checkpointing", "modeling", "optimization", "settings", "cli", "validation", "train_log"),
+        code=fem_modules("pretrain"),
     output:
         model=directory("results/{setting}/pretrain/{strategy}-s{seed}/model"),
         checkpoints=directory("results/{setting}/pretrain/{strategy}-s{seed}/checkpoints"),
@@ -31,16 +22,18 @@ rule pretrain:
         "logs/{setting}/pretrain/{strategy}-s{seed}.log",
     benchmark:
         "logs/benchmarks/{setting}/pretrain/{strategy}-s{seed}.tsv"
-    threads: config["implementation"]["pretrain_threads"]
+    threads: THREADS["pretrain_threads"]
     resources:
-        **rule_resources("pretrain"),
+        **rule_resources(config, "pretrain"),
     params:
-        # Only science settings: changing one reruns this job and everything downstream.
-        settings=scratch_settings,
-        data=f"data/tokenized/{CORPUS}",
+        # Science settings: changing one reruns this job and everything downstream.
+        settings=lambda w: pretrain_flags(config, w.strategy),
+        data=lambda w, input: os.path.dirname(input.train),
+        out=lambda w, output: os.path.dirname(output.metrics),
+        # Speed settings (SpeedFlags): changing one reruns nothing.
+        launch=launcher(config, "pretrain"),
+        speed=speed_flags(config, "pretrain"),
     shell:
-        "{LAUNCH[pretrain]} pretrain --data {params.data} --out results/{wildcards.setting}/pretrain/{wildcards.strategy}-s{wildcards.seed}"
-        " --seed {wildcards.seed} {params.settings} --threads {threads}"
-        # speed settings, kept out of params so changing them does not rerun finished jobs
-        " {PRETRAIN_IMPLEMENTATION_FLAGS}"
+        "{params.launch} pretrain --data {params.data} --out {params.out}"
+        " --seed {wildcards.seed} {params.settings} --threads {threads} {params.speed}"
         " 2>&1 | tee {log}"

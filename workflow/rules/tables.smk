@@ -1,5 +1,6 @@
 # One file per paper table, built from the metrics of finished runs. Seconds of work each:
-# on a cluster they run on the submit host instead of waiting in the queue.
+# on a cluster they run on the submit host instead of waiting in the queue. Each table's runs,
+# options and caption come from fem/rule_settings.py (captions: fem/tables/captions.py).
 
 
 localrules:
@@ -11,81 +12,28 @@ localrules:
     report,
 
 
-from fem.comparisons import default_comparisons, statistics_caption, table4_strategies
-
-# pretrain.match (fem pretrain): rows (equal compute per step) or sequences (equal distinct sequences)
-MATCH = config["pretrain"]["match"]
-TABLE_CODE = ("tables", "statistics", "row_statistics", "comparisons", "intrinsic", "table_cli", "cli")
-TRIVIAL_GLUE = (
-    "'trivial' is each row's trivial baseline on the same dev examples: the majority class of the (subsampled) "
-    "training set for accuracy and F1 (MCC 0), a constant prediction for correlations (0), SQuAD v1.1 exact match "
-    "and F1 0, SQuAD v2 the scores of answering \"\" everywhere"
-)
-TRIVIAL_INTRINSIC = (
-    "The 'mlm validation' rows are the pre-training runs' validation MLM loss (nats per masked token, lower is "
-    "better) and masked-token accuracy (x 100) on the fixed validation masks; their trivial baseline is a unigram "
-    "model of the training blocks (add-one smoothed; accuracy: always its most frequent token)."
-)
-STEP_NOTE = (
-    "The last table gives one pre-training step of each strategy from its runs' metrics.json: rows, distinct "
-    "sequences, predictions (masked tokens), training FLOPs, per-copy masking ratio and the share of steps whose "
-    "gradient norm was clipped."
-)
-
-
-def strategy_flags(comparisons):
-    """--comparisons a:b c:d (A minus B)."""
-    return " ".join(f"{a}:{b}" for a, b in comparisons)
-
-
-def matched():
-    """How the strategies' steps are matched (pretrain.match), in words."""
-    if MATCH == "sequences":
-        return "the same distinct sequences per step for every strategy, so K-copy strategies do K x the rows and compute"
-    return "compute matched per step: the K-copy strategies take rows/K sequences, K copies each"
-
-
-TABLE2_COMPARISONS = default_comparisons(STRATEGIES)
-
-
-def table2_caption():
-    pre, model, ft = config["pretrain"], config["model"], config["finetune"]
-    subsample = ft["max_train_examples"] or "all"
-    rates = "/".join(f"{lr:g}" for lr in ft["learning_rates"])
-    rate_note = "" if len(ft["learning_rates"]) == 1 else " (best on dev)"
-    excluded = ", ".join(ft["average_exclude"]) or "none"
-    per_task = "".join(
-        f"; {task}: " + ", ".join(f"{key.replace('_', ' ')} {value if value is not None else 'all'}"
-                                  for key, value in values.items())
-        for task, values in (ft.get("per_task") or {}).items() if task in TASKS
-    )  # fmt: skip
-    return (
-        f"Scale '{config['scale']}'. Dev scores x 100 of a BERT ({model['num_hidden_layers']} layers, "
-        f"hidden {model['hidden_size']}) pre-trained from scratch on '{CORPUS}' for {pre['steps']} steps "
-        f"of {pre['rows_per_step']} rows with each masking strategy (p = {pre['mask_ratio']}, K = {SEGMENTS} "
-        f"masks per sequence for the K-copy strategies; {matched()}), then fine-tuned per task "
-        f"({subsample} training examples, {ft['epochs']} epochs, learning rate {rates}{rate_note}{per_task}). A GLUE "
-        f"task's score is the mean of its metrics (MRPC, QQP: F1 and accuracy; STS-B: Pearson and Spearman; "
-        f"MNLI: matched and mismatched accuracy); 'glue average' is the mean of the task scores, excluding "
-        f"{excluded}. SQuAD rows give exact match and F1 separately. {TRIVIAL_GLUE}. {TRIVIAL_INTRINSIC} "
-        + statistics_caption(TABLE2_COMPARISONS, len(PRETRAIN_SEEDS), len(FINETUNE_SEEDS), MATCH, "table2")
-        + f" {STEP_NOTE}"
-    )
+TABLE1 = table1_settings(config)
+TABLE2 = table2_settings(config)
+TABLE3 = table3_settings(config)
+TABLE4 = table4_settings(config)
+TABLE5 = table5_settings(config)
 
 
 rule table2:
     input:
         metrics=expand(
             "results/scratch/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
-            task=TASKS,
-            strategy=STRATEGIES,
-            seed=PRETRAIN_SEEDS,
-            ftseed=FINETUNE_SEEDS,
+            task=TABLE2["tasks"],
+            strategy=TABLE2["strategies"],
+            seed=TABLE2["pretrain_seeds"],
+            ftseed=TABLE2["finetune_seeds"],
         ),
         pretrain_metrics=expand(
-            "results/scratch/pretrain/{strategy}-s{seed}/metrics.json", strategy=STRATEGIES, seed=PRETRAIN_SEEDS
+            "results/scratch/pretrain/{strategy}-s{seed}/metrics.json",
+            strategy=TABLE2["strategies"],
+            seed=TABLE2["pretrain_seeds"],
         ),
-        code=fem_modules(*TABLE_CODE),
+        code=fem_modules("table2"),
     output:
         csv="results/table2.csv",
         md="results/table2.md",
@@ -95,11 +43,11 @@ rule table2:
     benchmark:
         "logs/benchmarks/tables/table2.tsv"
     params:
-        tasks=" ".join(TASKS),
-        strategies=" ".join(STRATEGIES),
-        comparisons=strategy_flags(TABLE2_COMPARISONS),
-        average_exclude=" ".join(config["finetune"]["average_exclude"]),
-        caption=table2_caption(),
+        tasks=" ".join(TABLE2["tasks"]),
+        strategies=" ".join(TABLE2["strategies"]),
+        comparisons=TABLE2["comparisons"],
+        average_exclude=TABLE2["average_exclude"],
+        caption=TABLE2["caption"],
     shell:
         "fem score-table --csv {output.csv} --md {output.md} --tasks {params.tasks}"
         " --strategies {params.strategies} --comparisons {params.comparisons}"
@@ -107,33 +55,13 @@ rule table2:
         " --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
 
 
-def table5_caption():
-    v, pre = config["variance"], config["pretrain"]
-    projection = f", count-sketched to {v['projection_dim']} dimensions" if v["projection_dim"] else ""
-    return (
-        f"Scale '{config['scale']}'. Gradient variance of the masked-LM loss of BERT checkpoints "
-        f"(pre-training seed {VARIANCE_SEED}; 'init' = the shared initialisation) on held-out '{CORPUS}' "
-        f"blocks; gradients of {v['parameters'].replace('_', ' ')}{projection}; masked tokens replaced by "
-        f"[MASK], model in eval mode. Variances are traces (squared gradient norm). 'slope of Cov/Var' is "
-        f"the least-squares slope of the covariance of two masks' gradients against their Hamming "
-        f"distance, divided by one mask's variance ({v['hamming_sequences']} sequences x "
-        f"{v['pairs_per_intersection']} pairs per intersection size), with the closed form of independent "
-        f"per-token contributions. Var(...) are the total variances of three estimators of one K-row "
-        f"gradient (K = {SEGMENTS}, compute matched): fe and random_k (one sequence, K disjoint or K "
-        f"independent masks) and random with K sequences (one mask each, p = {pre['mask_ratio']}); "
-        f"'mask-sampling' holds the sequence fixed. {v['replicates']} replicates each; [lo, hi] are "
-        f"bootstrap 95% intervals ({v['bootstrap']} resamples). All columns with intervals and closed "
-        f"forms are in table5.csv."
-    )
-
-
 rule table5:
     input:
         results=[
-            f"results/scratch/variance/{strategy}-s{VARIANCE_SEED}/step-{step}/variance.json"
-            for strategy, step in VARIANCE_RUNS
+            f"results/scratch/variance/{strategy}-s{TABLE5['seed']}/step-{step}/variance.json"
+            for strategy, step in TABLE5["runs"]
         ],
-        code=fem_modules("tables", "variance_table", "figures", "table_cli", "cli"),
+        code=fem_modules("table5"),
     output:
         csv="results/table5.csv",
         md="results/table5.md",
@@ -145,47 +73,23 @@ rule table5:
     benchmark:
         "logs/benchmarks/tables/table5.tsv"
     params:
-        caption=table5_caption(),
+        caption=TABLE5["caption"],
     shell:
         "fem table5 --csv {output.csv} --md {output.md} --hamming-figure {output.hamming_figure}"
         " --estimator-figure {output.estimator_figure} --caption {params.caption:q} {input.results}"
         " 2>&1 | tee {log}"
 
 
-CONTINUAL_PRETRAIN_SEEDS = CONTINUAL["seeds"]["pretrain"]
-CONTINUAL_FINETUNE_SEEDS = CONTINUAL["seeds"]["finetune"]
-
-
-TABLE1_COMPARISONS = default_comparisons(CONTINUAL["strategies"])
-
-
-def table1_caption():
-    pre, ft = CONTINUAL["pretrain"], CONTINUAL["finetune"]
-    rates = "/".join(f"{lr:g}" for lr in ft.get("learning_rates", config["finetune"]["learning_rates"]))
-    match = pre.get("match", MATCH)
-    return (
-        f"Scale '{config['scale']}'. Continual (task-adaptive) pre-training: '{CONTINUAL['model']}' continued with "
-        f"masked-LM training on the text of each task's training split for {pre['steps']} steps of "
-        f"{pre['rows_per_step']} rows of {CONTINUAL['block_size']} tokens with each masking strategy (K = {SEGMENTS}), "
-        f"then fine-tuned on the task (learning rate {rates}). Dev scores x 100 with the task's metric (macro-F1, "
-        f"micro-F1 for ChemProt and RCT, as Don't Stop Pretraining; accuracy for SST-2); 'average' is the mean of "
-        f"the task scores. 'trivial' is each row's trivial baseline on the same dev examples: the majority class of "
-        f"the training set. "
-        + statistics_caption(TABLE1_COMPARISONS, len(CONTINUAL_PRETRAIN_SEEDS), len(CONTINUAL_FINETUNE_SEEDS), match,
-                             "table1")
-    )
-
-
 rule table1:
     input:
         metrics=expand(
             "results/continual/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
-            task=CONTINUAL_TASKS,
-            strategy=CONTINUAL["strategies"],
-            seed=CONTINUAL_PRETRAIN_SEEDS,
-            ftseed=CONTINUAL_FINETUNE_SEEDS,
+            task=TABLE1["tasks"],
+            strategy=TABLE1["strategies"],
+            seed=TABLE1["pretrain_seeds"],
+            ftseed=TABLE1["finetune_seeds"],
         ),
-        code=fem_modules(*TABLE_CODE),
+        code=fem_modules("table1"),
     output:
         csv="results/table1.csv",
         md="results/table1.md",
@@ -195,10 +99,10 @@ rule table1:
     benchmark:
         "logs/benchmarks/tables/table1.tsv"
     params:
-        tasks=" ".join(CONTINUAL_TASKS),
-        strategies=" ".join(CONTINUAL["strategies"]),
-        comparisons=strategy_flags(TABLE1_COMPARISONS),
-        caption=table1_caption(),
+        tasks=" ".join(TABLE1["tasks"]),
+        strategies=" ".join(TABLE1["strategies"]),
+        comparisons=TABLE1["comparisons"],
+        caption=TABLE1["caption"],
     shell:
         "fem score-table --csv {output.csv} --md {output.md} --tasks {params.tasks} --strategies {params.strategies}"
         " --comparisons {params.comparisons} --average-exclude --average-label average"
@@ -206,45 +110,28 @@ rule table1:
         " --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
 
 
-EFFICIENCY = config["efficiency"]
-EFFICIENCY_STEPS = [s for s in EFFICIENCY["steps"] if s != "final"]
-
-
-def table3_caption():
-    return (
-        f"Scale '{config['scale']}'. Efficiency: checkpoints of each strategy's pre-training at steps "
-        f"{', '.join(map(str, EFFICIENCY_STEPS))} and the final model (step {config['pretrain']['steps']}), each "
-        f"fine-tuned on {EFFICIENCY['task']} (dev score x 100, fine-tuning as in Table 2; trivial baseline: the "
-        f"majority class of the training set); validation MLM loss on fixed random masks (nats per masked token, "
-        f"lower is better; trivial baseline: a unigram model of the training blocks). Strategies' steps: "
-        f"{matched()}. "
-        + statistics_caption(TABLE2_COMPARISONS, len(PRETRAIN_SEEDS), len(FINETUNE_SEEDS), MATCH, "table3")
-        + " A comparison's columns (score_<A>_minus_<B>..., validation_mlm_loss_<A>_minus_<B>...) are on A's rows."
-    )
-
-
 rule table3:
     input:
         intermediate=expand(
             "results/scratch/efficiency/{task}/{strategy}-s{seed}-step-{step}-f{ftseed}/metrics.json",
-            task=EFFICIENCY["task"],
-            strategy=STRATEGIES,
-            seed=PRETRAIN_SEEDS,
-            step=EFFICIENCY_STEPS,
-            ftseed=FINETUNE_SEEDS,
+            task=TABLE3["task"],
+            strategy=TABLE3["strategies"],
+            seed=TABLE3["pretrain_seeds"],
+            step=TABLE3["intermediate_steps"],
+            ftseed=TABLE3["finetune_seeds"],
         ),
         final=expand(
             "results/scratch/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
-            task=EFFICIENCY["task"],
-            strategy=STRATEGIES,
-            seed=PRETRAIN_SEEDS,
-            ftseed=FINETUNE_SEEDS,
-        ) if "final" in EFFICIENCY["steps"] else [],
-        train_logs=expand("results/scratch/pretrain/{strategy}-s{seed}/train_log.json", strategy=STRATEGIES,
-                          seed=PRETRAIN_SEEDS),
-        pretrain_metrics=expand("results/scratch/pretrain/{strategy}-s{seed}/metrics.json", strategy=STRATEGIES,
-                                seed=PRETRAIN_SEEDS),
-        code=fem_modules("efficiency", "figures", *TABLE_CODE),
+            task=TABLE3["task"],
+            strategy=TABLE3["strategies"],
+            seed=TABLE3["pretrain_seeds"],
+            ftseed=TABLE3["finetune_seeds"],
+        ) if TABLE3["with_final"] else [],
+        train_logs=expand("results/scratch/pretrain/{strategy}-s{seed}/train_log.json",
+                          strategy=TABLE3["strategies"], seed=TABLE3["pretrain_seeds"]),
+        pretrain_metrics=expand("results/scratch/pretrain/{strategy}-s{seed}/metrics.json",
+                                strategy=TABLE3["strategies"], seed=TABLE3["pretrain_seeds"]),
+        code=fem_modules("table3"),
     output:
         csv="results/table3.csv",
         md="results/table3.md",
@@ -255,52 +142,31 @@ rule table3:
     benchmark:
         "logs/benchmarks/tables/table3.tsv"
     params:
-        strategies=" ".join(STRATEGIES),
-        comparisons=strategy_flags(TABLE2_COMPARISONS),
-        steps=" ".join(str(config["pretrain"]["steps"] if s == "final" else s) for s in EFFICIENCY["steps"]),
-        caption=table3_caption(),
+        task=TABLE3["task"],
+        strategies=" ".join(TABLE3["strategies"]),
+        comparisons=TABLE3["comparisons"],
+        steps=TABLE3["steps"],
+        total_steps=TABLE3["total_steps"],
+        caption=TABLE3["caption"],
     shell:
-        "fem table3 --csv {output.csv} --md {output.md} --figure {output.figure} --task {EFFICIENCY[task]}"
+        "fem table3 --csv {output.csv} --md {output.md} --figure {output.figure} --task {params.task}"
         " --strategies {params.strategies} --comparisons {params.comparisons} --steps {params.steps}"
-        " --total-steps {config[pretrain][steps]} --caption {params.caption:q} {input.intermediate} {input.final}"
+        " --total-steps {params.total_steps} --caption {params.caption:q} {input.intermediate} {input.final}"
         " --train-logs {input.train_logs} --pretrain-metrics {input.pretrain_metrics} 2>&1 | tee {log}"
-
-
-SEGMENT_COUNTS = config["segment_counts"]
-# per K: fe-k<K> and its control random_k-k<K> (the plain fe and random_k at the default K), and random
-TABLE4_STRATEGIES = table4_strategies(SEGMENT_COUNTS["segments"], SEGMENTS)
-
-
-def table4_caption():
-    pre = config["pretrain"]
-    return (
-        f"Scale '{config['scale']}'. Number of segments: BERT pre-trained from scratch with fe masking for K in "
-        f"[{', '.join(map(str, SEGMENT_COUNTS['segments']))}] ('fe' and 'random_k' are K = {SEGMENTS}, "
-        f"'fe-k<K>' and 'random_k-k<K>' the others), each with its control random_k of the same K (independent "
-        f"masks of the same sizes as fe's K groups), and with random masking (p = {pre['mask_ratio']}); "
-        f"{pre['steps']} steps of {pre['rows_per_step']} rows ({matched()}), fine-tuned as in Table 2; dev scores "
-        f"x 100; one row per (K, task), the columns fe and random_k holding that K's runs. Each fe copy masks 1/K "
-        f"of a row, so the per-copy masking ratio and the predictions per step change with K: the columns "
-        f"<strategy>_masking_ratio_per_row and <strategy>_predictions_per_step (from the runs' metrics.json) give "
-        f"them, and 'fe − random_k' at each K holds them fixed. {TRIVIAL_GLUE}. {TRIVIAL_INTRINSIC} "
-        + statistics_caption([("fe", "random_k"), ("fe", "random")], len(PRETRAIN_SEEDS), len(FINETUNE_SEEDS),
-                             MATCH, "table4")
-        + f" {STEP_NOTE}"
-    )
 
 
 rule table4:
     input:
         metrics=expand(
             "results/scratch/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
-            task=SEGMENT_COUNTS["tasks"],
-            strategy=TABLE4_STRATEGIES,
-            seed=PRETRAIN_SEEDS,
-            ftseed=FINETUNE_SEEDS,
+            task=TABLE4["tasks"],
+            strategy=TABLE4["strategies"],
+            seed=TABLE4["pretrain_seeds"],
+            ftseed=TABLE4["finetune_seeds"],
         ),
         pretrain_metrics=expand("results/scratch/pretrain/{strategy}-s{seed}/metrics.json",
-                                strategy=TABLE4_STRATEGIES, seed=PRETRAIN_SEEDS),
-        code=fem_modules("segments_table", *TABLE_CODE),
+                                strategy=TABLE4["strategies"], seed=TABLE4["pretrain_seeds"]),
+        code=fem_modules("table4"),
     output:
         csv="results/table4.csv",
         md="results/table4.md",
@@ -310,11 +176,11 @@ rule table4:
     benchmark:
         "logs/benchmarks/tables/table4.tsv"
     params:
-        tasks=" ".join(SEGMENT_COUNTS["tasks"]),
-        segments=" ".join(map(str, SEGMENT_COUNTS["segments"])),
-        default_segments=SEGMENTS,
-        average_exclude=" ".join(config["finetune"]["average_exclude"]),
-        caption=table4_caption(),
+        tasks=" ".join(TABLE4["tasks"]),
+        segments=TABLE4["segments"],
+        default_segments=TABLE4["default_segments"],
+        average_exclude=TABLE4["average_exclude"],
+        caption=TABLE4["caption"],
     shell:
         "fem table4 --csv {output.csv} --md {output.md} --tasks {params.tasks} --segments {params.segments}"
         " --default-segments {params.default_segments} --average-exclude {params.average_exclude}"
@@ -327,7 +193,7 @@ rule report:
         figures=["results/figures/efficiency.png", "results/figures/variance_vs_hamming.png",
                  "results/figures/estimator_variance.png"],
         data_overlap="results/data/overlap.md",
-        code=fem_modules("report", "cli"),
+        code=fem_modules("report"),
     output:
         report="results/report.md",
         provenance="results/report.provenance.json",

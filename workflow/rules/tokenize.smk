@@ -5,7 +5,7 @@
 rule train_tokenizer:
     input:
         corpus="data/raw/corpus/{corpus}",
-        code=fem_modules("wordpiece", "tokenization", "duplicates", "cli"),
+        code=fem_modules("train_tokenizer"),
     output:
         directory("data/tokenizers/{corpus}-wordpiece{vocab_size}"),
     log:
@@ -14,8 +14,8 @@ rule train_tokenizer:
         "logs/benchmarks/train_tokenizer/{corpus}-wordpiece{vocab_size}.tsv"
     params:
         # the documents `fem tokenize` keeps for training: the same split, so no validation text is learned
-        validation_fraction=config["corpus"]["validation_fraction"],
-        max_documents=json.dumps(config["corpus"]["max_documents"]),
+        validation_fraction=train_tokenizer_settings(config)["validation_fraction"],
+        max_documents=train_tokenizer_settings(config)["max_documents"],
     shell:
         "fem train-tokenizer --corpus-dir {input.corpus} --out {output} --vocab-size {wildcards.vocab_size}"
         " --validation-fraction {params.validation_fraction} --max-documents {params.max_documents}"
@@ -25,8 +25,8 @@ rule train_tokenizer:
 rule tokenize:
     input:
         corpus="data/raw/corpus/{corpus}",
-        learned_tokenizer=lambda w: [] if w.corpus.startswith("task-") or not TOKENIZER_TRAINED else TOKENIZER_SOURCE,
-        code=fem_modules("tokenization", "duplicates", "cli"),
+        learned_tokenizer=lambda w: tokenize_settings(config, w.corpus)["learned_tokenizer"],
+        code=fem_modules("tokenize"),
     output:
         train="data/tokenized/{corpus}/train.npy",
         validation="data/tokenized/{corpus}/validation.npy",
@@ -40,19 +40,16 @@ rule tokenize:
     benchmark:
         "logs/benchmarks/tokenize/{corpus}.tsv"
     resources:
-        **rule_resources("tokenize"),
+        **rule_resources(config, "tokenize"),
     params:
         # task-<name> corpora (continual pre-training) use the pretrained model's tokenizer
-        tokenizer=lambda w: CONTINUAL["model"] if w.corpus.startswith("task-") else TOKENIZER_SOURCE,
-        block_size=lambda w: CONTINUAL["block_size"] if w.corpus.startswith("task-") else config["tokenizer"]["block_size"],
-        validation_fraction=lambda w: (
-            CONTINUAL["validation_fraction"] if w.corpus.startswith("task-") else config["corpus"]["validation_fraction"]
-        ),
-        max_documents=lambda w: json.dumps(
-            CONTINUAL["max_documents"] if w.corpus.startswith("task-") else config["corpus"]["max_documents"]
-        ),
+        tokenizer=lambda w: tokenize_settings(config, w.corpus)["tokenizer"],
+        block_size=lambda w: tokenize_settings(config, w.corpus)["block_size"],
+        validation_fraction=lambda w: tokenize_settings(config, w.corpus)["validation_fraction"],
+        max_documents=lambda w: tokenize_settings(config, w.corpus)["max_documents"],
+        out=lambda w, output: os.path.dirname(output.meta),
     shell:
-        "fem tokenize --corpus-dir {input.corpus} --out data/tokenized/{wildcards.corpus}"
+        "fem tokenize --corpus-dir {input.corpus} --out {params.out}"
         " --tokenizer {params.tokenizer:q} --block-size {params.block_size}"
         " --validation-fraction {params.validation_fraction} --max-documents {params.max_documents}"
         " 2>&1 | tee {log}"
