@@ -180,11 +180,12 @@ def finetune_checkpoint_dir(wildcards):
 
 
 def variance_inputs(wildcards):
-    """The final model and its run's metrics.json, or the checkpoints folder (a directory
-    output of pre-training: the step-N folder inside it is not a file Snakemake knows)."""
+    """The final model, or the checkpoints folder (a directory output of pre-training: the
+    step-N folder inside it is not a file Snakemake knows). Either holds the model's identity
+    (checkpoint_metrics.json), which fem variance reads."""
     run = pretrain_run(wildcards)
     if wildcards.step == "final":
-        return {"model": f"{run}/model", "metrics": f"{run}/metrics.json"}
+        return {"model": f"{run}/model"}
     return {"checkpoints": f"{run}/checkpoints"}
 
 
