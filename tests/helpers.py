@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from hypothesis import settings
 from hypothesis import strategies as st
 
 from fem.collation import MaskingSpec
+from fem.config import deep_update
 from fem.masking import (
     STRATEGIES,
     SpanShape,
@@ -272,3 +277,63 @@ def rows(qa, prefix: str) -> dict:
         columns["question"].append(question)
         columns["answers"].append({"text": texts, "answer_start": [context.index(t) for t in texts]})
     return columns
+
+
+# --- copies of the workflow, and running it ---------------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ("Snakefile", "profiles", "workflow", "config", "fem")  # what a copy of the repository holds
+
+
+def snakemake(workdir: Path, *args: str, mirror: Path) -> str:
+    """`snakemake --cores 2 args --configfile micro.yaml` in `workdir` with the hub mirror; its
+    output, asserting it succeeded."""
+    env = os.environ | {
+        "FEM_HUB_MIRROR": str(mirror),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        # --configfile takes several values, so it goes after the targets
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "micro.yaml"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    return output
+
+
+def planned(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: {rule: count}."""
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:")[1]
+    rows = re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)
+    return {rule: int(count) for rule, count in rows if rule != "total"}
+
+
+def copy_workflow(work: Path, extra: tuple[str, ...] = ("tests/configs",), micro: bool = True) -> Path:
+    """A copy of the repository's workflow (WORKFLOW, plus `extra` paths) in `work`; with
+    `micro`, tests/configs/micro.yaml also as work/micro.yaml, the config the end-to-end tests
+    run (`snakemake` below passes it)."""
+    for name in (*WORKFLOW, *extra):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, work / name)
+    if micro:
+        shutil.copy(ROOT / "tests" / "configs" / "micro.yaml", work / "micro.yaml")
+    return work
+
+
+def change_config(work: Path, overrides: dict) -> None:
+    """Merge `overrides` into the copy's micro.yaml, key by key (as a second config file would)."""
+    config = yaml.safe_load((work / "micro.yaml").read_text())
+    deep_update(config, overrides)
+    (work / "micro.yaml").write_text(yaml.safe_dump(config))
+
+
+def run(command: list[str], cwd: Path, env: dict) -> str:
+    """Run `command` in `cwd`; its output, asserting it succeeded."""
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{command}: {(done.stdout + done.stderr)[-3000:]}"
+    return done.stdout + done.stderr

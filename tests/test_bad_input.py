@@ -20,8 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CreatesAFile, cli_args, pretrain_settings, workflow_env, write_hub_mirror
-from test_pipeline import change_config, copy_workflow, snakemake
+from helpers import (
+    CreatesAFile,
+    change_config,
+    cli_args,
+    copy_workflow,
+    pretrain_settings,
+    snakemake,
+    workflow_env,
+    write_hub_mirror,
+)
 
 from fem.config import load_yaml
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from test_dvc import run
-from test_pipeline import copy_workflow, snakemake
+from helpers import copy_workflow, run, snakemake
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")

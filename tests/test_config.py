@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import change_config, copy_workflow, snakemake
 
 from fem.config import check_config, deep_update, load_yaml
 from fem.errors import ConfigError
@@ -137,9 +138,8 @@ def test_schema_documents_every_key():
 def test_finetune_per_task_values_reach_only_that_tasks_jobs_and_its_dvc_params(tmp_path, mirror):
     """finetune.per_task.<task> replaces the general finetune values in that task's jobs only,
     and dvc.yaml names it among that stage's params (so changing it reruns only that task)."""
-    from test_pipeline import change_config, copy_workflow, snakemake
 
-    from fem.dvc_stages import param_keys
+    from fem.rule_settings import keys_read
 
     work = copy_workflow(tmp_path)
     per_task = {"stsb": {"max_train_examples": 7, "learning_rates": [0.01]}}
@@ -154,5 +154,6 @@ def test_finetune_per_task_values_reach_only_that_tasks_jobs_and_its_dvc_params(
 
     config = yaml.safe_load((work / "micro.yaml").read_text())
     deep_update(config, {"finetune": {"per_task": per_task}})
-    assert "finetune.per_task.stsb.max_train_examples" in param_keys("finetune", config, {"task": "stsb"})
-    assert not [k for k in param_keys("finetune", config, {"task": "sst2"}) if "per_task" in k]
+    stsb_keys = keys_read(config, "finetune", {"task": "stsb", "setting": "scratch"})
+    assert "finetune.per_task.stsb.max_train_examples" in stsb_keys
+    assert not [k for k in keys_read(config, "finetune", {"task": "sst2", "setting": "scratch"}) if "per_task" in k]

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CreatesAFile, cli_args, pretrain_settings, workflow_env
+from helpers import CreatesAFile, cli_args, copy_workflow, pretrain_settings, workflow_env
 from safetensors.torch import load_file
-from test_pipeline import copy_workflow
 
 from fem.checkpointing import FAULT_ENV, load_state, require_checkpoint, save_state
 from fem.errors import DataSourceError

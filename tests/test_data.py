@@ -6,7 +6,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
-from helpers import write_hub_mirror
+from helpers import copy_workflow, planned, snakemake, write_hub_mirror
 
 from fem.data import (
     check_hub_dataset,
@@ -230,7 +230,6 @@ def test_overlap_report_counts_dev_texts_found_in_the_corpus(tmp_path):
 
 
 def test_the_pipeline_reports_the_overlap_of_its_corpus_and_dev_sets(tmp_path, mirror):
-    from test_pipeline import copy_workflow, planned, snakemake
 
     work = copy_workflow(tmp_path)
     plan = planned(snakemake(work, "-n", "results/report.md", mirror=mirror))

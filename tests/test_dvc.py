@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import planned as job_counts
+from helpers import copy_workflow, run
 
 from fem.dvc_stages import SnakemakeJob, parse_dry_run, stage_name
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW = ["Snakefile", "profiles", "workflow", "config", "fem", "dvc.yaml"]
 
 DRY_RUN = """
 [Thu Nov 26 10:57:24 2026]
@@ -54,16 +53,9 @@ def generate(workdir: Path, mirror: Path, *args: str) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
-def copy_repository(work: Path) -> Path:
-    for name in WORKFLOW:
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        copy(ROOT / name, work / name)
-    return work
-
-
 def test_committed_dvc_yaml_matches_a_fresh_generation(tmp_path, mirror):
     """The drift guard: dvc.yaml is generated from the Snakemake DAG, never edited by hand."""
-    done = generate(copy_repository(tmp_path), mirror, "--check")
+    done = generate(copy_workflow(tmp_path, extra=("dvc.yaml",), micro=False), mirror, "--check")
     assert done.returncode == 0, done.stdout + done.stderr
     committed = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     assert "pretrain-fe-s1" in committed["stages"] and "table2" in committed["stages"]
@@ -71,29 +63,21 @@ def test_committed_dvc_yaml_matches_a_fresh_generation(tmp_path, mirror):
 
 
 def test_drift_is_caught_when_a_rule_input_changes(tmp_path, mirror):
-    work = copy_repository(tmp_path)
+    work = copy_workflow(tmp_path, extra=("dvc.yaml",), micro=False)
     modules = work / "workflow" / "rules" / "common.smk"  # the fem modules each rule runs: its inputs
     text = modules.read_text()
     assert text.count('PRETRAIN_CODE = ("pretraining", ') == 1  # the edit below must hit the rule
-    modules.write_text(text.replace('PRETRAIN_CODE = ("pretraining", ', 'PRETRAIN_CODE = ("pretraining", "statistics", '))
+    modules.write_text(
+        text.replace('PRETRAIN_CODE = ("pretraining", ', 'PRETRAIN_CODE = ("pretraining", "statistics", ')
+    )
     done = generate(work, mirror, "--check")
     assert done.returncode != 0
     assert "dvc.yaml differs from a fresh generation" in done.stderr and "+    - fem/statistics.py" in done.stderr
 
 
-def run(command: list[str], cwd: Path, env: dict) -> str:
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{command}: {(done.stdout + done.stderr)[-3000:]}"
-    return done.stdout + done.stderr
-
-
 @pytest.mark.slow
 def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
-    work = tmp_path / "repo"
-    work.mkdir()
-    for name in ["Snakefile", "profiles", "workflow", "config", "fem"]:
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        copy(ROOT / name, work / name)
+    work = copy_workflow(tmp_path / "repo", extra=(), micro=False)
     config = yaml.safe_load((ROOT / "tests" / "configs" / "micro.yaml").read_text())
     config["seeds"]["pretrain"] = [1, 2]
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
@@ -186,7 +170,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     assert "do not match this checkout's code and params (dvc.lock)" in refused.stderr
     assert "pretrain-fe-s1: changed deps micro.yaml pretrain.learning_rate modified" in refused.stderr
     assert "nothing was pulled" in refused.stderr and not (work / "results").exists()
-    assert job_counts(run(dry_run, work, env))["pretrain"] == 6  # 3 strategies x 2 seeds
+    assert planned(run(dry_run, work, env))["pretrain"] == 6  # 3 strategies x 2 seeds
     config["pretrain"]["learning_rate"] = 1e-3
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
     pulled = run([sys.executable, "-m", "fem", "dvc", "pull", "results/table2.csv"], work, env)
@@ -207,7 +191,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
 def test_a_partial_override_owns_only_the_keys_it_sets(tmp_path, mirror):
     """As Snakemake: config/config.yaml first, then --configfile files; a file that overrides
     one sub-key of a mapping owns only that sub-key in the stage's params."""
-    work = copy_repository(tmp_path)
+    work = copy_workflow(tmp_path, extra=("dvc.yaml",), micro=False)
     (work / "override.yaml").write_text("scale: probe\npretrain:\n  span: {max_length: 5}\n")
     done = generate(work, mirror, "--configfile", "override.yaml", "--out", "override-dvc.yaml")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -219,7 +203,7 @@ def test_a_partial_override_owns_only_the_keys_it_sets(tmp_path, mirror):
 
 
 def test_pull_names_a_target_no_stage_outputs_before_fetching_anything(tmp_path, mirror):
-    work = copy_repository(tmp_path)
+    work = copy_workflow(tmp_path, extra=("dvc.yaml",), micro=False)
     pull = [sys.executable, "-m", "fem", "dvc", "pull", "results/table9.csv"]
     done = subprocess.run(pull, cwd=work, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "Traceback" not in done.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_pipeline import copy_workflow, planned
+from helpers import copy_workflow, planned
 
 from fem.config import deep_update, load_yaml
 from fem.dvc_stages import parse_dry_run

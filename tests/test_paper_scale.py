@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import planned
+from helpers import planned
 
 from fem.config import deep_update, load_yaml
 from fem.dvc_stages import SnakemakeJob, parse_dry_run

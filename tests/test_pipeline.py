@@ -2,8 +2,6 @@
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,52 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import DEV_QA, TRAIN_QA, rows
-
-from fem.config import deep_update
-
-ROOT = Path(__file__).resolve().parent.parent
-COPIED = ["Snakefile", "profiles", "workflow", "config", "fem", "tests/configs"]
-
-
-def snakemake(workdir: Path, *args: str, mirror: Path) -> str:
-    env = os.environ | {
-        "FEM_HUB_MIRROR": str(mirror),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    done = subprocess.run(
-        # --configfile takes several values, so it goes after the targets
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "micro.yaml"],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-5000:]
-    return output
-
-
-def planned(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: {rule: count}."""
-    if "Nothing to be done" in output:
-        return {}
-    table = output.split("Job stats:")[1]
-    rows = re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)
-    return {rule: int(count) for rule, count in rows if rule != "total"}
-
-
-def copy_workflow(work: Path) -> Path:
-    for name in COPIED:
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        copy(ROOT / name, work / name)
-    shutil.copy(ROOT / "tests" / "configs" / "micro.yaml", work / "micro.yaml")
-    return work
-
-
-def change_config(work: Path, overrides: dict) -> None:
-    """Merge `overrides` into the copy's micro.yaml, key by key (as a second config file would)."""
-    config = yaml.safe_load((work / "micro.yaml").read_text())
-    deep_update(config, overrides)
-    (work / "micro.yaml").write_text(yaml.safe_dump(config))
+from helpers import DEV_QA, TRAIN_QA, change_config, copy_workflow, planned, rows, snakemake
 
 
 def replan(work: Path, mirror: Path, target: str, overrides: dict) -> dict[str, int]:

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import workflow_env
-from test_dvc import run
-from test_pipeline import ROOT, copy_workflow
+from helpers import ROOT, copy_workflow, run, workflow_env
 
 from fem.config import deep_update
 
