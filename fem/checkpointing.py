@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from fem.errors import DataError
+
 FAULT_ENV = "FEM_FAULT_AT"  # fault-injection tests: the name of the point at which to die
 
 
@@ -196,3 +198,17 @@ def save_model_folder(model, path: str | Path, tokenizer_dir: str | Path | None 
         (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
+
+
+def checkpoint_identity(checkpoint: str | Path) -> dict:
+    """Which run and step a saved model is, from its own checkpoint_metrics.json (written by
+    fem pretrain into every model folder): strategy, seed, K, step, final, validation loss."""
+    path = Path(checkpoint) / "checkpoint_metrics.json"
+    try:
+        record = json.loads(path.read_text())
+        identity = {"strategy": record["strategy"], "pretrain_seed": record["seed"], "segments": record["segments"],
+                    "step": record["step"], "final": record["final"]}  # fmt: skip
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path}: cannot read the checkpoint's identity ({err!r}); expected the "
+                        "checkpoint_metrics.json fem pretrain writes (rerun the pre-training)") from None  # fmt: skip
+    return identity | {"validation_mlm_loss": record["validation_mlm_loss"], "checkpoint": str(checkpoint)}

@@ -185,22 +185,6 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     close_world(world)
 
 
-def checkpoint_identity(checkpoint: Path) -> dict:
-    """Which run and step a saved model is, from its own checkpoint_metrics.json (written by
-    fem pretrain into every model folder): strategy, seed, K, step, final, validation loss."""
-    from fem.errors import DataError
-
-    path = Path(checkpoint) / "checkpoint_metrics.json"
-    try:
-        record = json.loads(path.read_text())
-        identity = {"strategy": record["strategy"], "pretrain_seed": record["seed"], "segments": record["segments"],
-                    "step": record["step"], "final": record["final"]}  # fmt: skip
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{path}: cannot read the checkpoint's identity ({err!r}); expected the "
-                        "checkpoint_metrics.json fem pretrain writes (rerun the pre-training)") from None  # fmt: skip
-    return identity | {"validation_mlm_loss": record["validation_mlm_loss"], "checkpoint": str(checkpoint)}
-
-
 def add_variance(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("variance", help="gradient-variance analysis of one checkpoint (DESIGN §6)")
     p.add_argument("--checkpoint", required=True, help="a model folder saved by fem pretrain (checkpoint_metrics.json)")
@@ -214,17 +198,14 @@ def add_variance(sub: argparse._SubParsersAction) -> None:
 
 def cmd_variance(args: argparse.Namespace) -> None:
     from fem.checkpointing import require_checkpoint
-    from fem.mask_gradients import analyse_checkpoint
+    from fem.mask_gradients import write_checkpoint_analysis
 
     start = time.perf_counter()
     require_checkpoint(args.checkpoint)
     out = Path(args.out)
-    run = checkpoint_identity(args.checkpoint)
-    result = {"run": run} | analyse_checkpoint(
-        args.checkpoint, args.data, settings_from(VarianceSettings, args), args.threads, args.chunk_rows
+    result = write_checkpoint_analysis(
+        args.checkpoint, args.data, settings_from(VarianceSettings, args), out, args.threads, args.chunk_rows
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "variance.json").write_text(json.dumps(result, indent=1) + "\n")
     ratios = result["estimators"]["ratios"]
     print(f"slope of covariance per Hamming unit {result['hamming']['slope']['value']:.4g} "
           f"(closed form {result['hamming']['closed_form_slope']:.4g}); "
@@ -243,16 +224,11 @@ def add_task_text(sub: argparse._SubParsersAction) -> None:
 
 def cmd_task_text(args: argparse.Namespace) -> None:
     """The text of a task's training split as a corpus (continual pre-training, Table 1)."""
-    import datasets
-
-    from fem.registry import get_task
+    from fem.data import save_task_text
 
     start = time.perf_counter()
-    task = get_task(args.task)
-    train = datasets.load_from_disk(args.task_dir)["train"]
-    texts = [" ".join(str(row[c]) for c in task.text_columns) for row in train]
-    datasets.Dataset.from_dict({"text": texts}).save_to_disk(args.out)
-    print(f"task {args.task}: {len(texts)} training texts -> {args.out}")
+    count = save_task_text(args.task, args.task_dir, args.out)
+    print(f"task {args.task}: {count} training texts -> {args.out}")
     record_provenance(Path(args.out) / "provenance.json", args, [args.task_dir], [args.out], start)
 
 

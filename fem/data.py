@@ -368,3 +368,16 @@ def download_task(
         read.note_duplicates({"splits_as_published": dev_copies_in_train(task, saved)})
     saved.save_to_disk(str(out_dir))
     return {split: len(rows) for split, rows in saved.items()}
+
+
+def save_task_text(task_name: str, task_dir: str | Path, out: str | Path) -> int:
+    """The text of a downloaded task's training split (its text columns joined by a space, one
+    document per example) saved to `out` as a corpus for continual pre-training (Table 1);
+    returns the number of documents."""
+    import datasets
+
+    task = get_task(task_name)
+    train = datasets.load_from_disk(str(task_dir))["train"]
+    texts = [" ".join(str(row[c]) for c in task.text_columns) for row in train]
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(out))
+    return len(texts)

@@ -22,6 +22,7 @@ Memory stays bounded in two ways:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -175,4 +176,20 @@ def analyse_checkpoint(
     )  # fmt: skip
     result["gradient_size"], result["dimension"] = gradients.size, gradients.dimension
     result["parameters"] = settings.parameters
+    return result
+
+
+def write_checkpoint_analysis(
+    checkpoint: str | Path, data_dir: str | Path, settings: VarianceSettings, out: str | Path, threads: int = 1,
+    chunk_rows: int = 32,
+) -> dict:  # fmt: skip
+    """analyse_checkpoint, with the checkpoint's identity (fem.checkpointing.checkpoint_identity:
+    strategy, seed, step, final, validation loss) under "run", written to out/variance.json."""
+    from fem.checkpointing import checkpoint_identity
+
+    run = checkpoint_identity(checkpoint)  # a folder without its identity stops here, before any work
+    result = {"run": run} | analyse_checkpoint(checkpoint, data_dir, settings, threads, chunk_rows)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "variance.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
