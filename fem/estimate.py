@@ -47,7 +47,7 @@ DEFAULT_PEAK_TFLOPS = PEAK_TFLOPS_BF16["H100"]  # = the H200's: the same dense b
 # Pre-training runs the GPU fast path (bf16 autocast, torch.compile, fused AdamW): 40% is the
 # assumption of the README's paper-scale estimate, not a measurement.
 DEFAULT_MFU = 0.40
-# Fine-tuning (fem/finetuning.py) runs in float32 without autocast, and PyTorch does not use
+# Fine-tuning (fem/finetuning/harness.py) runs in float32 without autocast, and PyTorch does not use
 # TF32 for matmuls by default: the H100's / H200's float32 peak, 67 TFLOP/s, is 6.8% of its
 # bf16 peak. Assumed: about half of that float32 peak is reached (batches of 32, short rows).
 DEFAULT_FINETUNE_MFU = 0.03

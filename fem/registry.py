@@ -56,7 +56,7 @@ class Task:
     @property
     def trivial_baseline(self) -> str:
         """The predictor every fine-tuned model of this task is compared with (computed by
-        fem/finetuning.py and fem/squad.py on the same dev examples), in words."""
+        fem/finetuning/glue.py and fem/finetuning/squad.py on the same dev examples), in words."""
         if self.is_qa and self.unanswerable:
             return 'the empty answer ("no answer") to every question'
         if self.is_qa:

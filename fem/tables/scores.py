@@ -30,7 +30,7 @@ RUN_KEYS = ["task", "metric_names", "score", "metrics", "run", "trivial_metrics"
 
 def load_runs(metrics_files: list[str | Path]) -> pd.DataFrame:
     """One row per fine-tuning run: task, strategy, seeds, metrics, score, their trivial
-    baselines (fem/finetuning.py: trivial_metrics, trivial_score), the file. ConfigError
+    baselines (fem/finetuning/glue.py: trivial_metrics, trivial_score), the file. ConfigError
     naming the file and key when one is missing."""
     rows = []
     for path in metrics_files:
