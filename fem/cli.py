@@ -170,17 +170,22 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     """`fem pretrain`; also under `torchrun --nproc_per_node N -m fem pretrain ...` (DDP)."""
+    from fem.tokenization import load_pretraining_blocks
+
+    start = time.perf_counter()
+    settings, implementation = settings_from(PretrainSettings, args), settings_from(PretrainImplementation, args)
+    # Bad data stops here, in a second: before torch and transformers are imported.
+    load_pretraining_blocks(args.data, settings.validation_blocks, settings.strategy == "whole_word")
+
     from fem.distributed import close_world, init_world
     from fem.pretraining import OUTPUTS, pretrain
 
-    start = time.perf_counter()
     world = init_world()
     out = Path(args.out)
 
     def write_provenance() -> None:  # before resume/ goes: a kill until then loses no training
         record_provenance(out / "provenance.json", args, [args.data], [out / name for name in OUTPUTS], start)
 
-    settings, implementation = settings_from(PretrainSettings, args), settings_from(PretrainImplementation, args)
     pretrain(args.data, out, settings, implementation, world, before_cleanup=write_provenance)
     close_world(world)
 
@@ -198,14 +203,18 @@ def add_variance(sub: argparse._SubParsersAction) -> None:
 
 def cmd_variance(args: argparse.Namespace) -> None:
     from fem.checkpointing import require_checkpoint
-    from fem.mask_gradients import write_checkpoint_analysis
+    from fem.tokenization import load_blocks, load_meta
 
     start = time.perf_counter()
-    require_checkpoint(args.checkpoint)
+    require_checkpoint(args.checkpoint)  # a missing one names its run and step, before any work
+    settings = settings_from(VarianceSettings, args)
+    # Bad data stops here, before transformers is imported (analyse_checkpoint reads the same blocks).
+    load_blocks(args.data, "validation", load_meta(args.data), settings.sequences, "variance.sequences")
+
+    from fem.mask_gradients import write_checkpoint_analysis
+
     out = Path(args.out)
-    result = write_checkpoint_analysis(
-        args.checkpoint, args.data, settings_from(VarianceSettings, args), out, args.threads, args.chunk_rows
-    )
+    result = write_checkpoint_analysis(args.checkpoint, args.data, settings, out, args.threads, args.chunk_rows)
     ratios = result["estimators"]["ratios"]
     print(f"slope of covariance per Hamming unit {result['hamming']['slope']['value']:.4g} "
           f"(closed form {result['hamming']['closed_form_slope']:.4g}); "

@@ -54,7 +54,7 @@ from fem.modeling import build_bert, load_pretrained_mlm, mlm_parts
 from fem.optimization import build_optimizer
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import mfu, peak_flops, training_flops
-from fem.tokenization import load_blocks, load_meta
+from fem.tokenization import load_pretraining_blocks
 from fem.train_log import append_step, new_log, record_validation, step_summary, validation_metrics
 from fem.train_step import MaskedLMLoss, train_step
 
@@ -176,12 +176,8 @@ def set_up(
     """Load and check the data, build the seeded model, its loss module and optimizer."""
     torch.set_num_threads(implementation.threads)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    meta = load_meta(data_dir)  # checked: a damaged or truncated file is named, with how to rebuild it
-    train = load_blocks(data_dir, "train", meta)
-    wanted_by = "pretrain.validation_blocks (continual.pretrain.validation_blocks for continual runs)"
-    validation = load_blocks(data_dir, "validation", meta, settings.validation_blocks, wanted_by)
-    validation = validation[: settings.validation_blocks]
-    word_starts = load_blocks(data_dir, "train_word_starts", meta) if settings.strategy == "whole_word" else None
+    whole_word = settings.strategy == "whole_word"
+    meta, train, validation, word_starts = load_pretraining_blocks(data_dir, settings.validation_blocks, whole_word)
     spec = masking_spec(settings, meta)
     per_step, step_rows = spec.step_size(settings.rows_per_step, settings.match)  # all ranks
     if per_step < world.size:

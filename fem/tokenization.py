@@ -334,3 +334,18 @@ def load_blocks(data_dir: str | Path, name: str, meta: dict, min_blocks: int = 1
             "for task text)"
         )
     return array
+
+
+def load_pretraining_blocks(
+    data_dir: str | Path, validation_blocks: int, whole_word: bool
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray | None]:
+    """What a pre-training run reads from a tokenized folder, checked (load_meta, load_blocks):
+    (meta, train [blocks, block_size], the first `validation_blocks` validation blocks, the
+    train word starts when `whole_word`, else None). NumPy only: `fem pretrain` calls it before
+    importing torch, so bad data is refused in a second, not after the imports."""
+    meta = load_meta(data_dir)  # checked: a damaged or truncated file is named, with how to rebuild it
+    train = load_blocks(data_dir, "train", meta)
+    wanted_by = "pretrain.validation_blocks (continual.pretrain.validation_blocks for continual runs)"
+    validation = load_blocks(data_dir, "validation", meta, validation_blocks, wanted_by)[:validation_blocks]
+    word_starts = load_blocks(data_dir, "train_word_starts", meta) if whole_word else None
+    return meta, train, validation, word_starts

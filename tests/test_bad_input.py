@@ -35,7 +35,10 @@ from fem.config import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 MICRO = load_yaml(ROOT / "tests" / "configs" / "micro.yaml")
-LIMIT_SECONDS = 10
+# "Before any long work": a refused command never gets to a training step. The bound is loose on
+# purpose: importing torch and transformers alone takes 5-13 s on a busy 2-core machine, and a
+# refusal after the work would take minutes (pre-training, tokenizing a corpus), not seconds.
+LIMIT_SECONDS = 30
 JOB_OUTPUTS = ("data", "results", "logs")
 
 

@@ -108,7 +108,9 @@ def test_snakemake_refuses_a_bad_config_fast_and_starts_no_job(tmp_path):
     elapsed = time.perf_counter() - start
     output = done.stdout + done.stderr
     assert done.returncode != 0
-    assert elapsed < 10, f"took {elapsed:.1f}s"
+    assert elapsed < 30, (
+        f"took {elapsed:.1f}s"
+    )  # at plan time: a job would take minutes (loose for busy 2-core machines)
     assert "pretrain.mask_ratio: 1.5 is not allowed" in output
     assert "pretrain.strategies[1]: 'unknown_strategy' is not allowed" in output
     assert "finetune.epochs: -1 is not allowed" in output
