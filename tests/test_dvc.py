@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import copy_workflow, run
+from helpers import copy_workflow, planned, run
 
 from fem.dvc_stages import SnakemakeJob, parse_dry_run, stage_name
 
@@ -102,7 +102,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     config["pretrain"]["learning_rate"] = 5e-4
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
     stale = set(json.loads(run(dvc + ["status", "--json", "--with-deps", "table2", "table5"], work, env)))
-    planned = parse_dry_run(
+    planned_jobs = parse_dry_run(
         run(
             [
                 sys.executable,
@@ -119,7 +119,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
         )  # fmt: skip
     )
     assert stale == {f"pretrain-{s}-s{seed}" for s in ("random", "random_k", "fe") for seed in (1, 2)}
-    assert stale == {stage_name(job) for job in planned if job.reason.startswith("Params have changed")}
+    assert stale == {stage_name(job) for job in planned_jobs if job.reason.startswith("Params have changed")}
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     downstream, grew = set(stale), True
     while grew:  # every stage that depends on an output of a stale stage, transitively
@@ -134,7 +134,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
         if name not in needed:
             needed.add(name)
             pending += [producer[dep] for dep in stages[name]["deps"] if dep in producer]
-    assert downstream & needed == {stage_name(job) for job in planned}
+    assert downstream & needed == {stage_name(job) for job in planned_jobs}
     config["pretrain"]["learning_rate"] = 1e-3
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
     assert "up to date" in run(dvc + ["status", "--with-deps", "table2", "table5"], work, env)
