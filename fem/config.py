@@ -17,7 +17,7 @@ import yaml
 
 from fem.errors import ConfigError
 from fem.masking import copies_per_sequence, resolve_segments
-from fem.registry import MULTI_COPY_STRATEGIES
+from fem.registry import MULTI_COPY_STRATEGIES, combination_problem
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -280,6 +280,11 @@ def _pretrain_problems(
             f"(each sequence of {', '.join(multi_copy)} in {strategies_key} contributes K rows to a step, "
             f"{key('match')}: rows)"
         )
+    problems += [
+        f"{strategies_key}: {problem} ({key('objective')}, {key('mask_ratio_schedule')})"
+        for strategy in strategies
+        if (problem := combination_problem(pre["objective"], strategy, pre["mask_ratio_schedule"] is not None))
+    ]
     if accumulation > pre["rows_per_step"]:
         problems.append(
             f"implementation.pretrain_accumulation_steps: {accumulation} exceeds {key('rows_per_step')} = "

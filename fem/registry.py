@@ -143,10 +143,30 @@ def get_task(name: str) -> Task:
 
 
 # Masking strategies (fem/masking.py implements them). The K-copy strategies put K masked copies
-# of each sequence in a step (pretrain.segments = K); the others one.
-STRATEGIES = ("random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word")
+# of each sequence in a step (pretrain.segments = K); the others one. `block` is UniLMv2's
+# blockwise masking (fem/block_masking.py).
+STRATEGIES = ("random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word", "block")
 MULTI_COPY_STRATEGIES = ("random_k", "fe", "fe_contiguous", "fe_span")
 SEGMENTS_LABEL = "-k"  # "fe-k4": strategy fe with K = 4 (Table 4), as a run's name
+
+# Pre-training objectives (pretrain.objective; fem/augmented.py builds their inputs): what a row
+# predicts, from what. mlm: BERT's masked LM. pmlm: UniLMv2's pseudo-masked LM (autoencoding +
+# partially autoregressive). plm: XLNet-style permuted LM. mpnet: MPNet's masked and permuted LM.
+OBJECTIVES = ("mlm", "pmlm", "plm", "mpnet")
+# The masked set of each objective comes from a strategy; these combinations are allowed (the config
+# check refuses the others). pmlm with fe: the K fully-explored groups of a sequence are its K
+# factorization steps, in one row. plm / mpnet with fe: copy k predicts group k (K copies, as fe).
+OBJECTIVE_STRATEGIES = {
+    "mlm": STRATEGIES,
+    "pmlm": ("random", "block", "fe"),
+    "plm": ("random", "fe"),
+    "mpnet": ("random", "fe"),
+}
+# pretrain.mask_ratio_schedule changes p during a run: only strategies whose masked share is p
+# (a K-copy strategy masks 1/K, and a schedule of K would change the step's size), objective mlm.
+SCHEDULE_STRATEGIES = ("random", "span", "whole_word", "block")
+OBJECTIVE_LABEL = "."  # "pmlm.block": objective pmlm with strategy block, as a run's name
+DECAY_LABEL = ".decay"  # "random.decay": the run with the masking-rate schedule (Table 6)
 
 
 def strategy_label(strategy: str, segments: int, default_segments: int) -> str:
@@ -161,6 +181,63 @@ def parse_strategy_label(label: str) -> tuple[str, int | None]:
     """ "fe-k4" -> ("fe", 4); "fe" -> ("fe", None): K is then pretrain.segments."""
     strategy, _, segments = label.partition(SEGMENTS_LABEL)
     return strategy, int(segments) if segments else None
+
+
+@dataclass(frozen=True)
+class RunLabel:
+    """What a pre-training run's name says: objective, strategy, K (None: the default) and
+    whether p follows the masking-rate schedule."""
+
+    objective: str
+    strategy: str
+    segments: int | None
+    decay: bool
+
+
+def run_label(objective: str, strategy: str, segments: int, default_segments: int, decay: bool = False) -> str:
+    """A run's name in tables and paths: the strategy label ("fe", "fe-k4"), after
+    "<objective>." unless the objective is mlm, and ".decay" with the masking-rate schedule:
+    "random", "pmlm.block", "mpnet.fe", "random.decay"."""
+    label = strategy_label(strategy, segments, default_segments)
+    if objective != "mlm":
+        label = f"{objective}{OBJECTIVE_LABEL}{label}"
+    return label + (DECAY_LABEL if decay else "")
+
+
+def parse_run_label(label: str) -> RunLabel:
+    """ "pmlm.fe" -> RunLabel("pmlm", "fe", None, False); "random.decay" -> ("mlm", "random",
+    None, True); "fe-k4" -> ("mlm", "fe", 4, False). Raises ValueError for an unknown name."""
+    decay = label.endswith(DECAY_LABEL)
+    rest = label.removesuffix(DECAY_LABEL)
+    objective, dot, strategy = rest.partition(OBJECTIVE_LABEL)
+    if not dot:
+        objective, strategy = "mlm", rest
+    strategy, segments = parse_strategy_label(strategy)
+    if objective not in OBJECTIVES or strategy not in STRATEGIES:
+        raise ValueError(
+            f"run name {label!r}: expected [<objective>.]<strategy>[-k<K>][{DECAY_LABEL}] with an objective of "
+            f"{', '.join(OBJECTIVES[1:])} and a strategy of {', '.join(STRATEGIES)}"
+        )
+    return RunLabel(objective, strategy, segments, decay)
+
+
+def combination_problem(objective: str, strategy: str, scheduled: bool) -> str | None:
+    """Why `objective` cannot run with `strategy` (and a masking-rate schedule when
+    `scheduled`), in words; None when it can (OBJECTIVE_STRATEGIES, SCHEDULE_STRATEGIES)."""
+    if objective not in OBJECTIVES:
+        return f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}"
+    if strategy not in OBJECTIVE_STRATEGIES[objective]:
+        return (
+            f"objective {objective} does not run with strategy {strategy}; it takes "
+            f"{', '.join(OBJECTIVE_STRATEGIES[objective])}"
+        )
+    if scheduled and (objective != "mlm" or strategy not in SCHEDULE_STRATEGIES):
+        return (
+            f"a masking-rate schedule needs objective mlm and a strategy whose masked share is p "
+            f"({', '.join(SCHEDULE_STRATEGIES)}), not {objective} with {strategy}: a K-copy strategy masks 1/K "
+            "(a schedule of K would change the step's size) and an augmented input's length would change per step"
+        )
+    return None
 
 
 def task_names(kind: str | None = None) -> list[str]:

@@ -6,7 +6,7 @@ torch. Each field is one config key; the CLI has one required flag per field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ class PretrainSettings:
     # What every strategy gets equal per step (fem.collation.MATCHES): "rows" (compute; K-copy
     # strategies take rows_per_step / K sequences) or "sequences" (data; K-copy strategies do K x the rows).
     match: str = "rows"
+    # What a row predicts from what (fem.registry.OBJECTIVES; fem/augmented.py): "mlm" is BERT's.
+    objective: str = "mlm"
+    # None: p is mask_ratio throughout. {"start": p0, "end": p1}: p decays linearly from p0 at the
+    # first step to p1 at the last (Ankner et al. 2024; fem.collation.mask_ratio_at).
+    mask_ratio_schedule: dict[str, float] | None = None
+    # Block lengths of the `block` strategy (UniLMv2): a block is a span of length
+    # U{min_length..max_length} with probability span_probability, else one token.
+    block: dict[str, float] = field(default_factory=lambda: {"span_probability": 0.4, "min_length": 2, "max_length": 6})
 
 
 @dataclass(frozen=True)
