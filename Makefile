@@ -1,6 +1,7 @@
 # Entry points of the README's quick start. Everything runs inside .venv.
 #   make table2   set up, then build results/table2.csv on the default (tiny) config
 #   make table1 / table3 / table4 / table5   the same for the other paper tables
+#   make table6   Table 6, the pre-training objectives (UniLMv2, XLNet-style, MPNet) and the masking-rate schedule
 #   make report   every table and figure, and results/report.md
 #   make test     set up, then run the whole test suite (as CI does; the `cluster` tests need
 #                 a SLURM cluster: `bash scripts/slurm/start_local_cluster.sh` starts one on localhost)
@@ -22,7 +23,7 @@ export PATH := $(BIN):$(PATH)
 # The cluster profile: set your account and partition in it (or point this at a copy).
 SLURM_PROFILE ?= workflow/profiles/slurm
 
-.PHONY: setup table1 table2 table3 table4 table5 report dvc-yaml dvc-repro pull-table1 pull-table2 pull-table3 pull-table4 pull-table5 cluster-table2 test test-local test-fast lint clean-results
+.PHONY: setup table1 table2 table3 table4 table5 table6 report dvc-yaml dvc-repro pull-table1 pull-table2 pull-table3 pull-table4 pull-table5 cluster-table2 test test-local test-fast lint clean-results
 
 setup: $(VENV)/.installed
 
@@ -32,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[offline,dev]"
 	touch $@
 
-table1 table2 table3 table4 table5: setup
+table1 table2 table3 table4 table5 table6: setup
 	$(BIN)/snakemake results/$@.csv
 
 report: setup  # every table and figure, and results/report.md

@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_finetune_commands(sub)  # finetune, finetune-squad (fem/finetuning/cli.py)
     add_variance(sub)
     add_dvc(sub)
-    add_table_commands(sub)  # score-table, table3, table4, table5, power (fem/tables/cli.py)
+    add_table_commands(sub)  # score-table, table3, table4, table5, table6, power (fem/tables/cli.py)
     add_task_text(sub)
     add_report(sub)
     add_overlap(sub)

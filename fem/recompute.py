@@ -16,12 +16,15 @@ import json
 import math
 from pathlib import Path
 
-TABLE_COMMANDS = ("score-table", "table2", "table3", "table4", "table5")  # fem.tables.build.TABLE_COMMANDS
+TABLE_COMMANDS = ("score-table", "table2", "table3", "table4", "table5", "table6")  # fem.tables.build.TABLE_COMMANDS
 
 
 def row_name(row: dict[str, str]) -> str:
     """How the audit names a table row: "checkpoint fe final" (Table 5), "fe step 3"
-    (Table 3), "K=2 sst2 (accuracy)" (Table 4), "sst2 (accuracy)" (Tables 1 and 2)."""
+    (Table 3), "K=2 sst2 (accuracy)" (Table 4), "run pmlm.fe" (Table 6), "sst2 (accuracy)"
+    (Tables 1 and 2)."""
+    if "run" in row and "objective" in row:
+        return f"run {row['run']}"
     if "checkpoint" in row:
         return f"checkpoint {row['checkpoint']}"
     if "step" in row and "strategy" in row:

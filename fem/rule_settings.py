@@ -206,9 +206,14 @@ def data_overlap_settings(config: Mapping) -> dict[str, Any]:
 # --- training -----------------------------------------------------------------------------------------------------
 
 
-def pretrain_flags(config: Mapping, strategy: str) -> str:
+def pretrain_flags(config: Mapping, strategy: str, setting: str = "scratch") -> str:
     """rule pretrain: the science flags of a from-scratch run: the pretrain and model keys,
-    K from the strategy label ("fe-k4": K = 4, else pretrain.segments)."""
+    K from the strategy label ("fe-k4": K = 4, else pretrain.segments). Setting "objectives":
+    Table 6's run of that name (fem/objective_settings.py)."""
+    if setting == "objectives":
+        from fem.objective_settings import objective_pretrain_flags  # it imports this module
+
+        return objective_pretrain_flags(config, strategy)
     base, label_segments = parse_strategy_label(strategy)
     pretrain, model = config["pretrain"], config["model"]
     settings = {key: pretrain[key] for key in pretrain if key != "strategies"}
@@ -378,9 +383,12 @@ RULE_SETTINGS: dict[str, Callable[..., Any] | None] = {
 def keys_read(config: Mapping, rule: str, wildcards: Mapping[str, str]) -> list[str]:
     """The dotted config keys (leaves) a job of `rule` with `wildcards` reads: its builder run on
     a RecordedConfig, with the wildcards its signature names (e.g. task, setting)."""
-    if rule not in RULE_SETTINGS:
+    from fem.objective_settings import OBJECTIVE_RULE_SETTINGS  # Table 6's (it imports this module)
+
+    builders = OBJECTIVE_RULE_SETTINGS | RULE_SETTINGS
+    if rule not in builders:
         raise ConfigError(f"rule {rule!r} has no entry in fem.rule_settings.RULE_SETTINGS (its settings builder)")
-    builder = RULE_SETTINGS[rule]
+    builder = builders[rule]
     if builder is None:
         return []
     recorded = RecordedConfig(config)

@@ -151,3 +151,38 @@ def table5_caption(
         f"bootstrap 95% intervals ({bootstrap} resamples). All columns with intervals and closed "
         f"forms are in table5.csv."
     )
+
+
+def table6_caption(
+    *, scale: str, corpus: str, layers: int, hidden_size: int, steps: int, rows_per_step: int, mask_ratio: float,
+    segments: int, decay_schedule: dict[str, float], runs: list[str], comparisons: list[tuple[str, str]],
+    pretrain_seeds: int, finetune_seeds: int,
+) -> str:  # fmt: skip
+    """Table 6 (objectives): `runs` (fem.registry.run_label names) pre-trained for `steps` steps
+    whose model FLOPs match `rows_per_step` plain-MLM rows, then fine-tuned as Table 2."""
+    return (
+        f"Scale '{scale}'. Pre-training objectives at matched compute: a BERT ({layers} layers, hidden "
+        f"{hidden_size}) pre-trained from scratch on '{corpus}' for {steps} steps with each run of "
+        f"{', '.join(runs)}, then fine-tuned on each task as in Table 2. 'random', 'random_k' and 'fe' are BERT's "
+        f"masked LM (mlm) with Table 2's strategies (p = {mask_ratio}, K = {segments}); 'pmlm.*' is UniLMv2's "
+        "pseudo-masked LM (autoencoding + partially autoregressive loss), 'plm.*' an XLNet-style permuted LM, "
+        "'mpnet.*' MPNet's masked and permuted LM; '.block' is UniLMv2's blockwise masking, '.random' BERT's random "
+        f"{mask_ratio:.0%}, '.fe' the K fully-explored groups: pmlm.fe predicts every maskable token, the K groups "
+        "being its K factorization steps (its context is only the special tokens and the [M]s), plm.fe and "
+        f"mpnet.fe predict group k in copy k. 'random.decay' is mlm random with the masking rate decayed linearly "
+        f"from {decay_schedule['start']:g} to {decay_schedule['end']:g} over the steps (Ankner et al. 2024). Every "
+        f"step's model FLOPs match those of {rows_per_step} plain-MLM rows within 5% (fem/throughput.py), so the "
+        "objectives with longer augmented inputs take fewer rows; the columns give each run's FLOPs, ratio to the "
+        "MLM step, tokens, rows and predictions per step and wall seconds (means over its runs' metrics.json). "
+        f"Differences from the papers: absolute position embeddings and no relative position bias; the [P] and "
+        "query placeholders are the [MASK] embedding (no new parameters); UniLMv2's AE + PAR loss is the mean over "
+        "all predictions of both (half their sum: Adam is invariant to the scale); MPNet's whole-word and span "
+        f"permutation is not used; the corpus is '{corpus}' and the budget {steps} x {rows_per_step} rows, not the "
+        "papers' BERT-base runs. The validation MLM loss (nats per masked token, lower is better) scores every "
+        "run's encoder as a plain masked LM on the fixed validation masks; its trivial baseline is a unigram model "
+        f"of the training blocks. {TRIVIAL_GLUE}. "
+        + statistics_caption(comparisons, pretrain_seeds, finetune_seeds, "rows", "table6")
+        + " A row's 'control' and 'counterpart' columns name the runs its differences are taken against "
+        "(<measure>_minus_control..., <measure>_minus_counterpart...); 'significance' says when its seeds cannot "
+        "give a sign-flip p below 0.05."
+    )

@@ -1,4 +1,4 @@
-"""The table sub-commands of `fem` (score-table, table3, table4, table5) and `fem power`,
+"""The table sub-commands of `fem` (score-table, table3, table4, table5, table6) and `fem power`,
 each parser right above its handler.
 
 A table command parses its flags, calls fem.tables.build.write_table_files, which builds the
@@ -108,6 +108,27 @@ def cmd_table5(args: argparse.Namespace) -> None:
     _write_table(args, "table5", args.results)
 
 
+def add_table6(sub) -> None:
+    p = _table_parser(sub, "table6", "build results/table6.csv and .md: objectives, one row per run")
+    p.add_argument("--title", default="Table 6: pre-training objectives at matched FLOPs per step")
+    p.add_argument("--tasks", nargs="+", required=True)
+    p.add_argument("--runs", nargs="+", required=True, help="run names (fem.registry.run_label), e.g. random pmlm.fe")
+    p.add_argument("--control", required=True, help="the run every other run is compared with")
+    p.add_argument(
+        "--comparisons", nargs="+", required=True, help="A:B pairs, A minus B: B the control or A's counterpart"
+    )
+    p.add_argument("--default-segments", type=int, required=True, help="K of runs named without -k<K>")
+    p.add_argument("--average-exclude", nargs="*", default=["wnli"], help="tasks left out of the GLUE average")
+    p.add_argument("--pretrain-metrics", nargs="+", required=True, help="metrics.json of the pre-training runs")
+    p.add_argument("metrics", nargs="+", help="metrics.json files of fine-tuning runs")
+    p.set_defaults(handler=cmd_table6)
+
+
+def cmd_table6(args: argparse.Namespace) -> None:
+    """Table 6: pre-training objectives (fem.tables.objectives)."""
+    _write_table(args, "table6", args.metrics + args.pretrain_metrics)
+
+
 def add_power(sub) -> None:
     p = sub.add_parser("power", help="pre-training seeds needed to detect a difference on a row of a built table")
     p.add_argument("table", help="a table CSV with comparison columns, e.g. results/table2.csv")
@@ -126,5 +147,5 @@ def cmd_power(args: argparse.Namespace) -> None:
 
 def add_table_commands(sub) -> None:
     """The table commands and `fem power`, on the `fem` sub-parsers `sub`."""
-    for add in (add_score_table, add_table3, add_table4, add_table5, add_power):
+    for add in (add_score_table, add_table3, add_table4, add_table5, add_table6, add_power):
         add(sub)

@@ -58,10 +58,12 @@ def read_json_keys(path: str | Path, keys: list[str], what: str) -> dict:
     return data
 
 
-def load_pretrain_runs(files: list[str | Path], default_segments: int | None = None) -> pd.DataFrame:
+def load_pretrain_runs(
+    files: list[str | Path], default_segments: int | None = None, extra_keys: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """One row per pre-training run: strategy (its table name, run_strategies), pretrain_seed,
-    segments, source, and the keys of INTRINSIC_KEYS and STEP_KEYS (each one required)."""
-    keys = [key for pair in INTRINSIC_KEYS.values() for key in pair] + list(STEP_KEYS)
+    segments, source, and the keys of INTRINSIC_KEYS, STEP_KEYS and `extra_keys` (each one required)."""
+    keys = [key for pair in INTRINSIC_KEYS.values() for key in pair] + list(STEP_KEYS) + list(extra_keys)
     rows = []
     for path in files:
         data = read_json_keys(path, IDENTITY_KEYS + keys, "the metrics.json of a `fem pretrain` run")

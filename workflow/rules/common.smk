@@ -9,6 +9,7 @@ sys.path.insert(0, workflow.basedir)  # the fem package of this checkout, even i
 
 from fem.config import TRAINED_TOKENIZER, check_config, tokenizer_source
 from fem.errors import ConfigError, DataSourceError
+from fem.objective_settings import table6_settings
 from fem.provenance import job_environment
 from fem.registry import task_names
 from fem.rule_settings import (
@@ -44,8 +45,10 @@ except ConfigError as err:
 
 
 wildcard_constraints:
-    setting="scratch|continual",
-    strategy=r"[a-z_]+(-k\d+)?",  # fe-k4: fe with K = 4 segments (Table 4)
+    setting="scratch|continual|objectives",
+    # a run name (fem.registry.run_label): fe-k4 is fe with K = 4 (Table 4); pmlm.block, mpnet.fe and
+    # random.decay are Table 6's objectives and masking-rate schedule
+    strategy=r"([a-z]+\.)?[a-z_]+(-k\d+)?(\.decay)?",
     seed=r"\d+",
     ftseed=r"\d+",
     task="[a-z0-9_]+",
@@ -102,7 +105,7 @@ check_against_data()
 def all_tasks():
     """Every task some configured table fine-tunes on."""
     return list(dict.fromkeys(config["finetune"]["tasks"] + CONTINUAL["tasks"] + config["segment_counts"]["tasks"]
-                              + [config["efficiency"]["task"]]))  # fmt: skip
+                              + [config["efficiency"]["task"]] + config["objectives"]["tasks"]))  # fmt: skip
 
 
 def check_task_sources():
@@ -158,6 +161,7 @@ CODE = {
     "table3": ("tables/efficiency", "tables/variance", "figures", *SCORE_TABLE_CODE),
     "table4": ("tables/segments", *SCORE_TABLE_CODE),
     "table5": ("tables/variance", "figures", *TABLE_CODE),
+    "table6": ("tables/objectives", *SCORE_TABLE_CODE),
     "report": ("tables/report", *CLI),
 }
 
@@ -173,10 +177,11 @@ def pretrain_run(wildcards):
 
 
 def finetune_checkpoint_dir(wildcards):
-    """scratch: results/scratch/pretrain/<run>/model; continual: the run continued on the task."""
+    """scratch (objectives): results/scratch (objectives)/pretrain/<run>/model; continual: the run
+    continued on the task."""
     if wildcards.setting == "continual":
         return f"results/continual/pretrain/{wildcards.task}/{wildcards.strategy}-s{wildcards.seed}/model"
-    return f"results/scratch/pretrain/{wildcards.strategy}-s{wildcards.seed}/model"
+    return f"results/{wildcards.setting}/pretrain/{wildcards.strategy}-s{wildcards.seed}/model"
 
 
 def variance_inputs(wildcards):

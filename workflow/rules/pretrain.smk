@@ -1,10 +1,11 @@
 # Pre-train a BERT from scratch, one job per masking strategy and seed ("fe-k4": fe with
-# K = 4, for Table 4).
+# K = 4, for Table 4), and per Table 6 run and seed (setting "objectives": results/objectives/
+# pretrain/<run name>-s<seed>, e.g. pmlm.block-s1; fem/objective_settings.py builds its flags).
 
 
 rule pretrain:
     wildcard_constraints:
-        setting="scratch",
+        setting="scratch|objectives",
     input:
         train=f"data/tokenized/{CORPUS}/train.npy",
         validation=f"data/tokenized/{CORPUS}/validation.npy",
@@ -27,7 +28,7 @@ rule pretrain:
         **rule_resources(config, "pretrain"),
     params:
         # Science settings: changing one reruns this job and everything downstream.
-        settings=lambda w: pretrain_flags(config, w.strategy),
+        settings=lambda w: pretrain_flags(config, w.strategy, w.setting),
         data=lambda w, input: os.path.dirname(input.train),
         out=lambda w, output: os.path.dirname(output.metrics),
         # Speed settings (SpeedFlags): changing one reruns nothing.

@@ -9,6 +9,7 @@ localrules:
     table3,
     table4,
     table5,
+    table6,
     report,
 
 
@@ -17,6 +18,7 @@ TABLE2 = table2_settings(config)
 TABLE3 = table3_settings(config)
 TABLE4 = table4_settings(config)
 TABLE5 = table5_settings(config)
+TABLE6 = table6_settings(config)
 
 
 rule table2:
@@ -187,9 +189,47 @@ rule table4:
         " --pretrain-metrics {input.pretrain_metrics} --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
 
 
+rule table6:
+    # Objectives (fem/objective_settings.py): each run of objectives.runs against the control random,
+    # each fe variant against its non-fe counterpart, at matched model FLOPs per step.
+    input:
+        metrics=expand(
+            "results/objectives/finetune/{task}/{run}-s{seed}-f{ftseed}/metrics.json",
+            task=TABLE6["tasks"],
+            run=TABLE6["runs"],
+            seed=TABLE6["pretrain_seeds"],
+            ftseed=TABLE6["finetune_seeds"],
+        ),
+        pretrain_metrics=expand(
+            "results/objectives/pretrain/{run}-s{seed}/metrics.json", run=TABLE6["runs"], seed=TABLE6["pretrain_seeds"]
+        ),
+        code=fem_modules("table6"),
+    output:
+        csv="results/table6.csv",
+        md="results/table6.md",
+        provenance="results/table6.provenance.json",
+    log:
+        "logs/tables/table6.log",
+    benchmark:
+        "logs/benchmarks/tables/table6.tsv"
+    params:
+        tasks=" ".join(TABLE6["tasks"]),
+        runs=" ".join(TABLE6["runs"]),
+        control=TABLE6["control"],
+        comparisons=TABLE6["comparisons"],
+        default_segments=TABLE6["default_segments"],
+        average_exclude=TABLE6["average_exclude"],
+        caption=TABLE6["caption"],
+    shell:
+        "fem table6 --csv {output.csv} --md {output.md} --tasks {params.tasks} --runs {params.runs}"
+        " --control {params.control} --comparisons {params.comparisons} --default-segments {params.default_segments}"
+        " --average-exclude {params.average_exclude} --pretrain-metrics {input.pretrain_metrics}"
+        " --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
+
+
 rule report:
     input:
-        tables=expand("results/table{n}.md", n=[1, 2, 3, 4, 5]),
+        tables=expand("results/table{n}.md", n=[1, 2, 3, 4, 5, 6]),
         figures=["results/figures/efficiency.png", "results/figures/variance_vs_hamming.png",
                  "results/figures/estimator_variance.png"],
         data_overlap="results/data/overlap.md",

@@ -1,0 +1,92 @@
+"""Table 6 (objectives): the settings of its pre-training runs and of its table, built from the
+config's `objectives` section as fem/rule_settings.py builds every other rule's, and recorded
+the same way for dvc.yaml's params (rule_settings.keys_read runs these builders on a
+RecordedConfig: `pretrain_flags` hands setting "objectives" to `objective_pretrain_flags`, and
+OBJECTIVE_RULE_SETTINGS names the table's builder).
+
+A run is named by fem.registry.run_label ("pmlm.block", "mpnet.fe", "random.decay"); its
+objective, strategy and K come from parse_run_label. Each run is compared with the control
+`random` (BERT's masked LM), and each fully-explored variant `<objective>.fe` also with its
+own non-fe counterpart (COUNTERPART_STRATEGY): fe with random_k, pmlm.fe with pmlm.block,
+plm.fe with plm.random, mpnet.fe with mpnet.random.
+
+Light on purpose (no pandas, no torch): the Snakefile imports it to plan the runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fem.config import OBJECTIVES_CONTROL
+from fem.registry import parse_run_label, run_label
+from fem.rule_settings import cli_flags, comparison_flags, segments
+from fem.tables import captions
+
+OBJECTIVES_SETTING = "objectives"  # the `setting` wildcard of Table 6's runs: results/objectives/...
+# objectives.<key> on top of pretrain.<key> for these runs
+ON_TOP = ("rows_per_step", "steps", "warmup_steps")
+# Keys of the pretrain section these runs do not read: the run name gives objective and strategy,
+# the ".decay" suffix the schedule, and they save no intermediate checkpoint.
+NOT_READ = ("strategies", "save_steps", "objective", "mask_ratio_schedule", *ON_TOP)
+# The strategy of the non-fe run each objective's fe variant is compared with: the same objective
+# and step size, only the masked sets differ (mlm: random_k, fe's control in Table 2).
+COUNTERPART_STRATEGY = {"mlm": "random_k", "pmlm": "block", "plm": "random", "mpnet": "random"}
+
+
+def objective_pretrain_flags(config: Mapping, strategy: str) -> str:
+    """rule pretrain, setting "objectives": the science flags of run `strategy` (a run name):
+    the pretrain and model keys, objectives.rows_per_step / steps / warmup_steps on top, no
+    intermediate checkpoints, objective, strategy and K from the name, and the masking-rate
+    schedule objectives.decay_schedule for a ".decay" run (else pretrain.mask_ratio_schedule)."""
+    run = parse_run_label(strategy)
+    pretrain, objectives, model = config["pretrain"], config["objectives"], config["model"]
+    settings = {key: pretrain[key] for key in pretrain if key not in NOT_READ}
+    settings |= {key: objectives[key] for key in ON_TOP}
+    settings |= {"save_steps": [], "objective": run.objective, "strategy": run.strategy}
+    settings["mask_ratio_schedule"] = objectives["decay_schedule"] if run.decay else pretrain["mask_ratio_schedule"]
+    if run.segments is not None:
+        settings["segments"] = run.segments
+    return cli_flags(settings | {key: model[key] for key in model})
+
+
+def counterpart(name: str, default_segments: int) -> str | None:
+    """The non-fe run the fully-explored run `name` is compared with ("pmlm.fe" -> "pmlm.block",
+    "fe-k4" -> "random_k-k4"); None for a run that is not an fe variant."""
+    run = parse_run_label(name)
+    if run.strategy != "fe" or run.decay:
+        return None
+    k = run.segments or default_segments
+    return run_label(run.objective, COUNTERPART_STRATEGY[run.objective], k, default_segments)
+
+
+def objective_comparisons(runs: list[str], default_segments: int) -> list[tuple[str, str]]:
+    """Table 6's differences A:B (A minus B): every run against the control, then every fe
+    variant against its counterpart when that run is configured too."""
+    pairs = [(name, OBJECTIVES_CONTROL) for name in runs if name != OBJECTIVES_CONTROL]
+    pairs += [(name, other) for name in runs if (other := counterpart(name, default_segments)) in runs]
+    return pairs
+
+
+def table6_settings(config: Mapping) -> dict[str, Any]:
+    """rule table6 (objectives): the runs, tasks, seeds, comparisons, default K, the tasks left
+    out of the GLUE average, caption."""
+    objectives, pretrain, model, seeds = config["objectives"], config["pretrain"], config["model"], config["seeds"]
+    runs, default_k = objectives["runs"], segments(config)
+    comparisons = objective_comparisons(runs, default_k)
+    caption = captions.table6_caption(
+        scale=config["scale"], corpus=config["corpus"]["name"], layers=model["num_hidden_layers"],
+        hidden_size=model["hidden_size"], steps=objectives["steps"], rows_per_step=objectives["rows_per_step"],
+        mask_ratio=pretrain["mask_ratio"], segments=default_k, decay_schedule=dict(objectives["decay_schedule"]),
+        runs=runs, comparisons=comparisons, pretrain_seeds=len(seeds["pretrain"]),
+        finetune_seeds=len(seeds["finetune"]),
+    )  # fmt: skip
+    return {"runs": runs, "tasks": objectives["tasks"], "pretrain_seeds": seeds["pretrain"],
+            "finetune_seeds": seeds["finetune"], "control": OBJECTIVES_CONTROL,
+            "comparisons": comparison_flags(comparisons), "default_segments": default_k,
+            "average_exclude": " ".join(config["finetune"]["average_exclude"]), "caption": caption}  # fmt: skip
+
+
+# Table 6's builders by rule, merged into fem.rule_settings.RULE_SETTINGS by keys_read (this module
+# imports that one, so it cannot list them itself).
+OBJECTIVE_RULE_SETTINGS: dict[str, Callable[..., Any]] = {"table6": table6_settings}
