@@ -114,3 +114,32 @@ def test_the_slurm_profile_plans_paper_table2_with_gpu_requests_and_torchrun():
     assert not any("gpu" in job.resources for job in by_rule["tokenize"] + by_rule["table2"])
     tokenize = by_rule["tokenize"][0].resources
     assert int(tokenize["runtime"]) == paper["tokenize"]["runtime"] and int(tokenize["cpus_per_task"]) >= 1
+
+
+def test_paper_config_plans_table6_with_the_expected_job_counts_and_gpus():
+    """Acceptance (#17): `snakemake -n results/table6.csv --configfile config/paper.yaml` plans every
+    objective's BERT-base run with its GPU resources, and their fine-tunings."""
+    config: dict = {}
+    for path in ("config/config.yaml", "config/paper.yaml"):
+        deep_update(config, load_yaml(ROOT / path))
+    objectives, seeds = config["objectives"], config["seeds"]
+    runs = len(objectives["runs"]) * len(seeds["pretrain"])
+    jobs = parse_dry_run(plan("-p", "results/table6.csv", "--configfile", "config/paper.yaml"))
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.rule] = counts.get(job.rule, 0) + 1
+    assert counts == {"download_corpus": 1, "download_task": len(objectives["tasks"]), "tokenize": 1, "pretrain": runs,
+                      "finetune": runs * len(objectives["tasks"]) * len(seeds["finetune"]), "table6": 1}  # fmt: skip
+    assert counts["pretrain"] == 30 and counts["finetune"] == 1200  # the numbers the README gives
+    paper = config["resources"]
+    for job in jobs:
+        if job.rule in ("pretrain", "finetune"):
+            assert job.wildcards["setting"] == "objectives"
+            assert {key: int(job.resources[key]) for key in ("gpu", "mem_mb", "runtime")} == {
+                key: paper[job.rule][key] for key in ("gpu", "mem_mb", "runtime")}  # fmt: skip
+    pmlm = next(job for job in jobs if job.rule == "pretrain" and job.wildcards["strategy"] == "pmlm.fe")
+    for flag in ("--objective '\"pmlm\"'", "--strategy '\"fe\"'", "--steps 1000000", "--rows-per-step 280",
+                 "--hidden-size 768", "--save-steps '[]'"):  # fmt: skip
+        assert flag in pmlm.shell
+    decay = next(job for job in jobs if job.rule == "pretrain" and job.wildcards["strategy"] == "random.decay")
+    assert '--mask-ratio-schedule \'{"end": 0.15, "start": 0.3}\'' in decay.shell

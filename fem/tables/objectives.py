@@ -116,7 +116,8 @@ def objectives_table(
     for name in names:
         run = parse_run_label(name)
         own = pretrain[pretrain.strategy == name]
-        row = {"run": name, "objective": run.objective, "strategy": run.strategy, "decay": run.decay} | roles[name]
+        row = {"run": name, "objective": run.objective, "strategy": run.strategy, "decay": run.decay}
+        row |= {role: other or "" for role, other in roles[name].items()}  # "": none
         row |= {column: round(float(own[column].astype(float).mean()), 4) for column in STEP_COLUMNS}
         for measure, wide in measures:
             row |= measure_columns(measure, wide, name, roles[name])
@@ -136,7 +137,7 @@ def _unit(measure: str) -> str:
 
 def measures_of(table: pd.DataFrame) -> list[str]:
     """The measures of a Table 6 frame, in column order (those with a `_trivial` column)."""
-    return [c.removesuffix("_trivial") for c in table.columns if c.endswith("_trivial")]
+    return [c for c in table.columns if f"{c}_trivial" in table.columns]
 
 
 def objectives_markdown(table: pd.DataFrame, title: str, caption: str) -> str:
@@ -156,7 +157,7 @@ def objectives_markdown(table: pd.DataFrame, title: str, caption: str) -> str:
         [r["run"], f"{role} {r[role]}", m, interval_cell(_difference(r, f"{m}_minus_{role}", _unit(m)), "d", sign=True),
          number(r[f"{m}_minus_{role}_sd"], _unit(m)), number(r[f"{m}_minus_{role}_mdd"], _unit(m)),
          p_cell(r[f"{m}_minus_{role}_p_sign"]), p_cell(r[f"{m}_minus_{role}_p_t"]), str(r["pairs"])]
-        for r in records for role in ROLES if isinstance(r[role], str) for m in measures
+        for r in records for role in ROLES if isinstance(r[role], str) and r[role] for m in measures
     ]  # fmt: skip
     parts += markdown_lines(["run", "against", "measure", "difference [95% interval]", "sd of difference",
                              "MDD (80% power)", "p sign-flip", "p paired t", "pairs"], differences)  # fmt: skip
