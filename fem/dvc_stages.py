@@ -33,7 +33,7 @@ DVC_STAGE_PROFILE = "workflow/profiles/dvc-stage"
 BASE_CONFIG = "config/config.yaml"  # the Snakefile's `configfile:`
 DEFAULT_SETTING = "scratch"  # the `setting` wildcard's default value: left out of stage names
 # Every stage's command depends on these besides its own rule file: they build its params and paths
-RULE_CODE = ("workflow/rules/common.smk", "Snakefile", "fem/rule_settings.py")
+RULE_CODE = ("workflow/rules/common.smk", "Snakefile", "fem/rule_settings.py", "fem/objective_settings.py")
 
 
 @dataclass
@@ -106,11 +106,13 @@ def stage_name(job: SnakemakeJob) -> str:
     """`rule-what`, from the job's log path: logs/scratch/pretrain/fe-s1.log -> pretrain-fe-s1,
     logs/scratch/finetune/sst2/fe-s1-f1.log -> finetune-sst2-fe-s1-f1, logs/continual/finetune/
     sst2/fe-s1-f1.log -> finetune-continual-sst2-fe-s1-f1; table2 -> table2. Folders that
-    repeat the rule's name (pretrain in pretrain_continual) are left out.
+    repeat the rule's name (pretrain in pretrain_continual) are left out. DVC allows no punctuation
+    but _ and - in a stage name (dvc.stage.INVALID_STAGENAME_CHARS), so the dot of a Table 6 run name
+    becomes _: logs/objectives/pretrain/pmlm.block-s1.log -> pretrain-objectives-pmlm_block-s1.
     (Not `rule@what`: DVC reads `name@key` as an item of a foreach stage.)"""
     parts = Path(job.log).with_suffix("").parts[1:]
     rest = [p for p in parts if p not in ("tables", DEFAULT_SETTING) and not job.rule.startswith(p)]
-    return "-".join([job.rule, *rest])
+    return "-".join([job.rule, *rest]).replace(".", "_")
 
 
 def _lookup(config: dict, key: str):
