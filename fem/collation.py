@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fem.block_masking import BlockShape
 from fem.masking import SpanShape, copies_per_sequence, corrupt, resolve_segments, strategy_masks
 from fem.settings import PretrainSettings
 
@@ -77,6 +78,7 @@ class MaskingSpec:
     vocab_size: int
     special_ids: tuple[int, ...]
     span: SpanShape = field(default_factory=SpanShape)
+    block: BlockShape = field(default_factory=BlockShape)
 
     @property
     def copies(self) -> int:
@@ -117,7 +119,7 @@ def mask_rows(
     maskable = ~np.isin(blocks, spec.special_ids)
     masks = strategy_masks(
         spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,
-        None if word_starts is None else np.asarray(word_starts, dtype=bool),
+        None if word_starts is None else np.asarray(word_starts, dtype=bool), spec.block,
     ).reshape(-1, length)  # fmt: skip
     copies = spec.copies
     if copies > 1:
@@ -170,4 +172,7 @@ def masking_spec(settings: PretrainSettings, meta: dict) -> MaskingSpec:
         vocab_size=meta["vocab_size"],
         special_ids=tuple(meta["unmaskable_token_ids"]),
         span=SpanShape(settings.span["geometric_p"], int(settings.span["max_length"])),
+        block=BlockShape(
+            settings.block["span_probability"], int(settings.block["min_length"]), int(settings.block["max_length"])
+        ),
     )
