@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fem.augmented import augmented_rows, factorization_steps
+from fem.block_masking import BlockShape
 from fem.masking import SpanShape, copies_per_sequence, corrupt, resolve_segments, strategy_masks
 from fem.settings import PretrainSettings
 
@@ -80,6 +81,7 @@ class MaskingSpec:
     vocab_size: int
     special_ids: tuple[int, ...]
     span: SpanShape = field(default_factory=SpanShape)
+    block: BlockShape = field(default_factory=BlockShape)
     objective: str = "mlm"  # one of fem.registry.OBJECTIVES
     pad_token_id: int = 0  # pads augmented rows with fewer predictions than the longest
 
@@ -124,7 +126,7 @@ def mask_rows(
     maskable = ~np.isin(blocks, spec.special_ids)
     masks = strategy_masks(
         spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,
-        None if word_starts is None else np.asarray(word_starts, dtype=bool),
+        None if word_starts is None else np.asarray(word_starts, dtype=bool), spec.block,
     )  # fmt: skip
     units = None
     if spec.objective == "pmlm":  # one row; its blocks or fully-explored groups are the factorization steps
@@ -207,6 +209,9 @@ def masking_spec(settings: PretrainSettings, meta: dict) -> MaskingSpec:
         vocab_size=meta["vocab_size"],
         special_ids=tuple(meta["unmaskable_token_ids"]),
         span=SpanShape(settings.span["geometric_p"], int(settings.span["max_length"])),
+        block=BlockShape(
+            settings.block["span_probability"], int(settings.block["min_length"]), int(settings.block["max_length"])
+        ),
         objective=settings.objective,
         pad_token_id=meta["pad_token_id"],
     )

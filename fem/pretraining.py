@@ -49,12 +49,12 @@ from fem.checkpointing import (
     write_json_atomic,
 )
 from fem.collation import MaskingSpec, mask_ratio_at, mask_rows, masking_spec, sequence_schedule
-from fem.distributed import World, data_parallel, rank_share, seed_rank_stream, sum_over_ranks
 from fem.compute_matching import step_size
+from fem.distributed import World, data_parallel, rank_share, seed_rank_stream, sum_over_ranks
 from fem.errors import ConfigError
 from fem.modeling import build_model, mlm_parts
-from fem.registry import combination_problem
 from fem.optimization import build_optimizer
+from fem.registry import combination_problem
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import mfu, peak_flops, training_flops
 from fem.tokenization import load_pretraining_blocks
