@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fem.augmented import augmented_rows, factorization_steps
+from fem.block_masking import BlockShape
 from fem.masking import SpanShape, copies_per_sequence, corrupt, resolve_segments, strategy_masks
 from fem.settings import PretrainSettings
 
@@ -26,28 +28,29 @@ MATCHES = ("rows", "sequences")  # what pretrain.match holds equal across strate
 
 @dataclass
 class MaskedRows:
-    """One step's model input. R rows of L tokens, M masked positions in total."""
+    """One step's model input. R rows of L tokens, M masked positions in total. An augmented
+    objective (fem/augmented.py) adds position ids and an attention mask; mlm has neither."""
 
     input_ids: torch.Tensor  # int64 [R, L], corrupted
     masked: torch.Tensor  # bool [R, L], True where the loss is computed
     targets: torch.Tensor  # int64 [M], original ids at masked positions, row-major order
     sequences: int  # distinct sequences in the step
+    position_ids: torch.Tensor | None = None  # int64 [R, L]; None: 0..L-1
+    attention: torch.Tensor | None = None  # bool [R, L, L], True where token i may attend to j; None: all
+
+    def _map(self, tensor_fn) -> MaskedRows:
+        optional = [None if t is None else tensor_fn(t) for t in (self.position_ids, self.attention)]
+        return MaskedRows(tensor_fn(self.input_ids), tensor_fn(self.masked), tensor_fn(self.targets), self.sequences,
+                          *optional)  # fmt: skip
 
     def to(self, device: torch.device, non_blocking: bool = False) -> MaskedRows:
         """The same rows with every tensor on `device`."""
-        return MaskedRows(
-            self.input_ids.to(device, non_blocking=non_blocking),
-            self.masked.to(device, non_blocking=non_blocking),
-            self.targets.to(device, non_blocking=non_blocking),
-            self.sequences,
-        )
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> MaskedRows:
         """The same rows in page-locked host memory, so `.to(cuda, non_blocking=True)` copies
         asynchronously (needs CUDA)."""
-        return MaskedRows(
-            self.input_ids.pin_memory(), self.masked.pin_memory(), self.targets.pin_memory(), self.sequences
-        )
+        return self._map(lambda t: t.pin_memory())
 
     def split(self, parts: int) -> list[MaskedRows]:
         """The rows cut into at most `parts` consecutive, non-empty micro-batches (for gradient
@@ -59,7 +62,8 @@ class MaskedRows:
                 continue
             lo, hi = int(chunk[0]), int(chunk[-1]) + 1
             first, last = int(counts[:lo].sum()), int(counts[:hi].sum())
-            out.append(MaskedRows(self.input_ids[lo:hi], self.masked[lo:hi], self.targets[first:last], 0))
+            optional = [None if t is None else t[lo:hi] for t in (self.position_ids, self.attention)]
+            out.append(MaskedRows(self.input_ids[lo:hi], self.masked[lo:hi], self.targets[first:last], 0, *optional))
         out[0].sequences = self.sequences
         return out
 
@@ -77,11 +81,15 @@ class MaskingSpec:
     vocab_size: int
     special_ids: tuple[int, ...]
     span: SpanShape = field(default_factory=SpanShape)
+    block: BlockShape = field(default_factory=BlockShape)
+    objective: str = "mlm"  # one of fem.registry.OBJECTIVES
+    pad_token_id: int = 0  # pads augmented rows with fewer predictions than the longest
 
     @property
     def copies(self) -> int:
-        """Masked copies per sequence: K for the multi-copy strategies, else 1."""
-        return copies_per_sequence(self.strategy, self.segments)
+        """Rows per sequence: K for the multi-copy strategies, else 1; pmlm puts a sequence's K
+        fully-explored groups in one row, as its K factorization steps."""
+        return 1 if self.objective == "pmlm" else copies_per_sequence(self.strategy, self.segments)
 
     def sequences_per_step(self, rows: int) -> int:
         """Distinct sequences a step of `rows` rows takes under this strategy."""
@@ -108,8 +116,9 @@ def mask_rows(
 ) -> MaskedRows:
     """Mask and corrupt `blocks` (int [S, L], sequence indices `indices`, epochs `epochs`).
 
-    Returns S*C rows, sequence-major (the C copies of a sequence are adjacent); C = K for
-    multi-copy strategies, else 1. `word_starts` (bool [S, L]) is needed by whole_word.
+    Returns S*C rows, sequence-major (the C copies of a sequence are adjacent); C = spec.copies.
+    `word_starts` (bool [S, L]) is needed by whole_word. An objective other than mlm makes
+    augmented rows of T >= L tokens (fem/augmented.py).
     """
     blocks = np.asarray(blocks, dtype=np.int64)
     sequences, length = blocks.shape
@@ -117,21 +126,44 @@ def mask_rows(
     maskable = ~np.isin(blocks, spec.special_ids)
     masks = strategy_masks(
         spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,
-        None if word_starts is None else np.asarray(word_starts, dtype=bool),
-    ).reshape(-1, length)  # fmt: skip
+        None if word_starts is None else np.asarray(word_starts, dtype=bool), spec.block,
+    )  # fmt: skip
+    units = None
+    if spec.objective == "pmlm":  # one row; its blocks or fully-explored groups are the factorization steps
+        units = pmlm_units(spec, masks, epochs, indices, maskable)
+        masks = masks.any(axis=1, keepdims=True)
+    masks = masks.reshape(-1, length)
     copies = spec.copies
     if copies > 1:
         blocks, epochs, indices = (np.repeat(np.asarray(a), copies, axis=0) for a in (blocks, epochs, indices))
+    copy_of_row = np.tile(np.arange(copies), sequences)
     corrupted = corrupt(
-        blocks, masks, spec.seed, epochs, indices, np.tile(np.arange(copies), sequences),
+        blocks, masks, spec.seed, epochs, indices, copy_of_row,
         spec.replacement, spec.mask_token_id, spec.vocab_size,
     )  # fmt: skip
+    if spec.objective == "mlm":
+        return MaskedRows(torch.from_numpy(corrupted), torch.from_numpy(masks), torch.from_numpy(blocks[masks]),
+                          sequences)  # fmt: skip
+    steps = factorization_steps(masks, spec.seed, epochs, indices, copy_of_row, units)
+    rows = augmented_rows(spec.objective, blocks, corrupted, steps, spec.mask_token_id, spec.pad_token_id)
     return MaskedRows(
-        input_ids=torch.from_numpy(corrupted),
-        masked=torch.from_numpy(masks),
-        targets=torch.from_numpy(blocks[masks]),
-        sequences=sequences,
-    )
+        torch.from_numpy(rows.input_ids), torch.from_numpy(rows.predicted), torch.from_numpy(rows.targets),
+        sequences, torch.from_numpy(rows.position_ids), torch.from_numpy(rows.attention),
+    )  # fmt: skip
+
+
+def pmlm_units(
+    spec: MaskingSpec, masks: np.ndarray, epochs: np.ndarray, indices: np.ndarray, maskable: np.ndarray
+) -> np.ndarray | None:
+    """The factorization units of pmlm: int [S, L], the fully-explored group of each position
+    (fe: masks [S, K, L]), or UniLMv2's block (block); None for random (one token per step)."""
+    if spec.strategy == "fe":
+        return np.argmax(masks, axis=1)
+    if spec.strategy == "block":
+        from fem.block_masking import block_ids  # the blocks strategy_masks drew, with their ids
+
+        return block_ids(spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.block)
+    return None
 
 
 def sequence_schedule(
@@ -157,6 +189,13 @@ def sequence_schedule(
     return epochs, indices
 
 
+def mask_ratio_at(step: int, steps: int, schedule: dict[str, float]) -> float:
+    """p at optimizer step `step` (0-based) of `steps` under pretrain.mask_ratio_schedule:
+    linear from schedule["start"] at the first step to schedule["end"] at the last (Ankner et
+    al. 2024 decay 0.30 -> 0.15)."""
+    return schedule["start"] + (schedule["end"] - schedule["start"]) * step / max(1, steps - 1)
+
+
 def masking_spec(settings: PretrainSettings, meta: dict) -> MaskingSpec:
     """How a run masks its training rows: the strategy and masking keys of `settings`, the
     tokenizer's special ids from `meta` (the tokenized data's meta.json)."""
@@ -170,4 +209,9 @@ def masking_spec(settings: PretrainSettings, meta: dict) -> MaskingSpec:
         vocab_size=meta["vocab_size"],
         special_ids=tuple(meta["unmaskable_token_ids"]),
         span=SpanShape(settings.span["geometric_p"], int(settings.span["max_length"])),
+        block=BlockShape(
+            settings.block["span_probability"], int(settings.block["min_length"]), int(settings.block["max_length"])
+        ),
+        objective=settings.objective,
+        pad_token_id=meta["pad_token_id"],
     )

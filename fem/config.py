@@ -268,6 +268,11 @@ def _pretrain_problems(
         problems.append(f"{key('replacement')}: mask + random + keep = {total:g}; expected them to sum to 1")
     if pre["warmup_steps"] > pre["steps"]:
         problems.append(f"{key('warmup_steps')}: {pre['warmup_steps']} exceeds {key('steps')} = {pre['steps']}")
+    if pre["block"]["min_length"] > pre["block"]["max_length"]:
+        problems.append(
+            f"{key('block')}.min_length: {pre['block']['min_length']} exceeds {key('block')}.max_length = "
+            f"{pre['block']['max_length']}; expected min_length <= max_length"
+        )
     segments = resolve_segments(pre["mask_ratio"], pre["segments"])
     if segments > block_size - 2:
         problems.append(

@@ -18,10 +18,14 @@ Shapes: B sequences, L positions, K segments, C copies per sequence (1 or K).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fem.registry import MULTI_COPY_STRATEGIES, STRATEGIES
+
+if TYPE_CHECKING:
+    from fem.block_masking import BlockShape
 
 # Independent hash streams, so no two random choices reuse the same numbers.
 _STREAM_SELECT = 1
@@ -31,6 +35,10 @@ _STREAM_SPAN_LENGTH = 4
 _STREAM_SPAN_PLACE = 5
 _STREAM_SPAN_ORDER = 6
 _STREAM_WORD_ORDER = 7
+_STREAM_BLOCK_KIND = 8  # fem/block_masking.py: span or single token
+_STREAM_BLOCK_LENGTH = 9  # span length
+_STREAM_BLOCK_PLACE = 10  # placement of the blocks
+_STREAM_BLOCK_ORDER = 11  # order of the blocks along the row
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -144,6 +152,21 @@ def _row_keys(seed, stream, epoch, indices, copy: int, length: int) -> np.ndarra
     return uniform_keys(seed, stream, epoch, indices, np.full(len(indices), copy), length)
 
 
+def place_spans(keys: np.ndarray, n: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Start slots of non-overlapping spans of `lengths` (int [B, L]: span i's length, spans
+    first, then 0s) in rows of n slots, placed uniformly at random with uniform `keys` [B, L]:
+    the spans take S of the n - total + S "items" (unmasked slots and spans; stars and bars).
+    Returns int64 [B, L]: span i starts at or after the end of span i-1 (0 where lengths is 0)."""
+    count = (lengths > 0).sum(axis=1)  # spans per row, S
+    items = n - lengths.sum(axis=1) + count
+    slots = np.arange(keys.shape[1])[None, :]
+    ranks = _ranks(keys, slots < items[:, None])
+    chosen = np.sort(np.where(ranks < count[:, None], slots, keys.shape[1]), axis=1)  # item index of span i
+    # span i starts after the chosen item index, shifted by the extra length of earlier spans
+    starts = chosen + _exclusive_cumsum(np.maximum(lengths - 1, 0))
+    return np.where(lengths > 0, starts, 0)
+
+
 # --- strategies, in slot coordinates: each returns bool [B, C, L] (slot j of row b) ---------
 
 
@@ -189,14 +212,7 @@ def _span_slots(seed, epoch, indices, n, length, mask_ratio, span: SpanShape):
     of the spans' places among the n - m unmasked slots (stars and bars)."""
     budget = masked_count(n, mask_ratio)
     lengths = _fill_budget(_span_lengths(_row_keys(seed, _STREAM_SPAN_LENGTH, epoch, indices, 0, length), span), budget)
-    count = (lengths > 0).sum(axis=1)  # spans per row, S
-    items = n - budget + count  # unmasked slots + spans, in a row of "items"
-    slots = np.arange(length)[None, :]
-    ranks = _ranks(_row_keys(seed, _STREAM_SPAN_PLACE, epoch, indices, 0, length), slots < items[:, None])
-    chosen = np.sort(np.where(ranks < count[:, None], slots, length), axis=1)  # item index of span i
-    # span i starts after the chosen item index, shifted by the extra length of earlier spans
-    starts = chosen + _exclusive_cumsum(np.maximum(lengths - 1, 0))
-    starts = np.where(lengths > 0, starts, 0)
+    starts = place_spans(_row_keys(seed, _STREAM_SPAN_PLACE, epoch, indices, 0, length), n, lengths)
     return _coverage(starts, lengths, length)[:, None, :]
 
 
@@ -268,13 +284,19 @@ def strategy_masks(
     segments: int,
     span: SpanShape = SpanShape(),
     word_starts: np.ndarray | None = None,
+    block: BlockShape | None = None,
 ) -> np.ndarray:
     """The masks of `strategy` for a batch of sequences: bool [B, C, L].
 
     maskable: bool [B, L] (False at special tokens); word_starts: bool [B, L], True where a
-    token begins a word (needed by `whole_word` only). C = K for the multi-copy strategies,
-    else 1. Masked positions are always maskable.
+    token begins a word (needed by `whole_word` only); block: the block lengths of `block`
+    (None: BlockShape()). C = K for the multi-copy strategies, else 1. Masked positions are
+    always maskable.
     """
+    if strategy == "block":
+        from fem.block_masking import BlockShape, block_ids  # here: fem.block_masking builds on this module
+
+        return (block_ids(seed, epoch, indices, maskable, mask_ratio, block or BlockShape()) >= 0)[:, None, :]
     maskable = np.asarray(maskable, dtype=bool)
     batch, length = maskable.shape
     indices = np.asarray(indices)
@@ -312,9 +334,14 @@ def to_slots(values: np.ndarray, maskable: np.ndarray) -> np.ndarray:
 def from_slots(slot_masks: np.ndarray, maskable: np.ndarray) -> np.ndarray:
     """Slot masks [B, C, L] back to columns [B, C, L]: column i of row b takes slot
     (number of maskable columns before i); special columns are never masked."""
-    slot_of_column = np.where(maskable, np.cumsum(maskable, axis=1) - 1, 0)
-    index = np.broadcast_to(slot_of_column[:, None, :], slot_masks.shape)
+    index = np.broadcast_to(slot_of_column(maskable)[:, None, :], slot_masks.shape)
     return np.take_along_axis(slot_masks, index, axis=2) & maskable[:, None, :]
+
+
+def slot_of_column(maskable: np.ndarray) -> np.ndarray:
+    """Slot of each column: int64 [B, L], the number of maskable columns before it (0 at
+    special columns, which have no slot)."""
+    return np.where(maskable, np.cumsum(maskable, axis=1) - 1, 0)
 
 
 def random_masks(

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM
 
+from fem.settings import PretrainSettings
+
 
 def build_bert(
     vocab_size: int,
@@ -36,6 +38,24 @@ def build_bert(
         **drop,
     )
     return BertForMaskedLM(config)
+
+
+def build_model(settings: PretrainSettings, meta: dict, block_size: int) -> torch.nn.Module:
+    """The model a run starts from (on the CPU): seeded with settings.seed, a BERT of the
+    settings' shape, or settings.init_from continued (its MLM head fresh when not shipped)."""
+    torch.manual_seed(settings.seed)  # also seeds a fresh MLM head of a pretrained encoder
+    if settings.init_from:
+        return load_pretrained_mlm(settings.init_from, meta["vocab_size"])
+    return build_bert(
+        vocab_size=meta["vocab_size"],
+        hidden_size=settings.hidden_size,
+        num_hidden_layers=settings.num_hidden_layers,
+        num_attention_heads=settings.num_attention_heads,
+        intermediate_size=settings.intermediate_size,
+        max_position_embeddings=max(512, block_size),
+        pad_token_id=meta["pad_token_id"],
+        dropout=settings.dropout,
+    )
 
 
 def load_pretrained_mlm(source: str, vocab_size: int):
@@ -70,19 +90,44 @@ def sparse_mlm_loss(
     masked: torch.Tensor,
     targets: torch.Tensor,
     reduction: str = "mean",
+    position_ids: torch.Tensor | None = None,
+    attention: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy (nats) over masked positions, with the LM head applied only there:
     the mean, or the sum with reduction="sum" (for gradient accumulation).
 
     input_ids: int64 [R, L]; masked: bool [R, L]; targets: int64 [M] in row-major order of
-    `masked`. Packed blocks have no padding, so no attention mask is needed.
+    `masked`. Packed blocks have no padding, so no attention mask is needed; an augmented row
+    (fem/augmented.py) brings its position ids (int64 [R, L]) and attention (bool [R, L, L]).
     """
-    return F.cross_entropy(masked_logits(model, input_ids, masked).float(), targets, reduction=reduction)
+    logits = masked_logits(model, input_ids, masked, position_ids, attention)
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)
 
 
-def masked_logits(model: BertForMaskedLM, input_ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+def masked_logits(
+    model: BertForMaskedLM,
+    input_ids: torch.Tensor,
+    masked: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    attention: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The LM head's logits at the masked positions only: [M, V] for input_ids int64 [R, L]
-    and masked bool [R, L] with M True entries, in row-major order."""
+    and masked bool [R, L] with M True entries, in row-major order. position_ids: int64
+    [R, L] (None: 0..L-1); attention: bool [R, L, L], True where token i may attend to token j
+    (None: everything), passed to the encoder as its 4-D mask (attention_mask_4d)."""
     encoder, head = mlm_parts(model)
-    hidden = encoder(input_ids=input_ids).last_hidden_state  # [R, L, H]
-    return head(hidden[masked])
+    mask = None if attention is None else attention_mask_4d(attention, model.config._attn_implementation)
+    hidden = encoder(input_ids=input_ids, position_ids=position_ids, attention_mask=mask).last_hidden_state
+    return head(hidden[masked])  # [M, V]
+
+
+def attention_mask_4d(attention: torch.Tensor, implementation: str) -> torch.Tensor:
+    """bool [R, L, L] (True: may attend) as the encoder's 4-D mask [R, 1, L, L]. transformers
+    passes a 4-D mask to the attention unchanged: SDPA takes the boolean mask (True = attend);
+    eager attention adds the mask to its scores, so it gets 0 / the most negative float."""
+    mask = attention[:, None]
+    if implementation == "sdpa":
+        return mask
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(
+        ~mask, torch.finfo(torch.float32).min
+    )

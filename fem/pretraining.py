@@ -30,7 +30,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +48,13 @@ from fem.checkpointing import (
     set_rng_state,
     write_json_atomic,
 )
-from fem.collation import MaskingSpec, mask_rows, masking_spec, sequence_schedule
+from fem.collation import MaskingSpec, mask_ratio_at, mask_rows, masking_spec, sequence_schedule
+from fem.compute_matching import step_size
 from fem.distributed import World, data_parallel, rank_share, seed_rank_stream, sum_over_ranks
-from fem.modeling import build_bert, load_pretrained_mlm, mlm_parts
+from fem.errors import ConfigError
+from fem.modeling import build_model, mlm_parts
 from fem.optimization import build_optimizer
+from fem.registry import combination_problem
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import mfu, peak_flops, training_flops
 from fem.tokenization import load_pretraining_blocks
@@ -60,24 +63,6 @@ from fem.train_step import MaskedLMLoss, train_step
 
 RESUME_DIR = "resume"
 OUTPUTS = ("model", "checkpoints", "train_log.json", "metrics.json")  # what a finished run leaves in out_dir
-
-
-def build_model(settings: PretrainSettings, meta: dict, block_size: int) -> torch.nn.Module:
-    """The model a run starts from (on the CPU): seeded with settings.seed, a BERT of the
-    settings' shape, or settings.init_from continued (its MLM head fresh when not shipped)."""
-    torch.manual_seed(settings.seed)  # also seeds a fresh MLM head of a pretrained encoder
-    if settings.init_from:
-        return load_pretrained_mlm(settings.init_from, meta["vocab_size"])
-    return build_bert(
-        vocab_size=meta["vocab_size"],
-        hidden_size=settings.hidden_size,
-        num_hidden_layers=settings.num_hidden_layers,
-        num_attention_heads=settings.num_attention_heads,
-        intermediate_size=settings.intermediate_size,
-        max_position_embeddings=max(512, block_size),
-        pad_token_id=meta["pad_token_id"],
-        dropout=settings.dropout,
-    )
 
 
 def pretrain(
@@ -134,6 +119,7 @@ class Run:
     spec: MaskingSpec
     per_step: int  # sequences per optimizer step, all ranks
     step_rows: int  # rows per optimizer step (sequences x copies), all ranks
+    control_flops: float  # model FLOPs of the control step: rows_per_step rows of random-masked MLM
     my_share: slice  # this rank's sequences of every step
     model: torch.nn.Module
     loss_module: torch.nn.Module  # MaskedLMLoss, in DDP when data-parallel
@@ -178,15 +164,18 @@ def set_up(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     whole_word = settings.strategy == "whole_word"
     meta, train, validation, word_starts = load_pretraining_blocks(data_dir, settings.validation_blocks, whole_word)
+    problem = combination_problem(settings.objective, settings.strategy, settings.mask_ratio_schedule is not None)
+    if problem:
+        raise ConfigError(f"objective, strategy, mask_ratio_schedule: {problem}")
     spec = masking_spec(settings, meta)
-    per_step, step_rows = spec.step_size(settings.rows_per_step, settings.match)  # all ranks
+    model = build_model(settings, meta, train.shape[1])
+    size = step_size(spec, settings.rows_per_step, settings.match, model.config, train, word_starts)  # all ranks
+    per_step, step_rows = size.sequences, size.rows
     if per_step < world.size:
         raise ValueError(
             f"{per_step} sequences per step cannot be shared by {world.size} processes: "
             f"raise rows_per_step ({settings.rows_per_step}) or start fewer processes"
         )
-
-    model = build_model(settings, meta, train.shape[1])
     model.set_attn_implementation(implementation.attention)
     device = world.device()
     model.to(device).train()
@@ -196,10 +185,11 @@ def set_up(
     loss_module = data_parallel(MaskedLMLoss(model), world)  # DDP starts every rank from rank 0's weights
     optimizer, scheduler = build_optimizer(model, settings, implementation.fused_adamw)
     print(
-        f"pretrain {settings.strategy} seed {settings.seed}"
+        f"pretrain {settings.objective} {settings.strategy} seed {settings.seed}"
         f"{f' from {settings.init_from}' if settings.init_from else ''}: "
         f"{len(train)} train blocks of {train.shape[1]}, "
-        f"K={spec.segments}, per step {per_step} sequences / {step_rows} rows (matched: {settings.match}) "
+        f"K={spec.segments}, per step {per_step} sequences / {step_rows} rows (matched: {settings.match}; "
+        f"{size.flops_ratio:.3f}x the model FLOPs of {settings.rows_per_step} MLM rows) "
         f"({implementation.accumulation_steps} micro-batch(es)), "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, device {device}"
         f"{f', {world.size} processes' if world.distributed else ''}",
@@ -207,8 +197,8 @@ def set_up(
     )  # every rank prints this line: a quick check that all of them started
     return Run(
         settings, implementation, world, data_dir, out_dir, meta, train, validation, word_starts, spec, per_step,
-        step_rows, rank_share(per_step, world), model, loss_module, optimizer, scheduler, device,
-        peak_flops(device, implementation.peak_tflops), fingerprint(asdict(settings), meta),
+        step_rows, size.control_flops, rank_share(per_step, world), model, loss_module, optimizer, scheduler,
+        device, peak_flops(device, implementation.peak_tflops), fingerprint(asdict(settings), meta),
     )  # fmt: skip
 
 
@@ -243,7 +233,10 @@ def train_on_step(run: Run, step: int, clock: Clock) -> None:
     maskable = run.spec.copies * int(np.count_nonzero(~np.isin(blocks, run.spec.special_ids)))
     epochs, indices, blocks = epochs[run.my_share], indices[run.my_share], blocks[run.my_share]
     word_starts = None if run.word_starts is None else run.word_starts[indices]
-    rows = mask_rows(blocks, epochs, indices, run.spec, word_starts)
+    spec = run.spec
+    if settings.mask_ratio_schedule:  # p of this step (masks stay a function of seed, epoch, index and p)
+        spec = replace(spec, mask_ratio=mask_ratio_at(step, settings.steps, settings.mask_ratio_schedule))
+    rows = mask_rows(blocks, epochs, indices, spec, word_starts)
     clock.masking_seconds += time.perf_counter() - tick
     if run.implementation.pin_memory and run.device.type == "cuda":
         rows = rows.pin_memory()  # so the copy below runs asynchronously
@@ -257,10 +250,12 @@ def train_on_step(run: Run, step: int, clock: Clock) -> None:
     )  # fmt: skip
     step_seconds = time.perf_counter() - tick  # .item() in train_step waited for the device
     clock.train_seconds += step_seconds
-    flops = training_flops(run.model.config, run.step_rows, run.block_size, step_predictions)
+    length = rows.input_ids.shape[1]  # L, or an augmented row's T (this rank's; counted for all ranks)
+    flops = training_flops(run.model.config, run.step_rows, length, step_predictions)
     clock.step_flops, clock.total_flops = clock.step_flops + flops, clock.total_flops + flops
     append_step(run.log, step=step + 1, loss=loss, lr=lr, sequences=run.per_step, rows=run.step_rows,
-                predictions=step_predictions, maskable=maskable, grad_norm=grad_norm, seconds=step_seconds)  # fmt: skip
+                predictions=step_predictions, maskable=maskable, grad_norm=grad_norm, seconds=step_seconds,
+               length=length)  # fmt: skip
 
 
 def report_progress(run: Run, done: int, clock: Clock) -> None:
@@ -273,7 +268,7 @@ def report_progress(run: Run, done: int, clock: Clock) -> None:
     print(
         f"step {done}/{settings.steps} loss {np.mean(log['loss'][-recent:]):.4f} lr {log['lr'][-1]:.2e} "
         f"seq/rows/preds {run.per_step}/{run.step_rows}/{log['predictions'][-1]} "
-        f"tokens/s {recent * run.step_rows * run.block_size / (now - clock.last):,.0f}"
+        f"tokens/s {run.step_rows * sum(log['length'][-recent:]) / (now - clock.last):,.0f}"
         f"{f' MFU {utilisation:.1%}' if utilisation is not None else ''} eta {eta:.0f}s",
         flush=True,
     )
@@ -364,23 +359,25 @@ def finish(run: Run, clock: Clock, before_cleanup: Callable[[], None] | None) ->
 def run_metrics(run: Run, clock: Clock, wall: float) -> dict:
     """metrics.json of a finished run: its identity, validation results, step size, throughput, settings."""
     settings, log = run.settings, run.log
-    trained_here = (settings.steps - run.first_step) * run.step_rows * run.block_size
+    trained_here = run.step_rows * sum(log["length"][run.first_step :])
     train_seconds = clock.train_seconds
     return {
+        "objective": settings.objective,
         "strategy": settings.strategy,
         "seed": settings.seed,
+        "mask_ratio_schedule": settings.mask_ratio_schedule,
         "segments": run.spec.segments,
         "copies_per_sequence": run.spec.copies,
         # validation loss and masked-token accuracy (final and at step 0), their unigram baselines
         **validation_metrics(log, run.train, run.validation, settings.mask_ratio, run.meta),
         "final_train_loss": float(np.mean(log["loss"][-settings.log_every :])),
-        "train_tokens": settings.steps * run.step_rows * run.block_size,
+        "train_tokens": run.step_rows * sum(log["length"]),  # augmented rows count their T tokens
         "match": settings.match,
         "rows_per_step": run.step_rows,
         "sequences_per_step": run.per_step,
         # predictions_per_step, flops_per_step, masking_ratio_per_row, clipped_share, grad_norm; under
         # match "rows" predictions differ slightly by design (random: round(p*n) per row; fe: n/K per row)
-        **step_summary(log, settings.max_grad_norm, run.model.config, run.block_size),
+        **step_summary(log, settings.max_grad_norm, run.model.config, run.control_flops),
         "corpus": run.meta.get("corpus", {}),  # the corpus preparation's counts (documents, duplicates removed)
         "wall_seconds": wall,
         "resumed_from_step": run.first_step,

@@ -4,7 +4,8 @@ both that metrics.json reports.
 Per step (lists of equal length, all processes counted): step, loss (mean over the step's
 masked tokens), lr, sequences (distinct), rows, predictions (masked tokens), maskable
 (positions of the step's rows that could be masked: all but special tokens), grad_norm (the
-total gradient norm before clipping), seconds. The validation curve "validation": step, loss
+total gradient norm before clipping), seconds, length (tokens per row: L, or T of an
+augmented objective's rows, fem/augmented.py). The validation curve "validation": step, loss
 and accuracy on the fixed validation masks (fem/validation.py), at step 0 and after the
 validated steps. Everything metrics.json derives from the log is computed from the log
 alone, so a resumed run (whose log comes back with its state) reports the same.
@@ -19,7 +20,7 @@ import numpy as np
 from fem.throughput import training_flops
 from fem.validation import unigram_baseline, validate, validation_targets
 
-STEP_KEYS = ("step", "loss", "lr", "sequences", "rows", "predictions", "maskable", "grad_norm", "seconds")
+STEP_KEYS = ("step", "loss", "lr", "sequences", "rows", "predictions", "maskable", "grad_norm", "seconds", "length")
 
 
 def new_log() -> dict:
@@ -46,16 +47,22 @@ def record_validation(log: dict, step: int, model, blocks: np.ndarray, mask_rati
     return {"step": step, "validation_mlm_loss": result.loss, "validation_masked_accuracy": result.accuracy}
 
 
-def step_summary(log: dict, max_grad_norm: float, model_config, block_size: int) -> dict:
+def step_summary(log: dict, max_grad_norm: float, model_config, control_flops: float) -> dict:
     """What the run's steps were, from its train log (so a resumed run gives the same): mean
-    masked tokens, model FLOPs and masked share of the maskable positions per step, and the
-    pre-clip gradient norms: the share of steps clipped (norm above `max_grad_norm`) and
-    their median, 90th percentile and maximum."""
+    predictions (masked tokens; pmlm counts its autoencoding and autoregressive ones), tokens
+    and model FLOPs per step, the FLOPs' ratio to `control_flops` (a step of rows_per_step
+    random-masked MLM rows, fem.compute_matching), the predicted share of the maskable
+    positions, and the pre-clip gradient norms: the share of steps clipped (norm above
+    `max_grad_norm`) and their median, 90th percentile and maximum."""
     norms, predictions = np.asarray(log["grad_norm"]), np.asarray(log["predictions"])  # one per step
-    flops = [training_flops(model_config, r, block_size, m) for r, m in zip(log["rows"], predictions, strict=True)]
+    rows, length = np.asarray(log["rows"]), np.asarray(log["length"])
+    flops = [training_flops(model_config, r, t, m) for r, t, m in zip(rows, length, predictions, strict=True)]
     return {
         "predictions_per_step": float(predictions.mean()),
+        "tokens_per_step": float(np.mean(rows * length)),
+        "row_length": float(length.mean()),
         "flops_per_step": float(np.mean(flops)),
+        "flops_ratio_to_mlm": float(np.mean(flops) / control_flops),
         "masking_ratio_per_row": float(np.mean(predictions / np.asarray(log["maskable"]))),  # random ~ p, fe ~ 1/K
         "clipped_share": float(np.mean(norms > max_grad_norm)),
         "grad_norm": {

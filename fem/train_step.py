@@ -22,8 +22,15 @@ class MaskedLMLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, masked: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return sparse_mlm_loss(self.model, input_ids, masked, targets, reduction="sum")
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        masked: torch.Tensor,
+        targets: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        attention: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return sparse_mlm_loss(self.model, input_ids, masked, targets, "sum", position_ids, attention)
 
 
 def train_step(
@@ -62,7 +69,7 @@ def train_step(
         sync = contextlib.nullcontext() if last or not world.distributed else loss_module.no_sync()
         with sync:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_module(part.input_ids, part.masked, part.targets)
+                loss = loss_module(part.input_ids, part.masked, part.targets, part.position_ids, part.attention)
             loss = loss / total_predictions * world.size  # (x / n * 1 is x / n exactly: one process as before)
             loss.backward()
         step_loss += loss.item() / world.size

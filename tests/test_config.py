@@ -44,6 +44,7 @@ def test_default_and_micro_configs_are_valid(config):
         (lambda c: c["finetune"]["squad"].update(doc_stride=400), "finetune.squad.doc_stride: 400 must be below finetune.squad.max_length = 384"),
         (lambda c: c["pretrain"].update(steps=1200, save_steps=[300, 1200]), "pretrain.save_steps: [1200] not below pretrain.steps = 1200"),
         (lambda c: c["pretrain"]["replacement"].update(mask=0.5), "pretrain.replacement: mask + random + keep = 0.7"),
+        (lambda c: c["pretrain"]["block"].update(min_length=5, max_length=3), "pretrain.block.min_length: 5 exceeds pretrain.block.max_length = 3; expected min_length <= max_length"),
         (lambda c: c["model"].update(num_attention_heads=3), "model.num_attention_heads: 3 does not divide"),
         (lambda c: c["pretrain"].update(rows_per_step=50), "pretrain.rows_per_step: 50 is not a multiple of K = 7"),
         (lambda c: c["pretrain"].update(segments=1), "pretrain.segments: 1 is not allowed"),
