@@ -135,7 +135,7 @@ check_task_sources()
 CLI = ("cli", "cli_args")
 PRETRAIN_CODE = ("pretraining", "train_step", "tokenization", "distributed", "throughput", "masking", "registry",
                  "collation", "checkpointing", "modeling", "optimization", "settings", "validation", "train_log",
-                 *CLI)  # fmt: skip
+                 "augmented", "block_masking", "compute_matching", *CLI)  # fmt: skip
 FINETUNE_CODE = ("finetuning/__init__", "finetuning/cli", "finetuning/harness", "finetuning/glue",
                  "finetuning/sweep", "checkpointing", "distributed", "metrics", "data", "registry", "modeling",
                  "optimization", "settings", *CLI)  # fmt: skip
@@ -154,8 +154,8 @@ CODE = {
     "finetune": FINETUNE_CODE,
     "finetune_squad": ("finetuning/squad", *FINETUNE_CODE),
     "finetune_checkpoint": FINETUNE_CODE,
-    "variance": ("variance", "mask_gradients", "masking", "registry", "tokenization", "checkpointing", "settings",
-                 *CLI),  # fmt: skip
+    "variance": ("variance", "mask_gradients", "masking", "block_masking", "registry", "tokenization", "checkpointing",
+                 "settings", *CLI),  # fmt: skip
     "table1": SCORE_TABLE_CODE,
     "table2": SCORE_TABLE_CODE,
     "table3": ("tables/efficiency", "tables/variance", "figures", *SCORE_TABLE_CODE),
