@@ -17,6 +17,7 @@ from __future__ import annotations
 from fem.errors import ConfigError
 
 DEFAULTS = (("fe", "random_k"), ("fe", "random"))
+OBJECTIVES_CONTROL = "random"  # Table 6's control, BERT's masked LM: every objectives run is compared with it
 
 
 def comparison_name(a: str, b: str) -> str:

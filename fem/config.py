@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from fem.comparisons import OBJECTIVES_CONTROL
 from fem.errors import ConfigError
 from fem.masking import copies_per_sequence, resolve_segments
 from fem.registry import MULTI_COPY_STRATEGIES, combination_problem, parse_run_label, task_names
@@ -360,9 +361,6 @@ def _table_problems(config: dict[str, Any]) -> list[str]:
             "(compute matching needs rows/K whole sequences per step)"
         )
     return problems
-
-
-OBJECTIVES_CONTROL = "random"  # Table 6's control, BERT's masked LM: every run is compared with it
 
 
 def _objectives_problems(config: dict[str, Any], segments: int) -> list[str]:

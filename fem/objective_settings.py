@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fem.config import OBJECTIVES_CONTROL
+from fem.comparisons import OBJECTIVES_CONTROL
 from fem.registry import parse_run_label, run_label
 from fem.rule_settings import cli_flags, comparison_flags, segments
 from fem.tables import captions
