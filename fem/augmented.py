@@ -94,10 +94,13 @@ def augmented_rows(
     steps: np.ndarray,
     mask_token_id: int,
     pad_token_id: int,
+    width: int | None = None,
 ) -> AugmentedRows:
     """The augmented rows of `objective` (module docstring). originals, corrupted: int [R, L]
     (the row before and after BERT's 80/10/10 corruption of its predicted positions); steps:
-    int [R, L] from factorization_steps (-1: not predicted)."""
+    int [R, L] from factorization_steps (-1: not predicted); width: m, the appended tokens per
+    part (at least the most predictions of a row; None: exactly that), so T = L + 2m (plm: L + m).
+    A fixed width makes every step of a run equally long, and its FLOPs a function of its size."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     originals, corrupted = np.asarray(originals, dtype=np.int64), np.asarray(corrupted, dtype=np.int64)
@@ -106,8 +109,9 @@ def augmented_rows(
         return AugmentedRows(corrupted, None, None, predicted, originals[predicted])
     rows, length = originals.shape
     # the predicted positions of each row in step order (ties: left to right), padded to the most
-    width = int(predicted.sum(axis=1).max())
+    width = max(int(predicted.sum(axis=1).max()), width or 0)
     order = np.argsort(np.where(predicted, steps * length + np.arange(length), np.iinfo(np.int64).max), axis=1)
+    order = np.pad(order, ((0, 0), (0, max(0, width - length))))  # pmlm with fe on a short row: m may exceed L
     place = order[:, :width]  # [R, m]
     valid = np.take_along_axis(predicted, place, axis=1)
     step = np.where(valid, np.take_along_axis(steps, place, axis=1), -1)

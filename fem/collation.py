@@ -20,7 +20,7 @@ import torch
 
 from fem.augmented import augmented_rows, factorization_steps
 from fem.block_masking import BlockShape
-from fem.masking import SpanShape, copies_per_sequence, corrupt, resolve_segments, strategy_masks
+from fem.masking import SpanShape, copies_per_sequence, corrupt, masked_count, resolve_segments, strategy_masks
 from fem.settings import PretrainSettings
 
 MATCHES = ("rows", "sequences")  # what pretrain.match holds equal across strategies: rows or distinct sequences
@@ -145,11 +145,22 @@ def mask_rows(
         return MaskedRows(torch.from_numpy(corrupted), torch.from_numpy(masks), torch.from_numpy(blocks[masks]),
                           sequences)  # fmt: skip
     steps = factorization_steps(masks, spec.seed, epochs, indices, copy_of_row, units)
-    rows = augmented_rows(spec.objective, blocks, corrupted, steps, spec.mask_token_id, spec.pad_token_id)
+    width = prediction_width(spec, length)
+    rows = augmented_rows(spec.objective, blocks, corrupted, steps, spec.mask_token_id, spec.pad_token_id, width)
     return MaskedRows(
         torch.from_numpy(rows.input_ids), torch.from_numpy(rows.predicted), torch.from_numpy(rows.targets),
         sequences, torch.from_numpy(rows.position_ids), torch.from_numpy(rows.attention),
     )  # fmt: skip
+
+
+def prediction_width(spec: MaskingSpec, length: int) -> int:
+    """The most positions a row of `length` tokens can have predicted under `spec` (augmented
+    rows are padded to it): round(p * L) for random, plus max_length - 1 for block (its last
+    block may overshoot), ceil(L / K) for a fully-explored group, L for pmlm's K groups."""
+    if spec.strategy == "fe":
+        return length if spec.objective == "pmlm" else -(-length // spec.segments)
+    budget = masked_count(length, spec.mask_ratio)
+    return budget + spec.block.max_length - 1 if spec.strategy == "block" else budget
 
 
 def pmlm_units(

@@ -7,8 +7,9 @@ many sequences as bring its model FLOPs (fem/throughput.py) closest to the contr
 more than TOLERANCE away is refused, naming step sizes that match. The masking strategies of
 mlm keep their row count (fem.collation.MaskingSpec.step_size), and every run records its ratio.
 
-FLOPs per row and per sequence are measured, not assumed: the first SAMPLE training blocks are
-masked as at step 0 and counted (augmented rows padded as in training).
+FLOPs per row and per sequence are measured, not assumed: the first training blocks are masked
+as at step 0 and counted, in steps of the chosen size. Augmented rows are padded to a fixed
+width (fem.collation.prediction_width), so only a step's number of predictions varies.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from fem.errors import ConfigError
 from fem.throughput import training_flops
 
 TOLERANCE = 0.05  # largest relative difference of a step's model FLOPs from the control's
-SAMPLE = 64  # training blocks measured
+SAMPLE = 64  # training blocks measured for a first estimate
+STEPS = 16  # steps of consecutive blocks measured for the chosen size
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,15 @@ def step_size(
     if spec.objective == "mlm" or match != "rows":
         sequences, rows = spec.step_size(rows_per_step, match)
         return StepSize(sequences, rows, control_flops, sequences * per_sequence / control_flops)
-    sequences = max(1, round(control_flops / per_sequence))
-    ratio = sequences * per_sequence / control_flops
+    guess = max(1, round(control_flops / per_sequence))
+    # the step's own padding counts (an augmented batch is as long as its longest row): measure
+    # steps of the guessed size and its neighbours on consecutive training blocks
+    ratios = {
+        s: _step_flops(train, spec, model_config, word_starts, s) / control_flops
+        for s in {max(1, guess - 1), guess, guess + 1}
+    }
+    sequences = min(ratios, key=lambda s: (abs(ratios[s] - 1), s))
+    ratio = ratios[sequences]
     if abs(ratio - 1) > TOLERANCE:
         raise ConfigError(
             f"rows_per_step: {rows_per_step}: objective {spec.objective} with strategy {spec.strategy} takes "
@@ -68,11 +77,25 @@ def step_size(
     return StepSize(sequences, sequences * spec.copies, control_flops, ratio)
 
 
-def _flops_per_sequence(sample: np.ndarray, spec: MaskingSpec, model_config, word_starts) -> float:
-    """Mean model FLOPs of training on one sequence of `sample` (all its copies) under `spec`."""
-    rows = mask_rows(sample, np.zeros(len(sample), dtype=np.int64), np.arange(len(sample)), spec, word_starts)
+def _flops_per_sequence(sample: np.ndarray, spec: MaskingSpec, model_config, word_starts, first: int = 0) -> float:
+    """Mean model FLOPs of training on one sequence of `sample` (all its copies) under `spec`;
+    the sample's blocks are sequences first, first + 1, ... of epoch 0."""
+    indices = first + np.arange(len(sample))
+    rows = mask_rows(sample, np.zeros(len(sample), dtype=np.int64), indices, spec, word_starts)
     flops = training_flops(model_config, len(rows.input_ids), rows.input_ids.shape[1], len(rows.targets))
     return flops / len(sample)
+
+
+def _step_flops(train: np.ndarray, spec: MaskingSpec, model_config, word_starts, sequences: int) -> float:
+    """Mean model FLOPs of steps of `sequences` sequences: up to STEPS steps of consecutive
+    training blocks (as many as the data holds, at least one)."""
+    steps = max(1, min(STEPS, len(train) // sequences))
+    flops = []
+    for i in range(steps):
+        chunk = slice(i * sequences, (i + 1) * sequences)
+        starts = None if word_starts is None else np.asarray(word_starts[chunk])
+        flops.append(_flops_per_sequence(np.asarray(train[chunk]), spec, model_config, starts, chunk.start) * sequences)
+    return float(np.mean(flops))
 
 
 def _matching_sizes(rows_per_sequence: float, around: int, shown: int = 5) -> str:

@@ -58,6 +58,8 @@ def test_pretrain_writes_a_loadable_checkpoint_and_matched_logs(packed, tmp_path
         assert log["predictions"] == [60] * 6
     elif strategy in ("random", "span"):
         assert log["predictions"] == [14 * 4] * 6
+    elif strategy == "block":  # blocks until at least 4 per row, the last one up to 6 long: 4..9 per row
+        assert all(14 * 4 <= p <= 14 * 9 for p in log["predictions"])
     else:  # whole words: as close to 4 per row as words allow
         assert all(30 <= p <= 90 for p in log["predictions"])
     assert log["validation"]["step"] == [0, 2, 3, 4, 6]

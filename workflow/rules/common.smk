@@ -135,7 +135,7 @@ check_task_sources()
 CLI = ("cli", "cli_args")
 PRETRAIN_CODE = ("pretraining", "train_step", "tokenization", "distributed", "throughput", "masking", "registry",
                  "collation", "checkpointing", "modeling", "optimization", "settings", "validation", "train_log",
-                 "augmented", "block_masking", "compute_matching", *CLI)  # fmt: skip
+                 "augmented", "block_masking", "compute_matching", "errors", *CLI)  # fmt: skip
 FINETUNE_CODE = ("finetuning/__init__", "finetuning/cli", "finetuning/harness", "finetuning/glue",
                  "finetuning/sweep", "checkpointing", "distributed", "metrics", "data", "registry", "modeling",
                  "optimization", "settings", *CLI)  # fmt: skip
