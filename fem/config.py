@@ -15,10 +15,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from fem.comparisons import OBJECTIVES_CONTROL
+from fem.config_objectives import objectives_problems
 from fem.errors import ConfigError
 from fem.masking import copies_per_sequence, resolve_segments
-from fem.registry import MULTI_COPY_STRATEGIES, combination_problem, parse_run_label, task_names
+from fem.registry import MULTI_COPY_STRATEGIES, combination_problem
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -211,7 +211,7 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
     problems += _finetune_problems(config["finetune"])
     problems += _variance_problems(config["variance"], pre, segments)
     problems += _table_problems(config)
-    problems += _objectives_problems(config, segments)
+    problems += objectives_problems(config, segments)
     problems += _tokenizer_problems(config["tokenizer"])
     return problems
 
@@ -359,40 +359,6 @@ def _table_problems(config: dict[str, Any]) -> list[str]:
         problems.append(
             f"segment_counts.segments: {wrong} do not divide pretrain.rows_per_step = {pre['rows_per_step']} "
             "(compute matching needs rows/K whole sequences per step)"
-        )
-    return problems
-
-
-def _objectives_problems(config: dict[str, Any], segments: int) -> list[str]:
-    """Table 6 (objectives): each run name parses, its objective takes its strategy (and a
-    masking-rate schedule for ".decay" runs or a pretrain.mask_ratio_schedule), the control is
-    among the runs, K divides the rows of K-copy runs, the warm-up fits, the tasks are GLUE's."""
-    objectives, scheduled = config["objectives"], config["pretrain"]["mask_ratio_schedule"] is not None
-    problems = []
-    if OBJECTIVES_CONTROL not in objectives["runs"]:
-        problems.append(
-            f"objectives.runs: no {OBJECTIVES_CONTROL}; expected it among the runs (the control, BERT's MLM)"
-        )
-    for name in objectives["runs"]:
-        try:
-            run = parse_run_label(name)
-        except ValueError as err:
-            problems.append(f"objectives.runs: {err}")
-            continue
-        problem = combination_problem(run.objective, run.strategy, run.decay or scheduled)
-        if problem:
-            problems.append(f"objectives.runs: {name}: {problem}")
-        k = run.segments or segments
-        if run.strategy in MULTI_COPY_STRATEGIES and objectives["rows_per_step"] % k:
-            problems.append(f"objectives.rows_per_step: {objectives['rows_per_step']} is not a multiple of K = {k} "
-                            f"(run {name} takes rows_per_step / K sequences, K copies each)")  # fmt: skip
-    if objectives["warmup_steps"] > objectives["steps"]:
-        problems.append(f"objectives.warmup_steps: {objectives['warmup_steps']} exceeds objectives.steps = "
-                        f"{objectives['steps']}")  # fmt: skip
-    not_glue = [task for task in objectives["tasks"] if task not in task_names("glue")]
-    if not_glue:
-        problems.append(
-            f"objectives.tasks: {not_glue} are not GLUE tasks; expected tasks of {', '.join(task_names('glue'))}"
         )
     return problems
 

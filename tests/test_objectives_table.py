@@ -84,7 +84,7 @@ def test_runs_are_compared_with_the_control_and_fe_variants_with_their_counterpa
 def test_a_run_name_sets_objective_strategy_k_and_schedule_on_top_of_the_pretrain_keys():
     flags = objective_pretrain_flags(CONFIG, "pmlm.fe")
     for flag in ("--objective '\"pmlm\"'", "--strategy '\"fe\"'", "--save-steps '[]'", "--mask-ratio-schedule null",
-                 "--rows-per-step 63", "--steps 178", "--warmup-steps 18", "--learning-rate 0.002"):  # fmt: skip
+                 "--rows-per-step 63", "--steps 120", "--warmup-steps 12", "--learning-rate 0.002"):  # fmt: skip
         assert flag in flags
     assert '--mask-ratio-schedule \'{"end": 0.15, "start": 0.3}\'' in objective_pretrain_flags(CONFIG, "random.decay")
     assert "--segments 4" in objective_pretrain_flags(CONFIG, "fe-k4")
@@ -187,7 +187,7 @@ def test_the_config_check_refuses_non_glue_tasks_and_a_late_warmup():
     with pytest.raises(ConfigError) as raised:
         check_config(config)
     assert "objectives.tasks: ['squad'] are not GLUE tasks" in str(raised.value)
-    assert "objectives.warmup_steps: 500 exceeds objectives.steps = 178" in str(raised.value)
+    assert "objectives.warmup_steps: 500 exceeds objectives.steps = 120" in str(raised.value)
 
 
 @pytest.mark.slow
