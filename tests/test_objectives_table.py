@@ -26,6 +26,7 @@ from fem.tables.scores import glue_table, load_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = load_yaml(ROOT / "config" / "config.yaml")
+OBJECTIVES = CONFIG["objectives"]
 T975_DF2 = 4.302652729749462  # scipy.stats.t.ppf(0.975, 2): three pre-training seeds
 
 # sst2 accuracy per pre-training seed 1..3, and validation MLM loss
@@ -84,7 +85,8 @@ def test_runs_are_compared_with_the_control_and_fe_variants_with_their_counterpa
 def test_a_run_name_sets_objective_strategy_k_and_schedule_on_top_of_the_pretrain_keys():
     flags = objective_pretrain_flags(CONFIG, "pmlm.fe")
     for flag in ("--objective '\"pmlm\"'", "--strategy '\"fe\"'", "--save-steps '[]'", "--mask-ratio-schedule null",
-                 "--rows-per-step 63", "--steps 120", "--warmup-steps 12", "--learning-rate 0.002"):  # fmt: skip
+                 f"--rows-per-step {OBJECTIVES['rows_per_step']}", f"--steps {OBJECTIVES['steps']}",
+                 f"--warmup-steps {OBJECTIVES['warmup_steps']}", "--learning-rate 0.002"):  # fmt: skip
         assert flag in flags
     assert '--mask-ratio-schedule \'{"end": 0.15, "start": 0.3}\'' in objective_pretrain_flags(CONFIG, "random.decay")
     assert "--segments 4" in objective_pretrain_flags(CONFIG, "fe-k4")
@@ -187,7 +189,7 @@ def test_the_config_check_refuses_non_glue_tasks_and_a_late_warmup():
     with pytest.raises(ConfigError) as raised:
         check_config(config)
     assert "objectives.tasks: ['squad'] are not GLUE tasks" in str(raised.value)
-    assert "objectives.warmup_steps: 500 exceeds objectives.steps = 120" in str(raised.value)
+    assert f"objectives.warmup_steps: 500 exceeds objectives.steps = {OBJECTIVES['steps']}" in str(raised.value)
 
 
 @pytest.mark.slow
