@@ -49,6 +49,8 @@ class PretrainSettings:
     # Block lengths of the `block` strategy (UniLMv2): a block is a span of length
     # U{min_length..max_length} with probability span_probability, else one token.
     block: dict[str, float] = field(default_factory=lambda: {"span_probability": 0.4, "min_length": 2, "max_length": 6})
+    # MASS (fem/mass.py): the fragment strategy's share of a row's maskable tokens, the decoder's layers.
+    mass: dict[str, float] = field(default_factory=lambda: {"fragment_ratio": 0.5, "decoder_layers": 1})
 
 
 @dataclass(frozen=True)
