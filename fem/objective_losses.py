@@ -34,7 +34,13 @@ def build_loss_module(model: torch.nn.Module, settings: PretrainSettings, mask_t
 
 def auxiliary_forward_flops(settings: PretrainSettings, model_config, block_size: int) -> AuxiliaryFlops | None:
     """Forward FLOPs of the objective's parts beyond the encoder and its head, as a function of
-    (rows, row length); None when it has none. mass: its decoder over the padded fragment."""
+    (rows, row length); None when it has none. mass: its decoder over the padded fragment;
+    lichee with fusion concat: the projection of the fused embeddings."""
+    if settings.objective == "lichee":
+        from fem.lichee import lichee_forward_flops
+
+        fusion, hidden = settings.lichee["fusion"], model_config.hidden_size
+        return None if fusion == "sum" else lambda rows, length: lichee_forward_flops(hidden, fusion, rows, length)
     if settings.objective != "mass":
         return None
     from fem.mass import decoder_forward_flops

@@ -68,6 +68,22 @@ def objective_comparisons(runs: list[str], default_segments: int) -> list[tuple[
     return pairs
 
 
+def coarse_vocab_settings(config: Mapping) -> dict[str, Any]:
+    """rule coarse_vocab (LICHEE's coarse vocabulary, fem/coarse_vocab.py): its size, longest word and file."""
+    lichee = config["pretrain"]["lichee"]
+    size, pieces = lichee["coarse_vocab_size"], lichee["max_pieces"]
+    corpus = config["corpus"]["name"]
+    return {"size": size, "max_pieces": pieces, "file": f"data/coarse/{corpus}-n{size}-p{pieces}/coarse_vocab.json"}
+
+
+def run_objective(config: Mapping, strategy: str, setting: str) -> str:
+    """The objective of pre-training run `strategy` (a run name) of `setting`: the name's for
+    Table 6's runs (setting "objectives"), else pretrain.objective."""
+    if setting == OBJECTIVES_SETTING:
+        return parse_run_label(strategy).objective
+    return config["pretrain"]["objective"]
+
+
 def table6_settings(config: Mapping) -> dict[str, Any]:
     """rule table6 (objectives): the runs, tasks, seeds, comparisons, default K, the tasks left
     out of the GLUE average, caption."""
@@ -89,4 +105,7 @@ def table6_settings(config: Mapping) -> dict[str, Any]:
 
 # Table 6's builders by rule, merged into fem.rule_settings.RULE_SETTINGS by keys_read (this module
 # imports that one, so it cannot list them itself).
-OBJECTIVE_RULE_SETTINGS: dict[str, Callable[..., Any]] = {"table6": table6_settings}
+OBJECTIVE_RULE_SETTINGS: dict[str, Callable[..., Any]] = {
+    "table6": table6_settings,
+    "coarse_vocab": coarse_vocab_settings,
+}

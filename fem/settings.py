@@ -51,6 +51,10 @@ class PretrainSettings:
     block: dict[str, float] = field(default_factory=lambda: {"span_probability": 0.4, "min_length": 2, "max_length": 6})
     # MASS (fem/mass.py): the fragment strategy's share of a row's maskable tokens, the decoder's layers.
     mass: dict[str, float] = field(default_factory=lambda: {"fragment_ratio": 0.5, "decoder_layers": 1})
+    # LICHEE (fem/lichee.py): coarse vocabulary size, fusion of fine and coarse embeddings, longest word.
+    lichee: dict = field(default_factory=lambda: {"coarse_vocab_size": 2048, "fusion": "sum", "max_pieces": 8})
+    # objective lichee: the coarse vocabulary file (`fem coarse-vocab`; fem/coarse_vocab.py)
+    coarse_vocab: str | None = None
 
 
 @dataclass(frozen=True)

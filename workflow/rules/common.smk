@@ -9,7 +9,7 @@ sys.path.insert(0, workflow.basedir)  # the fem package of this checkout, even i
 
 from fem.config import TRAINED_TOKENIZER, check_config, tokenizer_source
 from fem.errors import ConfigError, DataSourceError
-from fem.objective_settings import table6_settings
+from fem.objective_settings import coarse_vocab_settings, run_objective, table6_settings
 from fem.provenance import job_environment
 from fem.registry import task_names
 from fem.rule_settings import (
@@ -60,6 +60,7 @@ wildcard_constraints:
 # The pre-training corpus: the folder of the data a pre-training or variance job reads (a
 # dependency of the job, not a param).
 CORPUS = config["corpus"]["name"]
+COARSE_VOCAB = coarse_vocab_settings(config)["file"]  # LICHEE's coarse vocabulary (rule coarse_vocab)
 TOKENIZER_TRAINED = config["tokenizer"]["source"] == TRAINED_TOKENIZER  # learned by the train_tokenizer step
 TOKENIZER_SOURCE = tokenizer_source(config)  # what the corpus is tokenized with (a folder when learned)
 THREADS = config["implementation"]  # <step>_threads: speed settings, not params
@@ -135,7 +136,8 @@ check_task_sources()
 CLI = ("cli", "cli_args")
 PRETRAIN_CODE = ("pretraining", "train_step", "tokenization", "distributed", "throughput", "masking", "registry",
                  "collation", "checkpointing", "modeling", "optimization", "settings", "validation", "train_log",
-                 "augmented", "block_masking", "compute_matching", "errors", *CLI)  # fmt: skip
+                 "augmented", "block_masking", "compute_matching", "errors", "fragment_masking", "mass", "lichee",
+                 "coarse_vocab", "objective_losses", *CLI)  # fmt: skip
 FINETUNE_CODE = ("finetuning/__init__", "finetuning/cli", "finetuning/harness", "finetuning/glue",
                  "finetuning/sweep", "checkpointing", "distributed", "metrics", "data", "registry", "modeling",
                  "optimization", "settings", *CLI)  # fmt: skip
@@ -151,6 +153,7 @@ CODE = {
     "task_text": ("data", "registry", *CLI),
     "pretrain": PRETRAIN_CODE,
     "pretrain_continual": PRETRAIN_CODE,
+    "coarse_vocab": ("coarse_vocab", "lichee", "errors", *CLI),
     "finetune": FINETUNE_CODE,
     "finetune_squad": ("finetuning/squad", *FINETUNE_CODE),
     "finetune_checkpoint": FINETUNE_CODE,
