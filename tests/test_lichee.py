@@ -2,11 +2,15 @@
 masked word's coarse id, the saved model reloading exactly for fine-tuning, pre-training."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers import pretrain_settings
+from test_finetuning import task_data
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from fem.coarse_vocab import build_coarse_vocab, load_coarse_vocab
@@ -115,7 +119,7 @@ def test_a_saved_lichee_model_reloads_exactly_for_masked_lm_and_glue(corpus, tmp
     assert torch.equal(classifier.bert.embeddings.coarse_ids(ids), model.bert.embeddings.coarse_ids(ids))
 
 
-def test_lichee_pretrains_with_its_coarse_vocabulary(packed, tmp_path):
+def test_lichee_pretrains_with_its_coarse_vocabulary_and_fine_tunes_on_glue(packed, tmp_path, mirror):
     build_coarse_vocab(packed, tmp_path / "coarse.json", 64, 8)
     settings = pretrain_settings(
         "whole_word", objective="lichee", steps=6, coarse_vocab=str(tmp_path / "coarse.json"),
@@ -127,3 +131,14 @@ def test_lichee_pretrains_with_its_coarse_vocabulary(packed, tmp_path):
     register()
     model = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "run" / "model"))
     assert isinstance(model, LicheeForMaskedLM) and model.config.coarse_vocab_size == 64
+    # the GLUE harness loads it with its coarse embeddings, registering the classes itself (a fresh process)
+    script = (
+        "import sys; from fem.finetuning.sweep import finetune; from fem.registry import get_task; "
+        "from test_finetuning import SETTINGS; "
+        "r = finetune(get_task('sst2'), sys.argv[1], sys.argv[2], sys.argv[3], SETTINGS); print(r['metrics'])"
+    )
+    args = [task_data(tmp_path, mirror, "sst2"), tmp_path / "run" / "model", tmp_path / "sst2"]
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          cwd=Path(__file__).parent)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "accuracy" in done.stdout and (tmp_path / "sst2" / "predictions.csv").exists()

@@ -140,7 +140,7 @@ PRETRAIN_CODE = ("pretraining", "train_step", "tokenization", "distributed", "th
                  "coarse_vocab", "objective_losses", *CLI)  # fmt: skip
 FINETUNE_CODE = ("finetuning/__init__", "finetuning/cli", "finetuning/harness", "finetuning/glue",
                  "finetuning/sweep", "checkpointing", "distributed", "metrics", "data", "registry", "modeling",
-                 "optimization", "settings", *CLI)  # fmt: skip
+                 "optimization", "settings", "lichee", *CLI)  # fmt: skip
 TABLE_CODE = ("tables/__init__", "tables/cli", "tables/build", "tables/render", "tables/captions", *CLI)
 SCORE_TABLE_CODE = ("tables/scores", "tables/row_statistics", "tables/intrinsic", "statistics", "comparisons",
                     "registry", *TABLE_CODE)  # fmt: skip
@@ -158,7 +158,7 @@ CODE = {
     "finetune_squad": ("finetuning/squad", *FINETUNE_CODE),
     "finetune_checkpoint": FINETUNE_CODE,
     "variance": ("variance", "mask_gradients", "masking", "block_masking", "registry", "tokenization", "checkpointing",
-                 "settings", *CLI),  # fmt: skip
+                 "settings", "lichee", *CLI),  # fmt: skip
     "table1": SCORE_TABLE_CODE,
     "table2": SCORE_TABLE_CODE,
     "table3": ("tables/efficiency", "tables/variance", "figures", *SCORE_TABLE_CODE),
