@@ -199,7 +199,7 @@ def test_table6_builds_on_the_micro_config_and_its_audit_passes(tmp_path, mirror
     micro = load_yaml(ROOT / "tests" / "configs" / "micro.yaml")["objectives"]
     runs, seeds = micro["runs"], 2
     assert planned(snakemake(work, "-n", "results/table6.csv", mirror=mirror)) == {
-        "download_corpus": 1, "download_task": 1, "tokenize": 1, "pretrain": len(runs) * seeds,
+        "download_corpus": 1, "download_task": 1, "tokenize": 1, "coarse_vocab": 1, "pretrain": len(runs) * seeds,
         "finetune": len(runs) * len(micro["tasks"]) * seeds, "table6": 1}  # fmt: skip
     start = time.perf_counter()
     snakemake(work, "results/table6.csv", mirror=mirror)
@@ -218,6 +218,10 @@ def test_table6_builds_on_the_micro_config_and_its_audit_passes(tmp_path, mirror
     pmlm = json.loads((work / "results/objectives/pretrain/pmlm.block-s1/metrics.json").read_text())
     assert (pmlm["objective"], pmlm["strategy"]) == ("pmlm", "block")
     assert not (work / "results/objectives/pretrain/fe-s1/checkpoints/step-0").exists()  # save_steps []
+    mass = json.loads((work / "results/objectives/pretrain/mass.fragment-s1/metrics.json").read_text())
+    assert (mass["objective"], mass["strategy"]) == ("mass", "fragment") and mass["sequences_per_step"] < 70
+    lichee = json.loads((work / "results/objectives/pretrain/lichee.whole_word-s1/provenance.json").read_text())
+    assert "coarse_vocab.json" in json.dumps(lichee["inputs"])  # its coarse vocabulary, hashed
     audit = subprocess.run(
         [sys.executable, "-m", "fem", "audit", "results/table6.csv", "--verify", "--allow-dirty"],
         cwd=work, capture_output=True, text=True, timeout=600,
