@@ -20,6 +20,7 @@ import torch
 
 from fem.augmented import augmented_rows, factorization_steps
 from fem.block_masking import BlockShape
+from fem.entities import salient_span_masks
 from fem.fragment_masking import fragment_masks
 from fem.masking import SpanShape, copies_per_sequence, corrupt, masked_count, resolve_segments, strategy_masks
 from fem.settings import PretrainSettings
@@ -121,7 +122,8 @@ def mask_rows(
     """Mask and corrupt `blocks` (int [S, L], sequence indices `indices`, epochs `epochs`).
 
     Returns S*C rows, sequence-major (the C copies of a sequence are adjacent); C = spec.copies.
-    `word_starts` (bool [S, L]) is needed by whole_word. pmlm, plm and mpnet make augmented
+    `word_starts` (bool [S, L]) is needed by whole_word; salient_span takes the entity ids (int
+    [S, L]) in its place. pmlm, plm and mpnet make augmented
     rows of T >= L tokens (fem/augmented.py).
     """
     blocks = np.asarray(blocks, dtype=np.int64)
@@ -130,6 +132,10 @@ def mask_rows(
     maskable = ~np.isin(blocks, spec.special_ids)
     if spec.strategy == "fragment":
         masks = fragment_masks(spec.seed, epochs, indices, maskable, spec.fragment_ratio)
+    elif spec.strategy == "salient_span":  # `word_starts` holds the entity ids then (fem/entities.py)
+        if word_starts is None:
+            raise ValueError("salient_span masking needs the entity ids of the blocks (fem entities)")
+        masks = salient_span_masks(spec.seed, epochs, indices, maskable, np.asarray(word_starts), spec.mask_ratio)
     else:
         masks = strategy_masks(
             spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,

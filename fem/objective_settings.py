@@ -76,6 +76,17 @@ def coarse_vocab_settings(config: Mapping) -> dict[str, Any]:
     return {"size": size, "max_pieces": pieces, "file": f"data/coarse/{corpus}-n{size}-p{pieces}/coarse_vocab.json"}
 
 
+def entities_settings(config: Mapping) -> dict[str, Any]:
+    """rule entities (fem/entities.py): the spaCy pipeline and the output folder."""
+    return {"spacy_model": config["entities"]["spacy_model"], "folder": f"data/entities/{config['corpus']['name']}"}
+
+
+def run_strategy(strategy: str) -> str:
+    """The masking strategy of a pre-training run named `strategy` (a run name: "pmlm.block" ->
+    "block", "fe-k4" -> "fe")."""
+    return parse_run_label(strategy).strategy
+
+
 def run_objective(config: Mapping, strategy: str, setting: str) -> str:
     """The objective of pre-training run `strategy` (a run name) of `setting`: the name's for
     Table 6's runs (setting "objectives"), else pretrain.objective."""
@@ -136,4 +147,5 @@ def table6_settings(config: Mapping) -> dict[str, Any]:
 OBJECTIVE_RULE_SETTINGS: dict[str, Callable[..., Any]] = {
     "table6": table6_settings,
     "coarse_vocab": coarse_vocab_settings,
+    "entities": entities_settings,
 }

@@ -139,10 +139,6 @@ class Run:
     def work(self) -> Path:
         return self.out_dir / RESUME_DIR
 
-    @property
-    def block_size(self) -> int:
-        return self.train.shape[1]
-
 
 @dataclass
 class Clock:
@@ -164,8 +160,10 @@ def set_up(
     """Load and check the data, build the seeded model, its loss module and optimizer."""
     torch.set_num_threads(implementation.threads)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    whole_word = settings.strategy == "whole_word"
-    meta, train, validation, word_starts = load_pretraining_blocks(data_dir, settings.validation_blocks, whole_word)
+    whole_word, entities = settings.strategy == "whole_word", settings.entities  # salient_span: entity ids
+    meta, train, validation, word_starts = load_pretraining_blocks(
+        data_dir, settings.validation_blocks, whole_word, entities
+    )
     problem = combination_problem(settings.objective, settings.strategy, settings.mask_ratio_schedule is not None)
     if problem:
         raise ConfigError(f"objective, strategy, mask_ratio_schedule: {problem}")

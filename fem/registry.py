@@ -144,8 +144,11 @@ def get_task(name: str) -> Task:
 
 # Masking strategies (fem/masking.py implements them). The K-copy strategies put K masked copies
 # of each sequence in a step (pretrain.segments = K); the others one. `block` is UniLMv2's
-# blockwise masking (fem/block_masking.py), `fragment` MASS's one contiguous fragment (fem/mass.py).
-STRATEGIES = ("random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word", "block", "fragment")
+# blockwise masking (fem/block_masking.py), `fragment` MASS's one contiguous fragment (fem/mass.py),
+# `salient_span` whole named-entity spans (fem/entities.py).
+STRATEGIES = (
+    "random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word", "block", "fragment", "salient_span"
+)  # fmt: skip
 MULTI_COPY_STRATEGIES = ("random_k", "fe", "fe_contiguous", "fe_span")
 SEGMENTS_LABEL = "-k"  # "fe-k4": strategy fe with K = 4 (Table 4), as a run's name
 

@@ -55,6 +55,8 @@ class PretrainSettings:
     lichee: dict = field(default_factory=lambda: {"coarse_vocab_size": 2048, "fusion": "sum", "max_pieces": 8})
     # objective lichee: the coarse vocabulary file (`fem coarse-vocab`; fem/coarse_vocab.py)
     coarse_vocab: str | None = None
+    # strategy salient_span: the folder of the entity spans (`fem entities`; fem/entities.py)
+    entities: str | None = None
 
 
 @dataclass(frozen=True)

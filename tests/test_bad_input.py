@@ -100,6 +100,7 @@ CONFIG_CASES = {
     "pretrain.mass.decoder_layers 0": ({"pretrain": {"mass": {"fragment_ratio": 0.5, "decoder_layers": 0}}}, ["pretrain.mass.decoder_layers: 0 is not allowed; expected layers of the decoder"]),
     "pretrain.lichee.coarse_vocab_size 0": ({"pretrain": {"lichee": {"coarse_vocab_size": 0, "fusion": "sum", "max_pieces": 8}}}, ["pretrain.lichee.coarse_vocab_size: 0 is not allowed; expected words of the coarse vocabulary"]),
     "pretrain.lichee.fusion unknown": ({"pretrain": {"lichee": {"coarse_vocab_size": 64, "fusion": "product", "max_pieces": 8}}}, ["pretrain.lichee.fusion: 'product' is not allowed; expected one of sum, concat"]),
+    "entities.spacy_model unknown": ({"entities": {"spacy_model": "no_such_pipeline"}, "pretrain": {"strategies": ["random", "salient_span"]}}, ["entities.spacy_model: 'no_such_pipeline' is not an installed spaCy pipeline"]),
     "K above the block": ({"pretrain": {"segments": 40}}, ["pretrain.segments: K = 40 exceeds the 30 maskable positions of a block (tokenizer.block_size - 2)"]),
     "tokenizer.source no folder": ({"tokenizer": {"source": "/nonexistent/tokenizer"}}, ["tokenizer.source: '/nonexistent/tokenizer': no such folder"]),
     "tokenizer.source no package": ({"tokenizer": {"source": "pip:no-such-package"}}, ["tokenizer.source: 'pip:no-such-package': package 'no-such-package' is not installed"]),

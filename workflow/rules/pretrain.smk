@@ -14,6 +14,8 @@ rule pretrain:
         tokenizer=f"data/tokenized/{CORPUS}/tokenizer",
         # objective lichee: the coarse vocabulary (rule coarse_vocab); no file for the others
         coarse_vocab=lambda w: [COARSE_VOCAB] if run_objective(config, w.strategy, w.setting) == "lichee" else [],
+        # strategy salient_span: the entity spans of the blocks (rule entities); no folder for the others
+        entities=lambda w: [ENTITIES] if run_strategy(w.strategy) == "salient_span" else [],
         code=fem_modules("pretrain"),
     output:
         model=directory("results/{setting}/pretrain/{strategy}-s{seed}/model"),
@@ -34,12 +36,14 @@ rule pretrain:
         data=lambda w, input: os.path.dirname(input.train),
         out=lambda w, output: os.path.dirname(output.metrics),
         coarse_vocab=lambda w, input: f"--coarse-vocab {input.coarse_vocab}" if input.coarse_vocab else "",
+        entities=lambda w, input: f"--entities {input.entities}" if input.entities else "",
         # Speed settings (SpeedFlags): changing one reruns nothing.
         launch=launcher(config, "pretrain"),
         speed=speed_flags(config, "pretrain"),
     shell:
         "{params.launch} pretrain --data {params.data} --out {params.out}"
-        " --seed {wildcards.seed} {params.settings} {params.coarse_vocab} --threads {threads} {params.speed}"
+        " --seed {wildcards.seed} {params.settings} {params.coarse_vocab} {params.entities}"
+        " --threads {threads} {params.speed}"
         " 2>&1 | tee {log}"
 
 
@@ -62,3 +66,24 @@ rule coarse_vocab:
     shell:
         "fem coarse-vocab --data {params.data} --out {output.vocab} --size {params.size}"
         " --max-pieces {params.max_pieces} 2>&1 | tee {log}"
+
+
+# Named-entity spans of the corpus's blocks (fem/entities.py, spaCy): the salient_span strategy's.
+rule entities:
+    input:
+        corpus=f"data/raw/corpus/{CORPUS}",
+        train=f"data/tokenized/{CORPUS}/train.npy",
+        validation=f"data/tokenized/{CORPUS}/validation.npy",
+        meta=f"data/tokenized/{CORPUS}/meta.json",
+        tokenizer=f"data/tokenized/{CORPUS}/tokenizer",
+        code=fem_modules("entities"),
+    output:
+        entities=directory(ENTITIES),
+    log:
+        f"logs/entities/{CORPUS}.log",
+    params:
+        spacy_model=entities_settings(config)["spacy_model"],
+        data=lambda w, input: os.path.dirname(input.train),
+    shell:
+        "fem entities --corpus-dir {input.corpus} --data {params.data} --out {output.entities}"
+        " --spacy-model {params.spacy_model} 2>&1 | tee {log}"
