@@ -21,12 +21,14 @@ import torch
 from fem.augmented import augmented_rows, factorization_steps
 from fem.block_masking import BlockShape
 from fem.entities import salient_span_masks
+from fem.errors import ConfigError
 from fem.fragment_masking import fragment_masks
 from fem.masking import SpanShape, copies_per_sequence, corrupt, masked_count, resolve_segments, strategy_masks
 from fem.settings import PretrainSettings
 
-# objectives whose model input is the corrupted row itself (mass adds a decoder: fem/mass.py)
-PLAIN_ROW_OBJECTIVES = ("mlm", "mass")
+# objectives whose model input is the corrupted row itself (mass adds a decoder: fem/mass.py; lichee
+# fuses its embeddings: fem/lichee.py; kgplm reads it twice: fem/kgplm.py); fem.augmented's make longer rows
+PLAIN_ROW_OBJECTIVES = ("mlm", "mass", "lichee", "kgplm")
 MATCHES = ("rows", "sequences")  # what pretrain.match holds equal across strategies: rows or distinct sequences
 
 
@@ -134,7 +136,9 @@ def mask_rows(
         masks = fragment_masks(spec.seed, epochs, indices, maskable, spec.fragment_ratio)
     elif spec.strategy == "salient_span":  # `word_starts` holds the entity ids then (fem/entities.py)
         if word_starts is None:
-            raise ValueError("salient_span masking needs the entity ids of the blocks (fem entities)")
+            raise ConfigError(
+                "strategy salient_span needs the entity spans of the blocks: --entities DIR (fem entities)"
+            )
         masks = salient_span_masks(spec.seed, epochs, indices, maskable, np.asarray(word_starts), spec.mask_ratio)
     else:
         masks = strategy_masks(

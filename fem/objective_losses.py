@@ -24,6 +24,10 @@ AuxiliaryFlops = Callable[[int, int], float]  # (rows, row length) -> forward FL
 def build_loss_module(model: torch.nn.Module, settings: PretrainSettings, mask_token_id: int, block_size: int):
     """The loss module of `settings.objective` around `model` (a BertForMaskedLM, its attention
     implementation set): its auxiliary parts are built here, with the global torch seed."""
+    if settings.objective == "kgplm":
+        from fem.kgplm import KgplmLoss
+
+        return KgplmLoss(model, float(settings.kgplm["disc_weight"]), float(settings.kgplm["temperature"]))
     if settings.objective == "mass":
         from fem.mass import MassLoss, build_decoder
 
@@ -35,7 +39,12 @@ def build_loss_module(model: torch.nn.Module, settings: PretrainSettings, mask_t
 def auxiliary_forward_flops(settings: PretrainSettings, model_config, block_size: int) -> AuxiliaryFlops | None:
     """Forward FLOPs of the objective's parts beyond the encoder and its head, as a function of
     (rows, row length); None when it has none. mass: its decoder over the padded fragment;
-    lichee with fusion concat: the projection of the fused embeddings."""
+    lichee with fusion concat: the projection of the fused embeddings; kgplm: the encoder's
+    second pass and the discriminator head."""
+    if settings.objective == "kgplm":
+        from fem.kgplm import kgplm_forward_flops
+
+        return lambda rows, length: kgplm_forward_flops(model_config, settings.mask_ratio, rows, length)
     if settings.objective == "lichee":
         from fem.lichee import lichee_forward_flops
 

@@ -157,7 +157,8 @@ SEGMENTS_LABEL = "-k"  # "fe-k4": strategy fe with K = 4 (Table 4), as a run's n
 # partially autoregressive). plm: XLNet-style permuted LM. mpnet: MPNet's masked and permuted LM.
 # mass: MASS's masked sequence-to-sequence LM, a small decoder predicting the fragment (fem/mass.py).
 # lichee: LICHEE's masked LM over fused fine + coarse (word) embeddings (fem/lichee.py).
-OBJECTIVES = ("mlm", "pmlm", "plm", "mpnet", "mass", "lichee")
+# kgplm: KgPLM's generator (masked LM) + replaced-token detection on entity spans (fem/kgplm.py).
+OBJECTIVES = ("mlm", "pmlm", "plm", "mpnet", "mass", "lichee", "kgplm")
 # The masked set of each objective comes from a strategy; these combinations are allowed (the config
 # check refuses the others). pmlm with fe: the K fully-explored groups of a sequence are its K
 # factorization steps, in one row. plm / mpnet with fe: copy k predicts group k (K copies, as fe).
@@ -168,6 +169,7 @@ OBJECTIVE_STRATEGIES = {
     "mpnet": ("random", "fe"),
     "mass": ("fragment",),
     "lichee": ("whole_word",),  # coarse units (words) masked whole
+    "kgplm": ("salient_span",),  # knowledge spans: named entities
 }
 # pretrain.mask_ratio_schedule changes p during a run: only strategies whose masked share is p
 # (a K-copy strategy masks 1/K, and a schedule of K would change the step's size), objective mlm.

@@ -53,6 +53,8 @@ class PretrainSettings:
     mass: dict[str, float] = field(default_factory=lambda: {"fragment_ratio": 0.5, "decoder_layers": 1})
     # LICHEE (fem/lichee.py): coarse vocabulary size, fusion of fine and coarse embeddings, longest word.
     lichee: dict = field(default_factory=lambda: {"coarse_vocab_size": 2048, "fusion": "sum", "max_pieces": 8})
+    # KgPLM (fem/kgplm.py): the discriminator's loss weight and the generator's sampling temperature.
+    kgplm: dict = field(default_factory=lambda: {"disc_weight": 50.0, "temperature": 1.0})
     # objective lichee: the coarse vocabulary file (`fem coarse-vocab`; fem/coarse_vocab.py)
     coarse_vocab: str | None = None
     # strategy salient_span: the folder of the entity spans (`fem entities`; fem/entities.py)

@@ -138,7 +138,7 @@ CLI = ("cli", "cli_args", "cli_objectives")
 PRETRAIN_CODE = ("pretraining", "train_step", "tokenization", "distributed", "throughput", "masking", "registry",
                  "collation", "checkpointing", "modeling", "optimization", "settings", "validation", "train_log",
                  "augmented", "block_masking", "compute_matching", "errors", "fragment_masking", "mass", "lichee",
-                 "coarse_vocab", "objective_losses", "entities", *CLI)  # fmt: skip
+                 "coarse_vocab", "objective_losses", "entities", "kgplm", *CLI)  # fmt: skip
 FINETUNE_CODE = ("finetuning/__init__", "finetuning/cli", "finetuning/harness", "finetuning/glue",
                  "finetuning/sweep", "checkpointing", "distributed", "metrics", "data", "registry", "modeling",
                  "optimization", "settings", "lichee", *CLI)  # fmt: skip
