@@ -20,10 +20,10 @@ import torch
 
 from fem.augmented import augmented_rows, factorization_steps
 from fem.block_masking import BlockShape
-from fem.entities import salient_span_masks
-from fem.errors import ConfigError
+from fem.entities import entity_masks
 from fem.fragment_masking import fragment_masks
 from fem.masking import SpanShape, copies_per_sequence, corrupt, masked_count, resolve_segments, strategy_masks
+from fem.registry import ENTITY_STRATEGIES
 from fem.settings import PretrainSettings
 
 # objectives whose model input is the corrupted row itself (mass adds a decoder: fem/mass.py; lichee
@@ -124,8 +124,8 @@ def mask_rows(
     """Mask and corrupt `blocks` (int [S, L], sequence indices `indices`, epochs `epochs`).
 
     Returns S*C rows, sequence-major (the C copies of a sequence are adjacent); C = spec.copies.
-    `word_starts` (bool [S, L]) is needed by whole_word; salient_span takes the entity ids (int
-    [S, L]) in its place. pmlm, plm and mpnet make augmented
+    `word_starts` (bool [S, L]) is needed by whole_word; salient_span and fe_salient_span take
+    the entity ids (int [S, L]) in its place. pmlm, plm and mpnet make augmented
     rows of T >= L tokens (fem/augmented.py).
     """
     blocks = np.asarray(blocks, dtype=np.int64)
@@ -134,12 +134,9 @@ def mask_rows(
     maskable = ~np.isin(blocks, spec.special_ids)
     if spec.strategy == "fragment":
         masks = fragment_masks(spec.seed, epochs, indices, maskable, spec.fragment_ratio)
-    elif spec.strategy == "salient_span":  # `word_starts` holds the entity ids then (fem/entities.py)
-        if word_starts is None:
-            raise ConfigError(
-                "strategy salient_span needs the entity spans of the blocks: --entities DIR (fem entities)"
-            )
-        masks = salient_span_masks(spec.seed, epochs, indices, maskable, np.asarray(word_starts), spec.mask_ratio)
+    elif spec.strategy in ENTITY_STRATEGIES:  # `word_starts` holds the entity ids then (fem/entities.py)
+        masks = entity_masks(spec.strategy, spec.seed, epochs, indices, maskable, word_starts, spec.mask_ratio,
+                             spec.segments)  # fmt: skip
     else:
         masks = strategy_masks(
             spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,

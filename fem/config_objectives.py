@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fem.comparisons import OBJECTIVES_CONTROL
-from fem.registry import MULTI_COPY_STRATEGIES, combination_problem, parse_run_label, task_names
+from fem.registry import ENTITY_STRATEGIES, MULTI_COPY_STRATEGIES, combination_problem, parse_run_label, task_names
 
 
 def objectives_problems(config: dict[str, Any], segments: int) -> list[str]:
@@ -43,12 +43,14 @@ def objectives_problems(config: dict[str, Any], segments: int) -> list[str]:
 
 
 def entities_problems(config: dict[str, Any]) -> list[str]:
-    """When a configured run masks entity spans (salient_span in pretrain.strategies or
-    objectives.runs), the spaCy pipeline entities.spacy_model must be installed (fem/entities.py)."""
+    """When a configured run masks entity spans (an ENTITY_STRATEGIES strategy in
+    pretrain.strategies or objectives.runs), the spaCy pipeline entities.spacy_model must be
+    installed (fem/entities.py)."""
     import importlib.util
 
     runs = [parse_run_label(name) for name in config["objectives"]["runs"] if _parses(name)]
-    wanted = "salient_span" in config["pretrain"]["strategies"] or any(r.strategy == "salient_span" for r in runs)
+    strategies = set(config["pretrain"]["strategies"]) | {run.strategy for run in runs}
+    wanted = bool(strategies & set(ENTITY_STRATEGIES))
     model = config["entities"]["spacy_model"]
     if not wanted or importlib.util.find_spec(model) is not None:
         return []

@@ -143,3 +143,47 @@ def salient_span_masks(
             free = maskable[row] & ~masks[row]
             masks[row, np.argsort(np.where(free, fill_keys[row], 2.0))[:missing]] = True
     return masks[:, None, :]
+
+
+_STREAM_ENTITY_GROUPS = 24
+
+
+def fe_salient_span_masks(
+    seed: int, epoch: int | np.ndarray, indices: np.ndarray, maskable: np.ndarray, entities: np.ndarray, segments: int
+) -> np.ndarray:
+    """The fully-explored `fe_salient_span` strategy: a row's maskable tokens as units (each entity
+    span whole, each other token alone), taken in a seeded random order and dealt each to the
+    group with the fewest tokens so far (ties: the lowest group): K disjoint groups covering every
+    maskable token once, entity spans never split. Copy k masks group k. A pure function of (seed,
+    epoch, index): bool [B, K, L] for maskable bool [B, L] and entities int [B, L]."""
+    maskable = np.asarray(maskable, dtype=bool)
+    batch, length = maskable.shape
+    epoch = np.broadcast_to(np.asarray(epoch, dtype=np.int64), (batch,))
+    keys = _row_keys(seed, _STREAM_ENTITY_GROUPS, epoch, np.asarray(indices), 0, length)
+    masks = np.zeros((batch, segments, length), dtype=bool)
+    for row in range(batch):
+        spans = np.where(maskable[row], np.asarray(entities[row]), -1)
+        unit = np.where(spans >= 0, spans, -2 - np.arange(length))  # entity id, or a unit of one token
+        ids, first = np.unique(np.where(maskable[row], unit, np.iinfo(np.int64).max), return_index=True)
+        sizes = np.zeros(segments, dtype=np.int64)
+        for i in np.argsort(keys[row, first[:-1] if ids[-1] == np.iinfo(np.int64).max else first]):
+            members = (unit == ids[i]) & maskable[row]
+            group = int(np.argmin(sizes))
+            masks[row, group] |= members
+            sizes[group] += members.sum()
+    return masks
+
+
+def entity_masks(
+    strategy: str, seed: int, epoch, indices: np.ndarray, maskable: np.ndarray, entities: np.ndarray | None,
+    mask_ratio: float, segments: int,
+) -> np.ndarray:  # fmt: skip
+    """The masks [B, C, L] of an entity strategy (fem.registry.ENTITY_STRATEGIES): salient_span
+    (C = 1) or fe_salient_span (C = K = segments); ConfigError when the entity ids are missing."""
+    from fem.errors import ConfigError
+
+    if entities is None:
+        raise ConfigError(f"strategy {strategy} needs the entity spans of the blocks: --entities DIR (fem entities)")
+    if strategy == "salient_span":
+        return salient_span_masks(seed, epoch, indices, maskable, np.asarray(entities), mask_ratio)
+    return fe_salient_span_masks(seed, epoch, indices, maskable, np.asarray(entities), segments)

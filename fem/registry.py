@@ -145,11 +145,13 @@ def get_task(name: str) -> Task:
 # Masking strategies (fem/masking.py implements them). The K-copy strategies put K masked copies
 # of each sequence in a step (pretrain.segments = K); the others one. `block` is UniLMv2's
 # blockwise masking (fem/block_masking.py), `fragment` MASS's one contiguous fragment (fem/mass.py),
-# `salient_span` whole named-entity spans (fem/entities.py).
+# `salient_span` whole named-entity spans and `fe_salient_span` K groups of them (fem/entities.py).
 STRATEGIES = (
-    "random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word", "block", "fragment", "salient_span"
+    "random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word", "block", "fragment", "salient_span",
+    "fe_salient_span",
 )  # fmt: skip
-MULTI_COPY_STRATEGIES = ("random_k", "fe", "fe_contiguous", "fe_span")
+MULTI_COPY_STRATEGIES = ("random_k", "fe", "fe_contiguous", "fe_span", "fe_salient_span")
+ENTITY_STRATEGIES = ("salient_span", "fe_salient_span")  # they read the entity spans (fem/entities.py)
 SEGMENTS_LABEL = "-k"  # "fe-k4": strategy fe with K = 4 (Table 4), as a run's name
 
 # Pre-training objectives (pretrain.objective; fem/augmented.py builds their inputs): what a row
@@ -169,7 +171,7 @@ OBJECTIVE_STRATEGIES = {
     "mpnet": ("random", "fe"),
     "mass": ("fragment",),
     "lichee": ("whole_word",),  # coarse units (words) masked whole
-    "kgplm": ("salient_span",),  # knowledge spans: named entities
+    "kgplm": ENTITY_STRATEGIES,  # knowledge spans: named entities
 }
 # pretrain.mask_ratio_schedule changes p during a run: only strategies whose masked share is p
 # (a K-copy strategy masks 1/K, and a schedule of K would change the step's size), objective mlm.

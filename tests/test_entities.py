@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from helpers import pretrain_settings
 
-from fem.entities import ENTITY_LABELS, annotate_entities, load_spacy, salient_span_masks, token_entities
+from fem.entities import (
+    ENTITY_LABELS,
+    annotate_entities,
+    fe_salient_span_masks,
+    load_spacy,
+    salient_span_masks,
+    token_entities,
+)
 from fem.pretraining import pretrain
 from fem.tokenization import tokenize_corpus
 
@@ -75,12 +82,33 @@ def packed_entities(packed, tmp_path_factory):
     return out
 
 
-def test_salient_span_pretraining_masks_entity_tokens(packed, packed_entities, tmp_path):
+@pytest.mark.parametrize(("strategy", "ratio"), [("salient_span", 0.15), ("fe_salient_span", 1 / 7)])
+def test_entity_span_pretraining(packed, packed_entities, tmp_path, strategy, ratio):
     import json
 
-    settings = pretrain_settings("salient_span", steps=4, entities=str(packed_entities))
+    settings = pretrain_settings(strategy, steps=4, entities=str(packed_entities))
     metrics = pretrain(packed, tmp_path / "run", settings)
-    assert metrics["strategy"] == "salient_span"
-    assert metrics["masking_ratio_per_row"] == pytest.approx(0.15, abs=0.05)
+    assert metrics["strategy"] == strategy
+    assert metrics["masking_ratio_per_row"] == pytest.approx(ratio, abs=0.05)
     log = json.loads((tmp_path / "run" / "train_log.json").read_text())
     assert len(log["loss"]) == 4
+
+
+def test_fe_salient_span_deals_every_token_once_into_k_groups_keeping_spans_whole():
+    rng = np.random.default_rng(1)
+    entities = np.full((50, 40), -1)
+    for row in range(50):
+        for start in rng.choice(np.arange(1, 36, 5), size=3, replace=False):
+            entities[row, start : start + rng.integers(1, 5)] = 1000 * row + start
+    maskable = np.ones((50, 40), dtype=bool)
+    maskable[:, [0, 39]] = False
+    masks = fe_salient_span_masks(2, 0, np.arange(50), maskable, entities, 7)
+    assert masks.shape == (50, 7, 40)
+    assert (masks.sum(axis=1) == maskable).all()  # every maskable token in exactly one group
+    sizes = masks.sum(axis=2)
+    assert (sizes.max(axis=1) - sizes.min(axis=1) <= 4).all()  # balanced up to the longest span
+    for row in range(50):
+        for entity in np.unique(entities[row][entities[row] >= 0]):
+            groups = masks[row][:, entities[row] == entity]
+            assert (groups.all(axis=1) | ~groups.any(axis=1)).all()  # a span stays in one group
+    assert (masks == fe_salient_span_masks(2, 0, np.arange(50), maskable, entities, 7)).all()

@@ -11,7 +11,7 @@ from fem.config import TRAINED_TOKENIZER, check_config, tokenizer_source
 from fem.errors import ConfigError, DataSourceError
 from fem.objective_settings import coarse_vocab_settings, entities_settings, run_objective, run_strategy, table6_settings
 from fem.provenance import job_environment
-from fem.registry import task_names
+from fem.registry import ENTITY_STRATEGIES, task_names
 from fem.rule_settings import (
     continual_pretrain_settings,
     data_overlap_settings,

@@ -14,8 +14,8 @@ rule pretrain:
         tokenizer=f"data/tokenized/{CORPUS}/tokenizer",
         # objective lichee: the coarse vocabulary (rule coarse_vocab); no file for the others
         coarse_vocab=lambda w: [COARSE_VOCAB] if run_objective(config, w.strategy, w.setting) == "lichee" else [],
-        # strategy salient_span: the entity spans of the blocks (rule entities); no folder for the others
-        entities=lambda w: [ENTITIES] if run_strategy(w.strategy) == "salient_span" else [],
+        # strategies salient_span, fe_salient_span: the entity spans of the blocks (rule entities)
+        entities=lambda w: [ENTITIES] if run_strategy(w.strategy) in ENTITY_STRATEGIES else [],
         code=fem_modules("pretrain"),
     output:
         model=directory("results/{setting}/pretrain/{strategy}-s{seed}/model"),
