@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from fem.cli_args import add_settings, record_provenance, settings_from, yaml_value
+from fem.cli_objectives import add_objective_data
 from fem.errors import AuditError, ConfigError, FemError
 from fem.finetuning.cli import add_finetune_commands
 from fem.provenance import table_provenance_path
@@ -160,10 +161,12 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="pre-train a BERT from scratch with one masking strategy")
     p.add_argument("--data", required=True, help="folder written by `fem tokenize`")
     p.add_argument("--out", required=True)
-    add_settings(p, PretrainSettings, exclude=("init_from",))
+    add_settings(p, PretrainSettings, exclude=("init_from", "coarse_vocab", "entities"))
     p.add_argument(
         "--init-from", type=yaml_value, default=None, help="pretrained encoder to continue (default: from scratch)"
     )
+    p.add_argument("--coarse-vocab", default=None, help="objective lichee: the file `fem coarse-vocab` wrote")
+    p.add_argument("--entities", default=None, help="strategy salient_span: the folder `fem entities` wrote")
     add_settings(p, PretrainImplementation, required=False)
     p.set_defaults(handler=cmd_pretrain)
 
@@ -175,7 +178,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     settings, implementation = settings_from(PretrainSettings, args), settings_from(PretrainImplementation, args)
     # Bad data stops here, in a second: before torch and transformers are imported.
-    load_pretraining_blocks(args.data, settings.validation_blocks, settings.strategy == "whole_word")
+    load_pretraining_blocks(args.data, settings.validation_blocks, settings.strategy == "whole_word", settings.entities)
 
     from fem.distributed import close_world, init_world
     from fem.pretraining import OUTPUTS, pretrain
@@ -184,7 +187,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     out = Path(args.out)
 
     def write_provenance() -> None:  # before resume/ goes: a kill until then loses no training
-        record_provenance(out / "provenance.json", args, [args.data], [out / name for name in OUTPUTS], start)
+        inputs = [args.data] + [path for path in (args.coarse_vocab, args.entities) if path]
+        record_provenance(out / "provenance.json", args, inputs, [out / name for name in OUTPUTS], start)
 
     pretrain(args.data, out, settings, implementation, world, before_cleanup=write_provenance)
     close_world(world)
@@ -350,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tokenize(sub)
     add_train_tokenizer(sub)
     add_pretrain(sub)
+    add_objective_data(sub)  # fem/cli_objectives.py: coarse-vocab (LICHEE), entities (salient_span)
     add_finetune_commands(sub)  # finetune, finetune-squad (fem/finetuning/cli.py)
     add_variance(sub)
     add_dvc(sub)

@@ -20,9 +20,15 @@ import torch
 
 from fem.augmented import augmented_rows, factorization_steps
 from fem.block_masking import BlockShape
+from fem.entities import entity_masks
+from fem.fragment_masking import fragment_masks
 from fem.masking import SpanShape, copies_per_sequence, corrupt, masked_count, resolve_segments, strategy_masks
+from fem.registry import ENTITY_STRATEGIES
 from fem.settings import PretrainSettings
 
+# objectives whose model input is the corrupted row itself (mass adds a decoder: fem/mass.py; lichee
+# fuses its embeddings: fem/lichee.py; kgplm reads it twice: fem/kgplm.py); fem.augmented's make longer rows
+PLAIN_ROW_OBJECTIVES = ("mlm", "mass", "lichee", "kgplm")
 MATCHES = ("rows", "sequences")  # what pretrain.match holds equal across strategies: rows or distinct sequences
 
 
@@ -83,6 +89,7 @@ class MaskingSpec:
     span: SpanShape = field(default_factory=SpanShape)
     block: BlockShape = field(default_factory=BlockShape)
     objective: str = "mlm"  # one of fem.registry.OBJECTIVES
+    fragment_ratio: float = 0.5  # strategy fragment: share of a row's maskable tokens in its fragment (MASS)
     pad_token_id: int = 0  # pads augmented rows with fewer predictions than the longest
 
     @property
@@ -117,17 +124,24 @@ def mask_rows(
     """Mask and corrupt `blocks` (int [S, L], sequence indices `indices`, epochs `epochs`).
 
     Returns S*C rows, sequence-major (the C copies of a sequence are adjacent); C = spec.copies.
-    `word_starts` (bool [S, L]) is needed by whole_word. An objective other than mlm makes
-    augmented rows of T >= L tokens (fem/augmented.py).
+    `word_starts` (bool [S, L]) is needed by whole_word; salient_span and fe_salient_span take
+    the entity ids (int [S, L]) in its place. pmlm, plm and mpnet make augmented
+    rows of T >= L tokens (fem/augmented.py).
     """
     blocks = np.asarray(blocks, dtype=np.int64)
     sequences, length = blocks.shape
     epochs = np.broadcast_to(np.asarray(epochs, dtype=np.int64), (sequences,))
     maskable = ~np.isin(blocks, spec.special_ids)
-    masks = strategy_masks(
-        spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,
-        None if word_starts is None else np.asarray(word_starts, dtype=bool), spec.block,
-    )  # fmt: skip
+    if spec.strategy == "fragment":
+        masks = fragment_masks(spec.seed, epochs, indices, maskable, spec.fragment_ratio)
+    elif spec.strategy in ENTITY_STRATEGIES:  # `word_starts` holds the entity ids then (fem/entities.py)
+        masks = entity_masks(spec.strategy, spec.seed, epochs, indices, maskable, word_starts, spec.mask_ratio,
+                             spec.segments)  # fmt: skip
+    else:
+        masks = strategy_masks(
+            spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,
+            None if word_starts is None else np.asarray(word_starts, dtype=bool), spec.block,
+        )  # fmt: skip
     units = None
     if spec.objective == "pmlm":  # one row; its blocks or fully-explored groups are the factorization steps
         units = pmlm_units(spec, masks, epochs, indices, maskable)
@@ -141,7 +155,7 @@ def mask_rows(
         blocks, masks, spec.seed, epochs, indices, copy_of_row,
         spec.replacement, spec.mask_token_id, spec.vocab_size,
     )  # fmt: skip
-    if spec.objective == "mlm":
+    if spec.objective in PLAIN_ROW_OBJECTIVES:
         return MaskedRows(torch.from_numpy(corrupted), torch.from_numpy(masks), torch.from_numpy(blocks[masks]),
                           sequences)  # fmt: skip
     steps = factorization_steps(masks, spec.seed, epochs, indices, copy_of_row, units)
@@ -224,5 +238,6 @@ def masking_spec(settings: PretrainSettings, meta: dict) -> MaskingSpec:
             settings.block["span_probability"], int(settings.block["min_length"]), int(settings.block["max_length"])
         ),
         objective=settings.objective,
+        fragment_ratio=settings.mass["fragment_ratio"],
         pad_token_id=meta["pad_token_id"],
     )

@@ -45,16 +45,19 @@ def step_size(
     model_config,
     train: np.ndarray,
     word_starts: np.ndarray | None = None,
+    auxiliary=None,
 ) -> StepSize:
     """The step of a run masking with `spec` (see the module docstring). train: int [N, L]
     training blocks; word_starts: bool [N, L] (whole_word only); model_config: a transformers
-    BertConfig. Raises ConfigError when an augmented objective cannot be matched within TOLERANCE."""
+    BertConfig; auxiliary: the FLOPs of the objective's other parts (MASS's decoder), as in
+    fem.throughput.training_flops. Raises ConfigError when an objective other than mlm cannot
+    be matched within TOLERANCE."""
     sample = np.asarray(train[:SAMPLE])
     starts = None if word_starts is None else np.asarray(word_starts[:SAMPLE])
     control = replace(spec, objective="mlm", strategy="random")
     control_per_row = _flops_per_sequence(sample, control, model_config, None)  # one row per sequence
     control_flops = rows_per_step * control_per_row
-    per_sequence = _flops_per_sequence(sample, spec, model_config, starts)
+    per_sequence = _flops_per_sequence(sample, spec, model_config, starts, auxiliary=auxiliary)
     if spec.objective == "mlm" or match != "rows":
         sequences, rows = spec.step_size(rows_per_step, match)
         return StepSize(sequences, rows, control_flops, sequences * per_sequence / control_flops)
@@ -62,7 +65,7 @@ def step_size(
     # the step's own padding counts (an augmented batch is as long as its longest row): measure
     # steps of the guessed size and its neighbours on consecutive training blocks
     ratios = {
-        s: _step_flops(train, spec, model_config, word_starts, s) / control_flops
+        s: _step_flops(train, spec, model_config, word_starts, s, auxiliary) / control_flops
         for s in {max(1, guess - 1), guess, guess + 1}
     }
     sequences = min(ratios, key=lambda s: (abs(ratios[s] - 1), s))
@@ -77,16 +80,18 @@ def step_size(
     return StepSize(sequences, sequences * spec.copies, control_flops, ratio)
 
 
-def _flops_per_sequence(sample: np.ndarray, spec: MaskingSpec, model_config, word_starts, first: int = 0) -> float:
+def _flops_per_sequence(
+    sample: np.ndarray, spec: MaskingSpec, model_config, word_starts, first: int = 0, auxiliary=None
+) -> float:
     """Mean model FLOPs of training on one sequence of `sample` (all its copies) under `spec`;
     the sample's blocks are sequences first, first + 1, ... of epoch 0."""
     indices = first + np.arange(len(sample))
     rows = mask_rows(sample, np.zeros(len(sample), dtype=np.int64), indices, spec, word_starts)
-    flops = training_flops(model_config, len(rows.input_ids), rows.input_ids.shape[1], len(rows.targets))
+    flops = training_flops(model_config, len(rows.input_ids), rows.input_ids.shape[1], len(rows.targets), auxiliary)
     return flops / len(sample)
 
 
-def _step_flops(train: np.ndarray, spec: MaskingSpec, model_config, word_starts, sequences: int) -> float:
+def _step_flops(train: np.ndarray, spec: MaskingSpec, model_config, word_starts, sequences: int, auxiliary) -> float:
     """Mean model FLOPs of steps of `sequences` sequences: up to STEPS steps of consecutive
     training blocks (as many as the data holds, at least one)."""
     steps = max(1, min(STEPS, len(train) // sequences))
@@ -94,7 +99,8 @@ def _step_flops(train: np.ndarray, spec: MaskingSpec, model_config, word_starts,
     for i in range(steps):
         chunk = slice(i * sequences, (i + 1) * sequences)
         starts = None if word_starts is None else np.asarray(word_starts[chunk])
-        flops.append(_flops_per_sequence(np.asarray(train[chunk]), spec, model_config, starts, chunk.start) * sequences)
+        sample = np.asarray(train[chunk])
+        flops.append(_flops_per_sequence(sample, spec, model_config, starts, chunk.start, auxiliary) * sequences)
     return float(np.mean(flops))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from fem.config_objectives import objectives_problems
+from fem.config_objectives import entities_problems, objectives_problems
 from fem.errors import ConfigError
 from fem.masking import copies_per_sequence, resolve_segments
 from fem.registry import MULTI_COPY_STRATEGIES, combination_problem
@@ -211,7 +211,7 @@ def _cross_key_problems(config: dict[str, Any]) -> list[str]:
     problems += _finetune_problems(config["finetune"])
     problems += _variance_problems(config["variance"], pre, segments)
     problems += _table_problems(config)
-    problems += objectives_problems(config, segments)
+    problems += objectives_problems(config, segments) + entities_problems(config)
     problems += _tokenizer_problems(config["tokenizer"])
     return problems
 

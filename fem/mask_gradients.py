@@ -163,6 +163,9 @@ def analyse_checkpoint(
     pool = np.asarray(validation[: settings.sequences], dtype=np.int64)
     maskable = ~np.isin(pool, meta["unmaskable_token_ids"])
     # Eager attention: vmap has no batching rule for the fused CPU attention kernel.
+    from fem.lichee import register as register_model_classes
+
+    register_model_classes()  # a LICHEE model loads as one (fem/lichee.py)
     model = AutoModelForMaskedLM.from_pretrained(str(checkpoint), attn_implementation="eager", use_safetensors=True)
     gradients = MaskGradients(
         model, meta["mask_token_id"], settings.parameters, settings.projection_dim, settings.seed, chunk_rows

@@ -23,11 +23,15 @@ def build_bert(
     max_position_embeddings: int = 512,
     pad_token_id: int = 0,
     dropout: float | None = None,
+    config_class=BertConfig,
+    model_class=BertForMaskedLM,
+    **extra_config,
 ) -> BertForMaskedLM:
     """A randomly initialised BERT with an MLM head (uses the global torch seed). `dropout`:
-    hidden and attention dropout probability (None: BERT's 0.1)."""
+    hidden and attention dropout probability (None: BERT's 0.1). config_class, model_class and
+    extra_config: another BERT-shaped model (fem/lichee.py's)."""
     drop = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-    config = BertConfig(
+    config = config_class(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=num_hidden_layers,
@@ -36,8 +40,9 @@ def build_bert(
         max_position_embeddings=max_position_embeddings,
         pad_token_id=pad_token_id,
         **drop,
+        **extra_config,
     )
-    return BertForMaskedLM(config)
+    return model_class(config)
 
 
 def build_model(settings: PretrainSettings, meta: dict, block_size: int) -> torch.nn.Module:
@@ -46,6 +51,13 @@ def build_model(settings: PretrainSettings, meta: dict, block_size: int) -> torc
     torch.manual_seed(settings.seed)  # also seeds a fresh MLM head of a pretrained encoder
     if settings.init_from:
         return load_pretrained_mlm(settings.init_from, meta["vocab_size"])
+    shape = {key: getattr(settings, key) for key in ("hidden_size", "num_hidden_layers", "num_attention_heads")}
+    shape |= {"intermediate_size": settings.intermediate_size, "dropout": settings.dropout}
+    shape |= {"max_position_embeddings": max(512, block_size), "pad_token_id": meta["pad_token_id"]}
+    if settings.objective == "lichee":  # LICHEE's fused fine + coarse embeddings (fem/lichee.py)
+        from fem.lichee import build_lichee_mlm
+
+        return build_lichee_mlm(settings.coarse_vocab, settings.lichee, meta["vocab_size"], shape)
     return build_bert(
         vocab_size=meta["vocab_size"],
         hidden_size=settings.hidden_size,
@@ -64,8 +76,10 @@ def load_pretrained_mlm(source: str, vocab_size: int):
     transformers does. Its vocabulary must be the tokenizer's (`vocab_size`)."""
     from transformers import AutoModelForMaskedLM
 
+    from fem.lichee import register
     from fem.tokenization import resolve_pretrained_source
 
+    register()  # a saved LICHEE model loads as one
     model = AutoModelForMaskedLM.from_pretrained(resolve_pretrained_source(source))
     if model.config.vocab_size < vocab_size:
         raise ValueError(

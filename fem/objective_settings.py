@@ -68,6 +68,61 @@ def objective_comparisons(runs: list[str], default_segments: int) -> list[tuple[
     return pairs
 
 
+def coarse_vocab_settings(config: Mapping) -> dict[str, Any]:
+    """rule coarse_vocab (LICHEE's coarse vocabulary, fem/coarse_vocab.py): its size, longest word and file."""
+    lichee = config["pretrain"]["lichee"]
+    size, pieces = lichee["coarse_vocab_size"], lichee["max_pieces"]
+    corpus = config["corpus"]["name"]
+    return {"size": size, "max_pieces": pieces, "file": f"data/coarse/{corpus}-n{size}-p{pieces}/coarse_vocab.json"}
+
+
+def entities_settings(config: Mapping) -> dict[str, Any]:
+    """rule entities (fem/entities.py): the spaCy pipeline and the output folder."""
+    return {"spacy_model": config["entities"]["spacy_model"], "folder": f"data/entities/{config['corpus']['name']}"}
+
+
+def run_strategy(strategy: str) -> str:
+    """The masking strategy of a pre-training run named `strategy` (a run name: "pmlm.block" ->
+    "block", "fe-k4" -> "fe")."""
+    return parse_run_label(strategy).strategy
+
+
+def run_objective(config: Mapping, strategy: str, setting: str) -> str:
+    """The objective of pre-training run `strategy` (a run name) of `setting`: the name's for
+    Table 6's runs (setting "objectives"), else pretrain.objective."""
+    if setting == OBJECTIVES_SETTING:
+        return parse_run_label(strategy).objective
+    return config["pretrain"]["objective"]
+
+
+def objective_notes(config: Mapping, runs: list[str]) -> str:
+    """What Table 6's MASS and LICHEE runs add to the encoder and how they differ from their papers,
+    in words (its caption): MASS's decoder (per layer 8d^2 + 2d ff + 15d + ff: self- and
+    cross-attention, feed-forward, LayerNorms; and its embedding LayerNorm), LICHEE's coarse table
+    ((N + 1) d) and concat projection."""
+    objectives = {parse_run_label(name).objective for name in runs}
+    parts = []
+    if "mass" in objectives:  # (the keys are read only when such a run is configured: dvc.yaml's params)
+        d, ff = config["model"]["hidden_size"], config["model"]["intermediate_size"]
+        layers = config["pretrain"]["mass"]["decoder_layers"]
+        count = layers * (8 * d * d + 2 * d * ff + 15 * d + ff) + 2 * d
+        parts.append(
+            f"mass.* trains a decoder of {layers} layer(s) with cross-attention sharing the encoder's embeddings "
+            f"({count:,} more parameters, dropped after pre-training; its FLOPs count in the step); one fragment "
+            "per row, and a decoder shallower than MASS's (as deep as its encoder)."
+        )
+    if "lichee" in objectives:
+        d, lichee = config["model"]["hidden_size"], config["pretrain"]["lichee"]
+        count = (lichee["coarse_vocab_size"] + 1) * d + (2 * d * d + d if lichee["fusion"] == "concat" else 0)
+        parts.append(
+            f"lichee.* adds a coarse embedding table of at most {lichee['coarse_vocab_size']} words fused by "
+            f"{lichee['fusion']} (up to {count:,} more parameters, kept for fine-tuning); its coarse units are "
+            "whole words of the WordPiece vocabulary (LICHEE's: segmenter words and phrases), and a token outside "
+            "them gets one shared coarse row (LICHEE: its own fine id)."
+        )
+    return " ".join(parts)
+
+
 def table6_settings(config: Mapping) -> dict[str, Any]:
     """rule table6 (objectives): the runs, tasks, seeds, comparisons, default K, the tasks left
     out of the GLUE average, caption."""
@@ -79,7 +134,7 @@ def table6_settings(config: Mapping) -> dict[str, Any]:
         hidden_size=model["hidden_size"], steps=objectives["steps"], rows_per_step=objectives["rows_per_step"],
         mask_ratio=pretrain["mask_ratio"], segments=default_k, decay_schedule=dict(objectives["decay_schedule"]),
         runs=runs, comparisons=comparisons, pretrain_seeds=len(seeds["pretrain"]),
-        finetune_seeds=len(seeds["finetune"]),
+        finetune_seeds=len(seeds["finetune"]), objective_notes=objective_notes(config, runs),
     )  # fmt: skip
     return {"runs": runs, "tasks": objectives["tasks"], "pretrain_seeds": seeds["pretrain"],
             "finetune_seeds": seeds["finetune"], "control": OBJECTIVES_CONTROL,
@@ -89,4 +144,8 @@ def table6_settings(config: Mapping) -> dict[str, Any]:
 
 # Table 6's builders by rule, merged into fem.rule_settings.RULE_SETTINGS by keys_read (this module
 # imports that one, so it cannot list them itself).
-OBJECTIVE_RULE_SETTINGS: dict[str, Callable[..., Any]] = {"table6": table6_settings}
+OBJECTIVE_RULE_SETTINGS: dict[str, Callable[..., Any]] = {
+    "table6": table6_settings,
+    "coarse_vocab": coarse_vocab_settings,
+    "entities": entities_settings,
+}

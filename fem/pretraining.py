@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fem import objective_losses as objectives  # what each objective trains beyond the encoder
 from fem.checkpointing import (
     fault_point,
     fingerprint,
@@ -59,7 +60,7 @@ from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import mfu, peak_flops, training_flops
 from fem.tokenization import load_pretraining_blocks
 from fem.train_log import append_step, new_log, record_validation, step_summary, validation_metrics
-from fem.train_step import MaskedLMLoss, train_step
+from fem.train_step import train_step
 
 RESUME_DIR = "resume"
 OUTPUTS = ("model", "checkpoints", "train_log.json", "metrics.json")  # what a finished run leaves in out_dir
@@ -128,6 +129,7 @@ class Run:
     device: torch.device
     peak: float | None  # the device's peak FLOP/s, for MFU
     run_id: str  # fingerprint of settings and data: a resume state of another run is ignored
+    auxiliary: Callable[[int, int], float] | None  # FLOPs of the objective's other parts (fem.objective_losses)
     first_step: int = 0
     elapsed: float = 0.0  # seconds trained before this process (a resumed run)
     log: dict = field(default_factory=dict)  # fem/train_log.py
@@ -136,10 +138,6 @@ class Run:
     @property
     def work(self) -> Path:
         return self.out_dir / RESUME_DIR
-
-    @property
-    def block_size(self) -> int:
-        return self.train.shape[1]
 
 
 @dataclass
@@ -162,43 +160,45 @@ def set_up(
     """Load and check the data, build the seeded model, its loss module and optimizer."""
     torch.set_num_threads(implementation.threads)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    whole_word = settings.strategy == "whole_word"
-    meta, train, validation, word_starts = load_pretraining_blocks(data_dir, settings.validation_blocks, whole_word)
+    whole_word, entities = settings.strategy == "whole_word", settings.entities  # salient_span: entity ids
+    meta, train, validation, word_starts = load_pretraining_blocks(
+        data_dir, settings.validation_blocks, whole_word, entities
+    )
     problem = combination_problem(settings.objective, settings.strategy, settings.mask_ratio_schedule is not None)
     if problem:
         raise ConfigError(f"objective, strategy, mask_ratio_schedule: {problem}")
     spec = masking_spec(settings, meta)
     model = build_model(settings, meta, train.shape[1])
-    size = step_size(spec, settings.rows_per_step, settings.match, model.config, train, word_starts)  # all ranks
+    auxiliary = objectives.auxiliary_forward_flops(settings, model.config, train.shape[1])  # MASS's decoder
+    size = step_size(spec, settings.rows_per_step, settings.match, model.config, train, word_starts, auxiliary)
     per_step, step_rows = size.sequences, size.rows
     if per_step < world.size:
-        raise ValueError(
-            f"{per_step} sequences per step cannot be shared by {world.size} processes: "
-            f"raise rows_per_step ({settings.rows_per_step}) or start fewer processes"
-        )
+        raise ValueError(f"{per_step} sequences per step cannot be shared by {world.size} processes: "
+                         f"raise rows_per_step ({settings.rows_per_step}) or start fewer processes")  # fmt: skip
     model.set_attn_implementation(implementation.attention)
     device = world.device()
-    model.to(device).train()
+    core = objectives.build_loss_module(model, settings, meta["mask_token_id"], train.shape[1])  # mass: + decoder
+    core.to(device).train()
     seed_rank_stream(settings.seed, world)
     if implementation.compile:
         mlm_parts(model)[0].compile()  # the encoder, in place: parameter names and checkpoints are unchanged
-    loss_module = data_parallel(MaskedLMLoss(model), world)  # DDP starts every rank from rank 0's weights
-    optimizer, scheduler = build_optimizer(model, settings, implementation.fused_adamw)
+    loss_module = data_parallel(core, world)  # DDP starts every rank from rank 0's weights
+    optimizer, scheduler = build_optimizer(core, settings, implementation.fused_adamw)  # model first: mlm as before
     print(
         f"pretrain {settings.objective} {settings.strategy} seed {settings.seed}"
         f"{f' from {settings.init_from}' if settings.init_from else ''}: "
         f"{len(train)} train blocks of {train.shape[1]}, "
         f"K={spec.segments}, per step {per_step} sequences / {step_rows} rows (matched: {settings.match}; "
         f"{size.flops_ratio:.3f}x the model FLOPs of {settings.rows_per_step} MLM rows) "
-        f"({implementation.accumulation_steps} micro-batch(es)), "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, device {device}"
+        f"({implementation.accumulation_steps} micro-batch(es)), {objectives.parameter_count(model, core)}, "
+        f"device {device}"
         f"{f', {world.size} processes' if world.distributed else ''}",
         flush=True,
     )  # every rank prints this line: a quick check that all of them started
     return Run(
         settings, implementation, world, data_dir, out_dir, meta, train, validation, word_starts, spec, per_step,
         step_rows, size.control_flops, rank_share(per_step, world), model, loss_module, optimizer, scheduler,
-        device, peak_flops(device, implementation.peak_tflops), fingerprint(asdict(settings), meta),
+        device, peak_flops(device, implementation.peak_tflops), fingerprint(asdict(settings), meta), auxiliary,
     )  # fmt: skip
 
 
@@ -216,6 +216,8 @@ def start_or_resume(run: Run) -> None:
             save_checkpoint(run, 0, initial)
         return
     run.model.load_state_dict(state["model"])
+    if state.get("auxiliary"):  # MASS's decoder (the encoder's shared embeddings come with the model)
+        objectives.unwrapped(run.loss_module).load_state_dict(state["auxiliary"], strict=False)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
@@ -251,7 +253,7 @@ def train_on_step(run: Run, step: int, clock: Clock) -> None:
     step_seconds = time.perf_counter() - tick  # .item() in train_step waited for the device
     clock.train_seconds += step_seconds
     length = rows.input_ids.shape[1]  # L, or an augmented row's T (this rank's; counted for all ranks)
-    flops = training_flops(run.model.config, run.step_rows, length, step_predictions)
+    flops = training_flops(run.model.config, run.step_rows, length, step_predictions, run.auxiliary)
     clock.step_flops, clock.total_flops = clock.step_flops + flops, clock.total_flops + flops
     append_step(run.log, step=step + 1, loss=loss, lr=lr, sequences=run.per_step, rows=run.step_rows,
                 predictions=step_predictions, maskable=maskable, grad_norm=grad_norm, seconds=step_seconds,
@@ -289,7 +291,9 @@ def validate_and_save(run: Run, done: int) -> None:
 
 def validate(run: Run, step: int) -> dict:
     """Validation MLM loss and accuracy at `step`, recorded in the log (fem/validation.py)."""
-    return record_validation(run.log, step, run.model, run.validation, run.settings.mask_ratio, run.meta)
+    core = objectives.unwrapped(run.loss_module)  # mass scores with its decoder (fem/mass.py)
+    return record_validation(run.log, step, core, run.validation, run.settings.mask_ratio, run.meta,
+                             core.validation_logits)  # fmt: skip
 
 
 def save_checkpoint(run: Run, step: int, metrics: dict) -> None:
@@ -314,8 +318,9 @@ def save_resume_state(run: Run, step: int, clock: Clock) -> None:
         return
     save_state(run.work / "state.pt", {
         "fingerprint": run.run_id, "step": step, "elapsed": run.elapsed + time.perf_counter() - clock.start,
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "rng": rng_state(), "log": run.log,
+        "model": run.model.state_dict(), "auxiliary": objectives.auxiliary_state(run),  # mass: the decoder
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "rng": rng_state(),
+        "log": run.log,
     })  # fmt: skip
     print(f"step {step}: saved resumable state", flush=True)
 
@@ -377,7 +382,7 @@ def run_metrics(run: Run, clock: Clock, wall: float) -> dict:
         "sequences_per_step": run.per_step,
         # predictions_per_step, flops_per_step, masking_ratio_per_row, clipped_share, grad_norm; under
         # match "rows" predictions differ slightly by design (random: round(p*n) per row; fe: n/K per row)
-        **step_summary(log, settings.max_grad_norm, run.model.config, run.control_flops),
+        **step_summary(log, settings.max_grad_norm, run.model.config, run.control_flops, run.auxiliary),
         "corpus": run.meta.get("corpus", {}),  # the corpus preparation's counts (documents, duplicates removed)
         "wall_seconds": wall,
         "resumed_from_step": run.first_step,

@@ -144,15 +144,23 @@ def get_task(name: str) -> Task:
 
 # Masking strategies (fem/masking.py implements them). The K-copy strategies put K masked copies
 # of each sequence in a step (pretrain.segments = K); the others one. `block` is UniLMv2's
-# blockwise masking (fem/block_masking.py).
-STRATEGIES = ("random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word", "block")
-MULTI_COPY_STRATEGIES = ("random_k", "fe", "fe_contiguous", "fe_span")
+# blockwise masking (fem/block_masking.py), `fragment` MASS's one contiguous fragment (fem/mass.py),
+# `salient_span` whole named-entity spans and `fe_salient_span` K groups of them (fem/entities.py).
+STRATEGIES = (
+    "random", "random_k", "fe", "fe_contiguous", "span", "fe_span", "whole_word", "block", "fragment", "salient_span",
+    "fe_salient_span",
+)  # fmt: skip
+MULTI_COPY_STRATEGIES = ("random_k", "fe", "fe_contiguous", "fe_span", "fe_salient_span")
+ENTITY_STRATEGIES = ("salient_span", "fe_salient_span")  # they read the entity spans (fem/entities.py)
 SEGMENTS_LABEL = "-k"  # "fe-k4": strategy fe with K = 4 (Table 4), as a run's name
 
 # Pre-training objectives (pretrain.objective; fem/augmented.py builds their inputs): what a row
 # predicts, from what. mlm: BERT's masked LM. pmlm: UniLMv2's pseudo-masked LM (autoencoding +
 # partially autoregressive). plm: XLNet-style permuted LM. mpnet: MPNet's masked and permuted LM.
-OBJECTIVES = ("mlm", "pmlm", "plm", "mpnet")
+# mass: MASS's masked sequence-to-sequence LM, a small decoder predicting the fragment (fem/mass.py).
+# lichee: LICHEE's masked LM over fused fine + coarse (word) embeddings (fem/lichee.py).
+# kgplm: KgPLM's generator (masked LM) + replaced-token detection on entity spans (fem/kgplm.py).
+OBJECTIVES = ("mlm", "pmlm", "plm", "mpnet", "mass", "lichee", "kgplm")
 # The masked set of each objective comes from a strategy; these combinations are allowed (the config
 # check refuses the others). pmlm with fe: the K fully-explored groups of a sequence are its K
 # factorization steps, in one row. plm / mpnet with fe: copy k predicts group k (K copies, as fe).
@@ -161,6 +169,9 @@ OBJECTIVE_STRATEGIES = {
     "pmlm": ("random", "block", "fe"),
     "plm": ("random", "fe"),
     "mpnet": ("random", "fe"),
+    "mass": ("fragment",),
+    "lichee": ("whole_word",),  # coarse units (words) masked whole
+    "kgplm": ENTITY_STRATEGIES,  # knowledge spans: named entities
 }
 # pretrain.mask_ratio_schedule changes p during a run: only strategies whose masked share is p
 # (a K-copy strategy masks 1/K, and a schedule of K would change the step's size), objective mlm.

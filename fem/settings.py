@@ -49,6 +49,16 @@ class PretrainSettings:
     # Block lengths of the `block` strategy (UniLMv2): a block is a span of length
     # U{min_length..max_length} with probability span_probability, else one token.
     block: dict[str, float] = field(default_factory=lambda: {"span_probability": 0.4, "min_length": 2, "max_length": 6})
+    # MASS (fem/mass.py): the fragment strategy's share of a row's maskable tokens, the decoder's layers.
+    mass: dict[str, float] = field(default_factory=lambda: {"fragment_ratio": 0.5, "decoder_layers": 1})
+    # LICHEE (fem/lichee.py): coarse vocabulary size, fusion of fine and coarse embeddings, longest word.
+    lichee: dict = field(default_factory=lambda: {"coarse_vocab_size": 2048, "fusion": "sum", "max_pieces": 8})
+    # KgPLM (fem/kgplm.py): the discriminator's loss weight and the generator's sampling temperature.
+    kgplm: dict = field(default_factory=lambda: {"disc_weight": 50.0, "temperature": 1.0})
+    # objective lichee: the coarse vocabulary file (`fem coarse-vocab`; fem/coarse_vocab.py)
+    coarse_vocab: str | None = None
+    # strategy salient_span: the folder of the entity spans (`fem entities`; fem/entities.py)
+    entities: str | None = None
 
 
 @dataclass(frozen=True)

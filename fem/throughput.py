@@ -32,14 +32,16 @@ def head_forward_flops(hidden_size: int, vocab_size: int, positions: int) -> flo
     return positions * 2 * (hidden_size * hidden_size + hidden_size * vocab_size)
 
 
-def training_flops(config, rows: int, length: int, predictions: int) -> float:
+def training_flops(config, rows: int, length: int, predictions: int, auxiliary=None) -> float:
     """Model FLOPs of one training pass (forward + backward = 3 x forward) of a BERT-like
     model with transformers `config` over rows x length tokens, predicting `predictions`
-    masked positions."""
+    masked positions; `auxiliary(rows, length)`: forward FLOPs of an objective's other parts
+    (fem.objective_losses.auxiliary_forward_flops: MASS's decoder), None: none."""
     encoder = encoder_forward_flops(
         config.hidden_size, config.intermediate_size, config.num_hidden_layers, rows, length
     )
-    return 3 * (encoder + head_forward_flops(config.hidden_size, config.vocab_size, predictions))
+    extra = auxiliary(rows, length) if auxiliary is not None else 0.0
+    return 3 * (encoder + head_forward_flops(config.hidden_size, config.vocab_size, predictions) + extra)
 
 
 def peak_flops(device: torch.device, peak_tflops: float | None = None) -> float | None:

@@ -337,15 +337,21 @@ def load_blocks(data_dir: str | Path, name: str, meta: dict, min_blocks: int = 1
 
 
 def load_pretraining_blocks(
-    data_dir: str | Path, validation_blocks: int, whole_word: bool
+    data_dir: str | Path, validation_blocks: int, whole_word: bool, entities: str | Path | None = None
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray | None]:
     """What a pre-training run reads from a tokenized folder, checked (load_meta, load_blocks):
     (meta, train [blocks, block_size], the first `validation_blocks` validation blocks, the
-    train word starts when `whole_word`, else None). NumPy only: `fem pretrain` calls it before
-    importing torch, so bad data is refused in a second, not after the imports."""
+    strategy's per-token annotation of the train blocks: the word starts when `whole_word`, the
+    entity ids of the folder `entities` (salient_span; fem/entities.py), else None). NumPy only:
+    `fem pretrain` calls it before importing torch, so bad data is refused in a second, not after
+    the imports."""
     meta = load_meta(data_dir)  # checked: a damaged or truncated file is named, with how to rebuild it
     train = load_blocks(data_dir, "train", meta)
     wanted_by = "pretrain.validation_blocks (continual.pretrain.validation_blocks for continual runs)"
     validation = load_blocks(data_dir, "validation", meta, validation_blocks, wanted_by)[:validation_blocks]
     word_starts = load_blocks(data_dir, "train_word_starts", meta) if whole_word else None
+    if entities is not None:
+        from fem.entities import load_entities
+
+        word_starts = load_entities(entities, "train", train)
     return meta, train, validation, word_starts

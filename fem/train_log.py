@@ -36,10 +36,13 @@ def append_step(log: dict, **values: float) -> None:
         log[key].append(value)
 
 
-def record_validation(log: dict, step: int, model, blocks: np.ndarray, mask_ratio: float, meta: dict) -> dict:
-    """Validate `model` after `step` steps on the fixed masks of `blocks`, append the result to
-    log["validation"] and return it as a checkpoint's checkpoint_metrics.json."""
-    result = validate(model, blocks, mask_ratio, meta["unmaskable_token_ids"], meta)
+def record_validation(
+    log: dict, step: int, model, blocks: np.ndarray, mask_ratio: float, meta: dict, logits_fn=None
+) -> dict:
+    """Validate `model` after `step` steps on the fixed masks of `blocks` (fem.validation.validate,
+    `logits_fn` as there), append the result to log["validation"] and return it as a
+    checkpoint's checkpoint_metrics.json."""
+    result = validate(model, blocks, mask_ratio, meta["unmaskable_token_ids"], meta, logits_fn)
     for key, value in (("step", step), ("loss", result.loss), ("accuracy", result.accuracy)):
         log["validation"][key].append(value)
     print(f"step {step}: validation MLM loss {result.loss:.4f}, masked-token accuracy {result.accuracy:.4f}",
@@ -47,16 +50,19 @@ def record_validation(log: dict, step: int, model, blocks: np.ndarray, mask_rati
     return {"step": step, "validation_mlm_loss": result.loss, "validation_masked_accuracy": result.accuracy}
 
 
-def step_summary(log: dict, max_grad_norm: float, model_config, control_flops: float) -> dict:
+def step_summary(log: dict, max_grad_norm: float, model_config, control_flops: float, auxiliary=None) -> dict:
     """What the run's steps were, from its train log (so a resumed run gives the same): mean
     predictions (masked tokens; pmlm counts its autoencoding and autoregressive ones), tokens
     and model FLOPs per step, the FLOPs' ratio to `control_flops` (a step of rows_per_step
     random-masked MLM rows, fem.compute_matching), the predicted share of the maskable
     positions, and the pre-clip gradient norms: the share of steps clipped (norm above
-    `max_grad_norm`) and their median, 90th percentile and maximum."""
+    `max_grad_norm`) and their median, 90th percentile and maximum. auxiliary: as in
+    fem.throughput.training_flops."""
     norms, predictions = np.asarray(log["grad_norm"]), np.asarray(log["predictions"])  # one per step
     rows, length = np.asarray(log["rows"]), np.asarray(log["length"])
-    flops = [training_flops(model_config, r, t, m) for r, t, m in zip(rows, length, predictions, strict=True)]
+    flops = [
+        training_flops(model_config, r, t, m, auxiliary) for r, t, m in zip(rows, length, predictions, strict=True)
+    ]
     return {
         "predictions_per_step": float(predictions.mean()),
         "tokens_per_step": float(np.mean(rows * length)),

@@ -11,7 +11,7 @@ import contextlib
 import torch
 
 from fem.distributed import World, sum_over_ranks
-from fem.modeling import sparse_mlm_loss
+from fem.modeling import masked_logits, sparse_mlm_loss
 
 
 class MaskedLMLoss(torch.nn.Module):
@@ -31,6 +31,11 @@ class MaskedLMLoss(torch.nn.Module):
         attention: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return sparse_mlm_loss(self.model, input_ids, masked, targets, "sum", position_ids, attention)
+
+    def validation_logits(self, input_ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """The logits [M, V] this objective scores a plain masked row with (input_ids int64 [R, L],
+        masked bool [R, L]): the encoder and its head (fem.modeling.masked_logits)."""
+        return masked_logits(self.model, input_ids, masked)
 
 
 def train_step(

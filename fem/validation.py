@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -51,15 +52,17 @@ def validation_batches(blocks: np.ndarray, mask_ratio: float, special_ids, meta:
 
 
 @torch.no_grad()
-def validate(model, blocks: np.ndarray, mask_ratio: float, special_ids, meta: dict) -> Validation:
+def validate(model, blocks: np.ndarray, mask_ratio: float, special_ids, meta: dict, logits_fn=None) -> Validation:
     """MLM loss and masked-token accuracy of `model` on the fixed masks of `blocks` (int [N, L]),
-    from one forward pass per batch. Leaves the model in training mode."""
+    from one forward pass per batch. Leaves the model in training mode. logits_fn(input_ids,
+    masked) -> logits [M, V]: how the model scores a row (None: fem.modeling.masked_logits of
+    `model`; a loss module's `validation_logits`, with `model` the loss module)."""
     model.eval()
     device = next(model.parameters()).device
     loss, correct, count = 0.0, 0, 0
     for rows in validation_batches(blocks, mask_ratio, special_ids, meta):
         rows = rows.to(device)
-        logits = masked_logits(model, rows.input_ids, rows.masked)  # [M, V]
+        logits = (logits_fn or partial(masked_logits, model))(rows.input_ids, rows.masked)  # [M, V]
         loss += F.cross_entropy(logits.float(), rows.targets, reduction="sum").item()
         correct += int((logits.argmax(dim=-1) == rows.targets).sum())
         count += len(rows.targets)

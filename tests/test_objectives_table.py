@@ -199,7 +199,7 @@ def test_table6_builds_on_the_micro_config_and_its_audit_passes(tmp_path, mirror
     micro = load_yaml(ROOT / "tests" / "configs" / "micro.yaml")["objectives"]
     runs, seeds = micro["runs"], 2
     assert planned(snakemake(work, "-n", "results/table6.csv", mirror=mirror)) == {
-        "download_corpus": 1, "download_task": 1, "tokenize": 1, "pretrain": len(runs) * seeds,
+        "download_corpus": 1, "download_task": 1, "tokenize": 1, "coarse_vocab": 1, "entities": 1, "pretrain": len(runs) * seeds,
         "finetune": len(runs) * len(micro["tasks"]) * seeds, "table6": 1}  # fmt: skip
     start = time.perf_counter()
     snakemake(work, "results/table6.csv", mirror=mirror)
@@ -209,7 +209,7 @@ def test_table6_builds_on_the_micro_config_and_its_audit_passes(tmp_path, mirror
     assert (
         table.loc[runs[1:], ["sst2", "sst2_minus_control_sd", "validation_mlm_loss_minus_control"]].notna().all().all()
     )
-    augmented = [name for name in runs if "." in name and not name.endswith(".decay")]
+    augmented = [name for name in runs if "." in name and not name.endswith(".decay")]  # and MASS, LICHEE, KgPLM
     assert table.loc[augmented, "flops_ratio_to_mlm"].between(0.95, 1.05).all()  # matched; mlm keeps its rows
     assert table.loc["random.decay", "flops_ratio_to_mlm"] > 1.05 and table.loc["random", "flops_ratio_to_mlm"] == 1
     assert table.loc["pmlm.fe", "counterpart"] == "pmlm.block"
@@ -218,6 +218,14 @@ def test_table6_builds_on_the_micro_config_and_its_audit_passes(tmp_path, mirror
     pmlm = json.loads((work / "results/objectives/pretrain/pmlm.block-s1/metrics.json").read_text())
     assert (pmlm["objective"], pmlm["strategy"]) == ("pmlm", "block")
     assert not (work / "results/objectives/pretrain/fe-s1/checkpoints/step-0").exists()  # save_steps []
+    mass = json.loads((work / "results/objectives/pretrain/mass.fragment-s1/metrics.json").read_text())
+    assert (mass["objective"], mass["strategy"]) == ("mass", "fragment") and mass["sequences_per_step"] < 70
+    lichee = json.loads((work / "results/objectives/pretrain/lichee.whole_word-s1/provenance.json").read_text())
+    assert "coarse_vocab.json" in json.dumps(lichee["inputs"])  # its coarse vocabulary, hashed
+    lichee = json.loads((work / "results/objectives/pretrain/lichee.whole_word-s1/metrics.json").read_text())
+    assert lichee["row_length"] == 32 and lichee["flops_ratio_to_mlm"] == 1.0  # plain rows, fused embeddings
+    kgplm = json.loads((work / "results/objectives/pretrain/kgplm.salient_span-s1/metrics.json").read_text())
+    assert kgplm["objective"] == "kgplm" and kgplm["sequences_per_step"] < 70  # two encoder passes per row
     audit = subprocess.run(
         [sys.executable, "-m", "fem", "audit", "results/table6.csv", "--verify", "--allow-dirty"],
         cwd=work, capture_output=True, text=True, timeout=600,

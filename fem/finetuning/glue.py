@@ -87,6 +87,9 @@ def train_glue(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, set
     label_names = task_label_names(task, train)
 
     def load_model() -> torch.nn.Module:
+        from fem.lichee import register as register_model_classes
+
+        register_model_classes()  # a LICHEE encoder loads with its coarse embeddings (fem/lichee.py)
         return AutoModelForSequenceClassification.from_pretrained(
             str(checkpoint_dir),
             use_safetensors=True,  # our checkpoints; never a pickled .bin

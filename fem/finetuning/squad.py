@@ -205,6 +205,9 @@ def train_squad(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, se
     n_train = len(train_features["input_ids"])
 
     def load_model() -> torch.nn.Module:
+        from fem.lichee import register as register_model_classes
+
+        register_model_classes()  # a LICHEE encoder loads with its coarse embeddings (fem/lichee.py)
         return AutoModelForQuestionAnswering.from_pretrained(str(checkpoint_dir), use_safetensors=True)
 
     world = world or World()  # under torchrun the CLI passes its World: each rank trains a share

@@ -156,7 +156,7 @@ def table5_caption(
 def table6_caption(
     *, scale: str, corpus: str, layers: int, hidden_size: int, steps: int, rows_per_step: int, mask_ratio: float,
     segments: int, decay_schedule: dict[str, float], runs: list[str], comparisons: list[tuple[str, str]],
-    pretrain_seeds: int, finetune_seeds: int,
+    pretrain_seeds: int, finetune_seeds: int, objective_notes: str = "",
 ) -> str:  # fmt: skip
     """Table 6 (objectives): `runs` (fem.registry.run_label names) pre-trained for `steps` steps
     whose model FLOPs match `rows_per_step` plain-MLM rows, then fine-tuned as Table 2."""
@@ -176,7 +176,7 @@ def table6_caption(
         f"keep {rows_per_step} rows as in Table 2 (random_k and fe: rows/K sequences, K copies each), so their FLOPs "
         "differ by their predictions (random.decay predicts up to twice as many early on). The columns give each run's "
         "model FLOPs, their ratio to the random step, tokens, rows, sequences and predictions per step and wall "
-        "seconds (means over its runs' metrics.json). "
+        f"seconds (means over its runs' metrics.json). {objective_notes + ' ' if objective_notes else ''}"
         f"Differences from the papers: absolute position embeddings and no relative position bias; the [P] and "
         "query placeholders are the [MASK] embedding (no new parameters); UniLMv2's AE + PAR loss is the mean over "
         "all predictions of both (half their sum: Adam is invariant to the scale); MPNet's whole-word and span "

@@ -9,9 +9,9 @@ sys.path.insert(0, workflow.basedir)  # the fem package of this checkout, even i
 
 from fem.config import TRAINED_TOKENIZER, check_config, tokenizer_source
 from fem.errors import ConfigError, DataSourceError
-from fem.objective_settings import table6_settings
+from fem.objective_settings import coarse_vocab_settings, entities_settings, run_objective, run_strategy, table6_settings
 from fem.provenance import job_environment
-from fem.registry import task_names
+from fem.registry import ENTITY_STRATEGIES, task_names
 from fem.rule_settings import (
     continual_pretrain_settings,
     data_overlap_settings,
@@ -60,6 +60,8 @@ wildcard_constraints:
 # The pre-training corpus: the folder of the data a pre-training or variance job reads (a
 # dependency of the job, not a param).
 CORPUS = config["corpus"]["name"]
+COARSE_VOCAB = coarse_vocab_settings(config)["file"]  # LICHEE's coarse vocabulary (rule coarse_vocab)
+ENTITIES = entities_settings(config)["folder"]  # the entity spans of the blocks (rule entities)
 TOKENIZER_TRAINED = config["tokenizer"]["source"] == TRAINED_TOKENIZER  # learned by the train_tokenizer step
 TOKENIZER_SOURCE = tokenizer_source(config)  # what the corpus is tokenized with (a folder when learned)
 THREADS = config["implementation"]  # <step>_threads: speed settings, not params
@@ -132,13 +134,14 @@ check_task_sources()
 # The fem/ modules each step runs: inputs of its jobs, so that editing one reruns them
 # (Snakemake's code trigger sees only the shell command, not the Python it imports). Every
 # command is reached through fem/cli.py and takes its shared flags from fem/cli_args.py.
-CLI = ("cli", "cli_args")
+CLI = ("cli", "cli_args", "cli_objectives")
 PRETRAIN_CODE = ("pretraining", "train_step", "tokenization", "distributed", "throughput", "masking", "registry",
                  "collation", "checkpointing", "modeling", "optimization", "settings", "validation", "train_log",
-                 "augmented", "block_masking", "compute_matching", "errors", *CLI)  # fmt: skip
+                 "augmented", "block_masking", "compute_matching", "errors", "fragment_masking", "mass", "lichee",
+                 "coarse_vocab", "objective_losses", "entities", "kgplm", *CLI)  # fmt: skip
 FINETUNE_CODE = ("finetuning/__init__", "finetuning/cli", "finetuning/harness", "finetuning/glue",
                  "finetuning/sweep", "checkpointing", "distributed", "metrics", "data", "registry", "modeling",
-                 "optimization", "settings", *CLI)  # fmt: skip
+                 "optimization", "settings", "lichee", *CLI)  # fmt: skip
 TABLE_CODE = ("tables/__init__", "tables/cli", "tables/build", "tables/render", "tables/captions", *CLI)
 SCORE_TABLE_CODE = ("tables/scores", "tables/row_statistics", "tables/intrinsic", "statistics", "comparisons",
                     "registry", *TABLE_CODE)  # fmt: skip
@@ -151,11 +154,13 @@ CODE = {
     "task_text": ("data", "registry", *CLI),
     "pretrain": PRETRAIN_CODE,
     "pretrain_continual": PRETRAIN_CODE,
+    "coarse_vocab": ("coarse_vocab", "lichee", "errors", *CLI),
+    "entities": ("entities", "tokenization", "masking", "errors", *CLI),
     "finetune": FINETUNE_CODE,
     "finetune_squad": ("finetuning/squad", *FINETUNE_CODE),
     "finetune_checkpoint": FINETUNE_CODE,
     "variance": ("variance", "mask_gradients", "masking", "block_masking", "registry", "tokenization", "checkpointing",
-                 "settings", *CLI),  # fmt: skip
+                 "settings", "lichee", *CLI),  # fmt: skip
     "table1": SCORE_TABLE_CODE,
     "table2": SCORE_TABLE_CODE,
     "table3": ("tables/efficiency", "tables/variance", "figures", *SCORE_TABLE_CODE),
