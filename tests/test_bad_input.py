@@ -80,7 +80,7 @@ CONFIG_CASES = {
     "continual.block_size 2": ({"continual": {"block_size": 2}}, ["continual.block_size: 2 is not allowed; expected tokens per packed block"]),
     "continual.validation_fraction above a half": ({"continual": {"validation_fraction": 0.9}}, ["continual.validation_fraction: 0.9 is not allowed; expected share of a task's training texts held out"]),
     "continual.max_documents 1": ({"continual": {"max_documents": 1}}, ["continual.max_documents: 1 is not allowed; expected training texts used per task, an integer >= 2"]),
-    "continual.pretrain.strategies not overridable": ({"continual": {"pretrain": {"strategies": ["fe"]}}}, ["continual.pretrain.strategies: unknown key; allowed keys here: block, learning_rate"]),
+    "continual.pretrain.strategies not overridable": ({"continual": {"pretrain": {"strategies": ["fe"]}}}, ["continual.pretrain.strategies: unknown key; allowed keys here: block, kgplm, learning_rate, lichee"]),
     "continual.finetune.tasks not overridable": ({"continual": {"finetune": {"tasks": ["sst2"]}}}, ["continual.finetune.tasks: unknown key; allowed keys here: batch_size"]),
     "continual.seeds beyond 2^32": ({"continual": {"seeds": {"pretrain": [2**32]}}}, ["continual.seeds.pretrain[0]: 4294967296 is not allowed"]),
     # ... plus the same cross-key rules on the merged settings (pretrain | continual.pretrain)
