@@ -20,8 +20,6 @@ import torch
 
 from fem.augmented import augmented_rows, factorization_steps
 from fem.block_masking import BlockShape
-from fem.entities import entity_masks
-from fem.fragment_masking import fragment_masks
 from fem.masking import SpanShape, copies_per_sequence, corrupt, masked_count, resolve_segments, strategy_masks
 from fem.registry import ENTITY_STRATEGIES
 from fem.settings import PretrainSettings
@@ -132,16 +130,13 @@ def mask_rows(
     sequences, length = blocks.shape
     epochs = np.broadcast_to(np.asarray(epochs, dtype=np.int64), (sequences,))
     maskable = ~np.isin(blocks, spec.special_ids)
-    if spec.strategy == "fragment":
-        masks = fragment_masks(spec.seed, epochs, indices, maskable, spec.fragment_ratio)
-    elif spec.strategy in ENTITY_STRATEGIES:  # `word_starts` holds the entity ids then (fem/entities.py)
-        masks = entity_masks(spec.strategy, spec.seed, epochs, indices, maskable, word_starts, spec.mask_ratio,
-                             spec.segments)  # fmt: skip
-    else:
-        masks = strategy_masks(
-            spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,
-            None if word_starts is None else np.asarray(word_starts, dtype=bool), spec.block,
-        )  # fmt: skip
+    entities = spec.strategy in ENTITY_STRATEGIES  # then `word_starts` holds the entity ids (fem/entities.py)
+    annotation = None if word_starts is None else np.asarray(word_starts)
+    masks = strategy_masks(
+        spec.strategy, spec.seed, epochs, indices, maskable, spec.mask_ratio, spec.segments, spec.span,
+        None if annotation is None or entities else annotation.astype(bool), spec.block, spec.fragment_ratio,
+        annotation if entities else None,
+    )  # fmt: skip
     units = None
     if spec.objective == "pmlm":  # one row; its blocks or fully-explored groups are the factorization steps
         units = pmlm_units(spec, masks, epochs, indices, maskable)

@@ -285,14 +285,22 @@ def strategy_masks(
     span: SpanShape = SpanShape(),
     word_starts: np.ndarray | None = None,
     block: BlockShape | None = None,
+    fragment_ratio: float = 0.5,
+    entities: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The masks of `strategy` for a batch of sequences: bool [B, C, L].
+    """The masks of `strategy` for a batch of sequences: bool [B, C, L] (C = K for the multi-copy
+    strategies, else 1; masked positions are always maskable). maskable: bool [B, L] (False at
+    special tokens); word_starts: bool [B, L], True where a token begins a word (whole_word);
+    block: `block`'s lengths (None: BlockShape()); fragment_ratio: `fragment`'s share; entities:
+    int [B, L], the spans of the entity strategies (fem/entities.py)."""
+    if strategy == "fragment":  # (these modules build on this one: imported here)
+        from fem.fragment_masking import fragment_masks
 
-    maskable: bool [B, L] (False at special tokens); word_starts: bool [B, L], True where a
-    token begins a word (needed by `whole_word` only); block: the block lengths of `block`
-    (None: BlockShape()). C = K for the multi-copy strategies, else 1. Masked positions are
-    always maskable.
-    """
+        return fragment_masks(seed, epoch, indices, maskable, fragment_ratio)
+    if strategy in ("salient_span", "fe_salient_span"):
+        from fem.entities import entity_masks
+
+        return entity_masks(strategy, seed, epoch, indices, maskable, entities, mask_ratio, segments)
     if strategy == "block":
         from fem.block_masking import BlockShape, block_ids  # here: fem.block_masking builds on this module
 

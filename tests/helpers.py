@@ -32,6 +32,7 @@ from fem.masking import (
     group_sizes,
     strategy_masks,
 )
+from fem.registry import ENTITY_STRATEGIES
 from fem.settings import PretrainSettings
 
 PROPERTY = settings(max_examples=40, deadline=None, database=None)
@@ -94,8 +95,15 @@ class Batch:
 
     def masks(self, strategy: str, mask_ratio: float = 0.15, segments: int = 4, span: SpanShape = DEFAULT_SPAN):
         return strategy_masks(
-            strategy, self.seed, self.epochs, self.indices, self.maskable, mask_ratio, segments, span, self.word_starts
-        )
+            strategy, self.seed, self.epochs, self.indices, self.maskable, mask_ratio, segments, span, self.word_starts,
+            entities=self.entities if strategy in ENTITY_STRATEGIES else None,
+        )  # fmt: skip
+
+    @property
+    def entities(self) -> np.ndarray:
+        """Entity spans for the entity strategies: every other word of `word_starts` (int [B, L], -1 outside)."""
+        word = np.cumsum(self.word_starts, axis=1)
+        return np.where(word % 2 == 1, word, -1)
 
 
 @st.composite

@@ -21,6 +21,7 @@ from fem.masking import (
     STRATEGIES,
     strategy_masks,
 )
+from fem.registry import ENTITY_STRATEGIES
 
 # --- rows for a step (fem/collation.py) ----------------------------------------------------------
 
@@ -71,8 +72,9 @@ def test_mask_rows_repeats_each_sequence_per_copy_with_original_targets(data, st
     assert rows.sequences == sequences
     masked, corrupted = rows.masked.numpy(), rows.input_ids.numpy()
     maskable = ~np.isin(blocks, SPECIAL_IDS)
+    entities = word_starts.astype(np.int64) if strategy in ENTITY_STRATEGIES else None  # mask_rows reads them there
     expected = strategy_masks(
-        strategy, masking.seed, epochs, indices, maskable, 0.15, segments, masking.span, word_starts
+        strategy, masking.seed, epochs, indices, maskable, 0.15, segments, masking.span, word_starts, entities=entities
     )
     assert np.array_equal(masked, expected.reshape(-1, length))  # sequence-major: copies adjacent
     original = np.repeat(blocks, copies, axis=0)

@@ -52,7 +52,7 @@ def test_resolve_segments():
 def test_copies_per_sequence():
     for strategy in STRATEGIES:
         assert copies_per_sequence(strategy, 7) == (7 if strategy in MULTI_COPY_STRATEGIES else 1)
-    assert set(MULTI_COPY_STRATEGIES) == {"random_k", "fe", "fe_contiguous", "fe_span"}
+    assert set(MULTI_COPY_STRATEGIES) == {"random_k", "fe", "fe_contiguous", "fe_span", "fe_salient_span"}
     with pytest.raises(ValueError, match="unknown masking strategy"):
         copies_per_sequence("bogus", 7)
 
