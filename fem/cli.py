@@ -165,8 +165,8 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from", type=yaml_value, default=None, help="pretrained encoder to continue (default: from scratch)"
     )
-    p.add_argument("--coarse-vocab", default=None, help="objective lichee: the file `fem coarse-vocab` wrote")
-    p.add_argument("--entities", default=None, help="strategy salient_span: the folder `fem entities` wrote")
+    p.add_argument("--coarse-vocab", type=yaml_value, default=None, help="objective lichee: `fem coarse-vocab`'s file")
+    p.add_argument("--entities", type=yaml_value, default=None, help="entity strategies: `fem entities`'s folder")
     add_settings(p, PretrainImplementation, required=False)
     p.set_defaults(handler=cmd_pretrain)
 
