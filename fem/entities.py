@@ -138,9 +138,9 @@ def salient_span_masks(
             if masks[row].sum() >= budget[row]:
                 break
             masks[row] |= spans == entity
-        missing = budget[row] - masks[row].sum()
+        free = maskable[row] & ~masks[row]
+        missing = min(budget[row] - masks[row].sum(), free.sum())  # never a special token
         if missing > 0:  # too few entity tokens: random other tokens
-            free = maskable[row] & ~masks[row]
             masks[row, np.argsort(np.where(free, fill_keys[row], 2.0))[:missing]] = True
     return masks[:, None, :]
 
