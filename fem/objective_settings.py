@@ -8,7 +8,7 @@ A run is named by fem.registry.run_label ("pmlm.block", "mpnet.fe", "random.deca
 objective, strategy and K come from parse_run_label. Each run is compared with the control
 `random` (BERT's masked LM), and each fully-explored variant `<objective>.fe` also with its
 own non-fe counterpart (COUNTERPART_STRATEGY): fe with random_k, pmlm.fe with pmlm.block,
-plm.fe with plm.random, mpnet.fe with mpnet.random.
+plm.fe with plm.random, mpnet.fe with mpnet.random, fe_salient_span with salient_span.
 
 Light on purpose (no pandas, no torch): the Snakefile imports it to plan the runs.
 """
@@ -52,12 +52,14 @@ def objective_pretrain_flags(config: Mapping, strategy: str) -> str:
 
 def counterpart(name: str, default_segments: int) -> str | None:
     """The non-fe run the fully-explored run `name` is compared with ("pmlm.fe" -> "pmlm.block",
-    "fe-k4" -> "random_k-k4"); None for a run that is not an fe variant."""
+    "fe-k4" -> "random_k-k4", "fe_salient_span" -> "salient_span"); None for a run that is not
+    an fe variant."""
     run = parse_run_label(name)
-    if run.strategy != "fe" or run.decay:
+    if run.decay or run.strategy not in ("fe", "fe_salient_span"):
         return None
     k = run.segments or default_segments
-    return run_label(run.objective, COUNTERPART_STRATEGY[run.objective], k, default_segments)
+    other = "salient_span" if run.strategy == "fe_salient_span" else COUNTERPART_STRATEGY[run.objective]
+    return run_label(run.objective, other, k, default_segments)
 
 
 def objective_comparisons(runs: list[str], default_segments: int) -> list[tuple[str, str]]:

@@ -76,8 +76,10 @@ def objective_runs(tmp_path) -> tuple[list[Path], list[Path]]:
 
 
 def test_runs_are_compared_with_the_control_and_fe_variants_with_their_counterpart():
-    assert [counterpart(name, 7) for name in ("fe", "pmlm.fe", "plm.fe", "mpnet.fe", "fe-k4", "random", "pmlm.block")
-            ] == ["random_k", "pmlm.block", "plm.random", "mpnet.random", "random_k-k4", None, None]  # fmt: skip
+    assert [counterpart(name, 7) for name in ("fe", "pmlm.fe", "plm.fe", "mpnet.fe", "fe-k4", "fe_salient_span",
+                                              "random", "pmlm.block", "salient_span", "kgplm.salient_span")
+            ] == ["random_k", "pmlm.block", "plm.random", "mpnet.random", "random_k-k4", "salient_span",
+                  None, None, None, None]  # fmt: skip
     assert objective_comparisons(["random", "fe", "pmlm.fe", "random_k"], 7) == [
         ("fe", "random"), ("pmlm.fe", "random"), ("random_k", "random"), ("fe", "random_k")]  # fmt: skip
 
@@ -223,7 +225,8 @@ def test_table6_builds_on_the_micro_config_and_its_audit_passes(tmp_path, mirror
     lichee = json.loads((work / "results/objectives/pretrain/lichee.whole_word-s1/provenance.json").read_text())
     assert "coarse_vocab.json" in json.dumps(lichee["inputs"])  # its coarse vocabulary, hashed
     lichee = json.loads((work / "results/objectives/pretrain/lichee.whole_word-s1/metrics.json").read_text())
-    assert lichee["row_length"] == 32 and lichee["flops_ratio_to_mlm"] == 1.0  # plain rows, fused embeddings
+    random = json.loads((work / "results/objectives/pretrain/random-s1/metrics.json").read_text())
+    assert lichee["row_length"] == 32 and lichee["sequences_per_step"] == random["sequences_per_step"]  # plain rows
     kgplm = json.loads((work / "results/objectives/pretrain/kgplm.salient_span-s1/metrics.json").read_text())
     assert kgplm["objective"] == "kgplm" and kgplm["sequences_per_step"] < 70  # two encoder passes per row
     audit = subprocess.run(
