@@ -129,8 +129,9 @@ def test_paper_config_plans_table6_with_the_expected_job_counts_and_gpus():
     for job in jobs:
         counts[job.rule] = counts.get(job.rule, 0) + 1
     assert counts == {"download_corpus": 1, "download_task": len(objectives["tasks"]), "tokenize": 1, "pretrain": runs,
-                      "finetune": runs * len(objectives["tasks"]) * len(seeds["finetune"]), "table6": 1}  # fmt: skip
-    assert counts["pretrain"] == 30 and counts["finetune"] == 1200  # the numbers the README gives
+                      "finetune": runs * len(objectives["tasks"]) * len(seeds["finetune"]), "table6": 1,
+                      "coarse_vocab": 1, "entities": 1}  # fmt: skip
+    assert counts["pretrain"] == 45 and counts["finetune"] == 1800  # the numbers the README gives
     paper = config["resources"]
     for job in jobs:
         if job.rule in ("pretrain", "finetune"):
