@@ -98,12 +98,20 @@ def run_objective(config: Mapping, strategy: str, setting: str) -> str:
 
 
 def objective_notes(config: Mapping, runs: list[str]) -> str:
-    """What Table 6's MASS and LICHEE runs add to the encoder and how they differ from their papers,
-    in words (its caption): MASS's decoder (per layer 8d^2 + 2d ff + 15d + ff: self- and
-    cross-attention, feed-forward, LayerNorms; and its embedding LayerNorm), LICHEE's coarse table
-    ((N + 1) d) and concat projection."""
-    objectives = {parse_run_label(name).objective for name in runs}
+    """What Table 6's MASS, LICHEE, entity-span and KgPLM runs add to the encoder and how they
+    differ from their papers, in words (its caption): MASS's decoder (per layer 8d^2 + 2d ff + 15d
+    + ff: self- and cross-attention, feed-forward, LayerNorms; and its embedding LayerNorm),
+    LICHEE's coarse table ((N + 1) d) and concat projection, KgPLM's discriminator head (d^2 + 4d
+    + 1: dense, LayerNorm, one logit)."""
+    labels = [parse_run_label(name) for name in runs]
+    objectives = {run.objective for run in labels}
     parts = []
+    if {"salient_span", "fe_salient_span"} & {run.strategy for run in labels}:
+        parts.append(
+            f"salient_span masks whole named-entity spans of spaCy's {config['entities']['spacy_model']} (the "
+            "entities stage) up to p, topped up with random tokens; fe_salient_span deals a row's units (entity "
+            "spans whole, other tokens alone) into K disjoint groups, copy k predicting group k."
+        )
     if "mass" in objectives:  # (the keys are read only when such a run is configured: dvc.yaml's params)
         d, ff = config["model"]["hidden_size"], config["model"]["intermediate_size"]
         layers = config["pretrain"]["mass"]["decoder_layers"]
@@ -111,7 +119,8 @@ def objective_notes(config: Mapping, runs: list[str]) -> str:
         parts.append(
             f"mass.* trains a decoder of {layers} layer(s) with cross-attention sharing the encoder's embeddings "
             f"({count:,} more parameters, dropped after pre-training; its FLOPs count in the step); one fragment "
-            "per row, and a decoder shallower than MASS's (as deep as its encoder)."
+            "per row, and a decoder shallower than MASS's (as deep as its encoder); its validation MLM loss scores "
+            "each masked position as a one-token fragment through the decoder, not through the encoder's head."
         )
     if "lichee" in objectives:
         d, lichee = config["model"]["hidden_size"], config["pretrain"]["lichee"]
@@ -121,6 +130,14 @@ def objective_notes(config: Mapping, runs: list[str]) -> str:
             f"{lichee['fusion']} (up to {count:,} more parameters, kept for fine-tuning); its coarse units are "
             "whole words of the WordPiece vocabulary (LICHEE's: segmenter words and phrases), and a token outside "
             "them gets one shared coarse row (LICHEE: its own fine id)."
+        )
+    if "kgplm" in objectives:
+        d, kgplm = config["model"]["hidden_size"], config["pretrain"]["kgplm"]
+        parts.append(
+            f"kgplm.* (pipeline scheme) writes the generator's samples into the masked entity spans and trains "
+            f"ELECTRA's discriminator head to detect them ({d * d + 4 * d + 1:,} more parameters, dropped after "
+            f"pre-training; the second encoder pass counts in the step); loss generator + {kgplm['disc_weight']:g} x "
+            "discriminator, ELECTRA's weights (KgPLM's are not public)."
         )
     return " ".join(parts)
 

@@ -238,3 +238,25 @@ def test_table6_builds_on_the_micro_config_and_its_audit_passes(tmp_path, mirror
     change_config(work, {"objectives": {"decay_schedule": {"start": 0.25}}})  # only the .decay runs read it
     assert planned(snakemake(work, "-n", "results/table6.csv", mirror=mirror)) == {
         "pretrain": seeds, "finetune": len(micro["tasks"]) * seeds, "table6": 1}  # fmt: skip
+
+
+def test_the_caption_names_the_parameters_that_mass_and_kgplm_add_counted_on_the_real_modules():
+    """Table 6's caption says how many parameters MASS's decoder and KgPLM's discriminator head
+    add: the counts it gives equal those of the modules pre-training builds (parameters shared
+    with the encoder not counted), and it describes the entity-span strategies."""
+    from fem.kgplm import DiscriminatorHead
+    from fem.mass import build_decoder
+    from fem.modeling import build_bert
+    from fem.objective_settings import objective_notes
+
+    config = copy.deepcopy(CONFIG)
+    config["model"].update(hidden_size=32, intermediate_size=48)
+    config["pretrain"]["mass"]["decoder_layers"] = 2
+    model = build_bert(100, 32, 1, 2, 48, max_position_embeddings=64)
+    shared = {id(p) for p in model.parameters()}
+    decoder = sum(p.numel() for p in build_decoder(model, 2).parameters() if id(p) not in shared)
+    head = sum(p.numel() for p in DiscriminatorHead(32).parameters())
+    notes = objective_notes(config, ["random", "mass.fragment", "fe_salient_span", "kgplm.salient_span"])
+    assert f"({decoder:,} more parameters" in notes and f"({head:,} more parameters" in notes
+    assert config["entities"]["spacy_model"] in notes and "one-token fragment" in notes
+    assert objective_notes(config, ["random", "pmlm.block"]) == ""
