@@ -1,7 +1,7 @@
 # Entry points of the README's quick start. Everything runs inside .venv.
 #   make table2   set up, then build results/table2.csv on the default (tiny) config
 #   make table1 / table3 / table4 / table5   the same for the other paper tables
-#   make table6   Table 6, the pre-training objectives (UniLMv2, XLNet-style, MPNet) and the masking-rate schedule
+#   make table6   Table 6, the pre-training objectives (UniLMv2, XLNet-style, MPNet, MASS, LICHEE, KgPLM, salient spans) and the masking-rate schedule
 #   make report   every table and figure, and results/report.md
 #   make test     set up, then run the whole test suite (as CI does; the `cluster` tests need
 #                 a SLURM cluster: `bash scripts/slurm/start_local_cluster.sh` starts one on localhost)
