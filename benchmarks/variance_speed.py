@@ -49,15 +49,22 @@ def rows(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(sequences, K, axis=0)[:count], masks.reshape(-1, LENGTH)[:count]
 
 
-def compare(name: str, model_shape: dict, count: int, chunk_rows: int) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a timer measures it (nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def compare(name: str, model_shape: dict, count: int, chunk_rows: int, device: torch.device) -> float:
     torch.manual_seed(0)
-    model = build_bert(VOCAB, **model_shape)
+    model = build_bert(VOCAB, **model_shape).to(device)
     model.config._attn_implementation = "eager"  # vmap has no batching rule for the fused CPU kernel
     sequences, masks = rows(count)
     batched = MaskGradients(model, MASK_ID, projection_dim=None, chunk_rows=chunk_rows)
     names = gradient_parameter_names(model, "without_word_embeddings")
     batched(sequences[:chunk_rows], masks[:chunk_rows])  # warm-up (allocations, dispatch caches)
     loop_mask_gradients(model, MASK_ID, names, sequences[:2], masks[:2])
+    synchronize(device)
 
     start = time.perf_counter()
     from_vmap = batched(sequences, masks)
@@ -81,12 +88,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=224, help="per-mask gradients per path")
     parser.add_argument("--chunk-rows", type=int, default=32, help="rows per vmap call")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["model"]
-    print(f"torch {torch.__version__}, {args.threads} thread(s), device cpu")
-    compare("default config model", default, args.rows, args.chunk_rows)
-    compare("small model", SMALL, args.rows, args.chunk_rows)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), device {device.type}")
+    compare("default config model", default, args.rows, args.chunk_rows, device)
+    compare("small model", SMALL, args.rows, args.chunk_rows, device)
 
 
 if __name__ == "__main__":

@@ -59,9 +59,9 @@ class CountSketch:
         self.sign = torch.randint(0, 2, (size_in,), generator=generator).to(torch.float32) * 2 - 1
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x: float [R, size_in] -> float [R, size_out]."""
-        out = torch.zeros(x.shape[0], self.size_out, dtype=x.dtype)
-        return out.index_add_(1, self.bucket, x * self.sign.to(x.dtype))
+        """x: float [R, size_in] -> float [R, size_out], on x's device."""
+        out = torch.zeros(x.shape[0], self.size_out, dtype=x.dtype, device=x.device)
+        return out.index_add_(1, self.bucket.to(x.device), x * self.sign.to(x.device, x.dtype))
 
 
 class MaskGradients:
@@ -89,6 +89,7 @@ class MaskGradients:
         self.size = sum(value.numel() for value in self.trained.values())
         self.sketch = CountSketch(self.size, projection_dim, projection_seed) if projection_dim else None
         self.dimension = projection_dim or self.size
+        self.device = next(iter(self.trained.values())).device  # rows go where the model is (CPU or GPU)
         self._row_gradients = vmap(grad(self._row_loss), in_dims=(None, 0, 0, 0, 0))
 
     def _row_loss(self, trained, input_ids, positions, targets, weights):
@@ -125,14 +126,12 @@ class MaskGradients:
         weights = valid / counts[:, None]
         corrupted = np.where(masks, self.mask_token_id, sequences)
         with torch.enable_grad():
-            grads = self._row_gradients(
-                self.trained, torch.from_numpy(corrupted), torch.from_numpy(positions),
-                torch.from_numpy(targets), torch.from_numpy(weights.astype(np.float32)),
-            )  # fmt: skip
+            rows = (corrupted, positions, targets, weights.astype(np.float32))
+            grads = self._row_gradients(self.trained, *(torch.from_numpy(a).to(self.device) for a in rows))
         flat = torch.cat([grads[name].reshape(len(sequences), -1) for name in self.names], dim=1)
         if self.sketch is not None:
             flat = self.sketch(flat)
-        return flat.double().numpy()
+        return flat.double().cpu().numpy()
 
 
 def loop_mask_gradients(model, mask_token_id: int, names: list[str], sequences: np.ndarray, masks: np.ndarray):
@@ -141,11 +140,13 @@ def loop_mask_gradients(model, mask_token_id: int, names: list[str], sequences: 
     model.eval()
     parameters = dict(model.named_parameters())
     wanted = [parameters[name] for name in names]
+    device = wanted[0].device
     out = []
     for sequence, mask in zip(np.asarray(sequences, dtype=np.int64), np.asarray(masks, dtype=bool), strict=True):
-        input_ids = torch.from_numpy(np.where(mask, mask_token_id, sequence))[None]
-        loss = sparse_mlm_loss(model, input_ids, torch.from_numpy(mask)[None], torch.from_numpy(sequence[mask]))
-        out.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, wanted)]).double().numpy())
+        input_ids = torch.from_numpy(np.where(mask, mask_token_id, sequence))[None].to(device)
+        masked, targets = torch.from_numpy(mask)[None].to(device), torch.from_numpy(sequence[mask]).to(device)
+        loss = sparse_mlm_loss(model, input_ids, masked, targets)
+        out.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, wanted)]).double().cpu().numpy())
     return np.stack(out)
 
 
