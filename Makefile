@@ -2,7 +2,8 @@
 #   make table2   set up, then build results/table2.csv on the default (tiny) config
 #   make table1 / table3 / table4 / table5   the same for the other paper tables
 #   make table6   Table 6, the pre-training objectives (UniLMv2, XLNet-style, MPNet, MASS, LICHEE, KgPLM, salient spans) and the masking-rate schedule
-#   make report   every table and figure, and results/report.md
+#   make report   every table and figure, results/report.md and Snakemake's results/report.html
+#   make plots    DVC's plots of every run's curves and the figures, offline: dvc_plots/index.html
 #   make test     set up, then run the whole test suite (as CI does; the `cluster` tests need
 #                 a SLURM cluster: `bash scripts/slurm/start_local_cluster.sh` starts one on localhost)
 #   make test-local   the suite without the SLURM tests
@@ -23,7 +24,7 @@ export PATH := $(BIN):$(PATH)
 # The cluster profile: set your account and partition in it (or point this at a copy).
 SLURM_PROFILE ?= workflow/profiles/slurm
 
-.PHONY: setup table1 table2 table3 table4 table5 table6 report dvc-yaml dvc-repro pull-table1 pull-table2 pull-table3 pull-table4 pull-table5 cluster-table2 test test-local test-fast lint clean-results
+.PHONY: setup table1 table2 table3 table4 table5 table6 report plots dvc-yaml dvc-repro pull-table1 pull-table2 pull-table3 pull-table4 pull-table5 cluster-table2 test test-local test-fast lint clean-results
 
 setup: $(VENV)/.installed
 
@@ -36,8 +37,13 @@ $(VENV)/.installed: pyproject.toml
 table1 table2 table3 table4 table5 table6: setup
 	$(BIN)/snakemake results/$@.csv
 
-report: setup  # every table and figure, and results/report.md
+report: setup  # every table and figure, results/report.md, then Snakemake's HTML report of them
 	$(BIN)/snakemake results/report.md
+	$(BIN)/snakemake --report results/report.html results/report.md
+
+plots: setup  # `dvc plots show` with Vega inlined (fem/dvc_plots.py), so the page draws offline
+	$(BIN)/fem dvc plots-template
+	$(BIN)/dvc plots show
 
 dvc-yaml: setup  # regenerate dvc.yaml from the Snakemake DAG (after changing rules or config)
 	$(BIN)/fem dvc generate results/report.md

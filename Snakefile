@@ -5,6 +5,7 @@
 #   snakemake results/table2.csv                  # default config: tiny scale, CPU (any of tables 1-5);
 #                                                 # profiles/default sets cores and rerun-incomplete
 #   snakemake results/report.md                   # every table and figure
+#   snakemake --report results/report.html        # the same as one HTML page, after the run
 #   snakemake results/table2.csv --configfile config/paper.yaml --profile workflow/profiles/slurm
 
 import sys
@@ -26,6 +27,11 @@ if Path("config/config.yaml").exists():
 
 
 configfile: "config/config.yaml"
+
+
+# `snakemake --report results/report.html`: every table and figure with its caption
+# (workflow/report/*.rst) and the provenance of each file, as one HTML page
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

@@ -153,7 +153,9 @@ def main() -> None:
         weight_decay=pre["weight_decay"], max_grad_norm=pre["max_grad_norm"], validation_blocks=8,
         validate_every=0, save_steps=[], log_every=10**9, **shape,
     )  # fmt: skip
-    implementation = PretrainImplementation(threads=args.threads, resume_every=0, bf16=args.bf16, compile=args.compile)
+    implementation = PretrainImplementation(
+        threads=args.threads, resume_every=0, bf16=args.bf16, compile=args.compile, live_metrics=False
+    )  # the engine alone (DVCLive: live_metrics_cost.py)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     peak = peak_flops(device, args.peak_tflops)

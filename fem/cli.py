@@ -294,6 +294,8 @@ def add_dvc(sub: argparse._SubParsersAction) -> None:
                        "dvc.lock, and mark them up to date for Snakemake")  # fmt: skip
     p.add_argument("target", help="an output of dvc.yaml, e.g. results/table2.csv")
     p.set_defaults(handler=cmd_dvc_pull)
+    p = dvc.add_parser("plots-template", help="make `dvc plots show` draw offline (Vega inlined; fem/dvc_plots.py)")
+    p.set_defaults(handler=cmd_dvc_plots_template)
 
 
 def cmd_dvc_generate(args: argparse.Namespace) -> None:
@@ -318,6 +320,16 @@ def cmd_dvc_pull(args: argparse.Namespace) -> None:
         print(pull(args.target))
     except PullError as err:
         sys.exit(f"fem dvc pull: error: {err}")
+
+
+def cmd_dvc_plots_template(args: argparse.Namespace) -> None:
+    from fem.dvc_plots import configure_offline_plots
+
+    try:
+        path = configure_offline_plots(".")
+    except FileNotFoundError as err:
+        sys.exit(f"fem dvc plots-template: error: {err}")
+    print(f"wrote {path}; `dvc plots show` and `dvc plots diff` now draw without network")
 
 
 def add_audit(sub: argparse._SubParsersAction) -> None:

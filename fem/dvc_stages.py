@@ -11,6 +11,11 @@ rule, inputs, outputs, log and wildcards) and writes one DVC stage per job:
            settings builder, the one the rule file uses, and records every key it reads
   outs     its outputs; metrics.json files go under `metrics`. Pre-training's resume/
            folder is not an output, so DVC never caches or deletes it
+
+and the top-level `plots` that `dvc plots show` draws: per group of pre-training runs (a
+setting, or a task's continual runs) their training loss, validation loss, gradient norm and
+learning rate against the step, one line per run (from each run's curves/, fem/live_metrics.py),
+and every figure (PNG) a job writes.
 """
 
 from __future__ import annotations
@@ -163,7 +168,38 @@ def build_dvc_yaml(jobs: list[SnakemakeJob], configfiles: list[str], workdir: Pa
         if name in stages:  # two jobs, one name: DVC would silently keep only the last
             raise ConfigError(f"two Snakemake jobs map to the DVC stage name {name!r}; make their log paths differ")
         stages[name] = stage
-    return {"stages": stages}
+    return {"stages": stages, "plots": plots_of(jobs)}
+
+
+# The curves of a pre-training run's curves/ folder that dvc.yaml declares: (plot id, file, field, title)
+CURVE_PLOTS = (
+    ("training-loss", "train/loss", "loss", "training loss (nats per masked token)"),
+    ("validation-loss", "validation/loss", "loss", "validation MLM loss on the fixed masks (nats per masked token)"),
+    ("grad-norm", "train/grad_norm", "grad_norm", "gradient norm before clipping"),
+    ("learning-rate", "train/lr", "lr", "learning rate"),
+)
+
+
+def plots_of(jobs: list[SnakemakeJob]) -> list:
+    """dvc.yaml's top-level plots for `jobs`: one plot per curve (CURVE_PLOTS) and group of
+    pre-training runs, every run of the group a line, then every PNG the jobs write."""
+    groups: dict[str, list[str]] = {}
+    for job in jobs:
+        for output in job.outputs:
+            if output.endswith("/curves"):
+                run = Path(output).parent  # results/<setting>/pretrain/[<task>/]<run>
+                group = "-".join(p for p in run.parent.parts[1:] if p != "pretrain")
+                groups.setdefault(group, []).append(output)
+    plots: list = []
+    for group, folders in sorted(groups.items()):
+        for plot_id, curve, field_name, title in CURVE_PLOTS:
+            files = {f"{folder}/plots/metrics/{curve}.tsv": field_name for folder in sorted(folders)}
+            plots.append({f"pretrain-{group}-{plot_id}": {
+                "title": f"Pre-training ({group}): {title}", "x": "step", "y": files,
+                "x_label": "pre-training step", "y_label": title,
+            }})  # fmt: skip
+    figures = sorted({o for job in jobs for o in job.outputs if o.endswith(".png")})
+    return plots + figures
 
 
 def _has_key(config: dict, key: str) -> bool:

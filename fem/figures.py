@@ -116,3 +116,39 @@ def plot_efficiency(table, task: str, path: str | Path) -> None:
                 f"{int(table.finetune_seeds.max())} fine-tuning seed(s)); error bars: standard deviation over "
                 "pre-training seeds. Intervals and paired differences: table3.md.", fontsize=8)  # fmt: skip
     _save(figure, path)
+
+
+def plot_pretrain_curves(runs: dict[str, list[dict]], title: str, path: str | Path) -> None:
+    """Pre-training curves of several strategies (or objectives): `runs` maps a label to the
+    train logs (fem/train_log.py) of its seeds. Left: validation MLM loss on the fixed masks
+    against the step; right: training loss (mean of each curve point's steps, as curves/ holds
+    it). One line per label: the mean over its seeds; the band: their range (min to max)."""
+    from fem.train_log import log_curves
+
+    figure, (validation, training) = plt.subplots(1, 2, figsize=(12, 4.6))
+    seeds = set()
+    for label, logs in runs.items():
+        seeds.add(len(logs))
+        for axis, name in ((validation, "validation/loss"), (training, "train/loss")):
+            curves = [log_curves(log, log["step"][-1])[name] for log in logs]
+            steps = [step for step, _ in curves[0]]
+            if any([step for step, _ in curve] != steps for curve in curves):
+                raise ValueError(f"{label}: its seeds' {name} curves have different steps; runs of other settings?")
+            values = np.array([[value for _, value in curve] for curve in curves])  # [seeds, points]
+            marker = "o" if len(steps) < 30 else None  # a few validations: show where they are
+            (line,) = axis.plot(steps, values.mean(axis=0), label=label, linewidth=1.2, marker=marker, markersize=3)
+            if len(logs) > 1:
+                axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.15)
+    validation.set(xlabel="pre-training step", ylabel="validation MLM loss (nats per masked token)",
+                   title="Validation loss (fixed masks)")  # fmt: skip
+    training.set(xlabel="pre-training step", ylabel="training loss (nats per masked token)",
+                 title="Training loss (each run's own masks)")  # fmt: skip
+    for axis in (validation, training):
+        axis.legend(fontsize=7, ncol=2)
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    counts = ", ".join(str(n) for n in sorted(seeds))
+    figure.text(0.01, -0.03, f"Lines: mean over {counts} pre-training seed(s); bands: their range (min to max). "
+                "Training losses are not comparable across objectives whose rows predict different tokens; "
+                "the validation loss scores every model on the same masks.", fontsize=8)  # fmt: skip
+    _save(figure, path)

@@ -161,10 +161,26 @@ def table6_settings(config: Mapping) -> dict[str, Any]:
             "average_exclude": " ".join(config["finetune"]["average_exclude"]), "caption": caption}  # fmt: skip
 
 
+def pretrain_curves_settings(config: Mapping, setting: str) -> dict[str, Any]:
+    """rule pretrain_curves: the runs drawn in results/figures/pretrain_curves_<setting>.png, a
+    label per run (its strategy or Table 6 run name; seeds of one label make one line), and the
+    title. scratch: the runs of Tables 2 and 3 (they share them); objectives: Table 6's."""
+    seeds = config["seeds"]["pretrain"]
+    if setting == "scratch":  # read only this setting's keys: they are the job's DVC params
+        names, tables = config["pretrain"]["strategies"], "Tables 2 and 3"
+    else:
+        names, tables = config["objectives"]["runs"], "Table 6"
+    runs = [(name, seed) for name in names for seed in seeds]
+    return {"train_logs": [f"results/{setting}/pretrain/{name}-s{seed}/train_log.json" for name, seed in runs],
+            "labels": " ".join(name for name, _ in runs),
+            "title": f"Pre-training curves of the runs of {tables}"}  # fmt: skip
+
+
 # Table 6's builders by rule, merged into fem.rule_settings.RULE_SETTINGS by keys_read (this module
 # imports that one, so it cannot list them itself).
 OBJECTIVE_RULE_SETTINGS: dict[str, Callable[..., Any]] = {
     "table6": table6_settings,
+    "pretrain_curves": pretrain_curves_settings,
     "coarse_vocab": coarse_vocab_settings,
     "entities": entities_settings,
 }

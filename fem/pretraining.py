@@ -14,6 +14,8 @@ Output folder (out_dir):
   checkpoints/step-N/   intermediate models at the configured save_steps; step-0 is the initialisation
                         (each model folder has checkpoint_metrics.json: run, step, validation loss)
   train_log.json        per step (fem/train_log.py STEP_KEYS, all ranks) and the validation curve
+  curves/               training and validation curves for `dvc plots` (fem/live_metrics.py): live
+                        while the run trains (DVCLive), rewritten from train_log.json at the end
   metrics.json          validation MLM loss and masked-token accuracy (fixed masks) with their
                         unigram baselines, clipping, step size, throughput, settings
   resume/               while running: the resumable state and finished intermediate
@@ -53,17 +55,26 @@ from fem.collation import MaskingSpec, mask_ratio_at, mask_rows, masking_spec, s
 from fem.compute_matching import step_size
 from fem.distributed import World, data_parallel, rank_share, seed_rank_stream, sum_over_ranks
 from fem.errors import ConfigError
+from fem.live_metrics import LiveCurves, write_curves
 from fem.modeling import build_model, mlm_parts
 from fem.optimization import build_optimizer
 from fem.registry import combination_problem
 from fem.settings import PretrainImplementation, PretrainSettings
 from fem.throughput import mfu, peak_flops, training_flops
 from fem.tokenization import load_pretraining_blocks
-from fem.train_log import append_step, new_log, record_validation, step_summary, validation_metrics
+from fem.train_log import (
+    append_step,
+    curve_points_at,
+    log_curves,
+    new_log,
+    record_validation,
+    step_summary,
+    validation_metrics,
+)
 from fem.train_step import train_step
 
 RESUME_DIR = "resume"
-OUTPUTS = ("model", "checkpoints", "train_log.json", "metrics.json")  # what a finished run leaves in out_dir
+OUTPUTS = ("model", "checkpoints", "curves", "train_log.json", "metrics.json")  # what a finished run leaves in out_dir
 
 
 def pretrain(
@@ -84,9 +95,11 @@ def pretrain(
     0, {} on the other ranks.
 
     The phases, in order: set_up (data, model, optimizer), start_or_resume, then per step
-    train_on_step -> report_progress -> validate_and_save -> save_resume_state, then finish."""
+    train_on_step -> report_progress -> validate_and_save -> log_curve_points -> save_resume_state,
+    then finish."""
     run = set_up(data_dir, out_dir, settings, implementation or PretrainImplementation(), world or World())
     start_or_resume(run)
+    live = start_curves(run)
     clock = Clock()
     for step in range(run.first_step, settings.steps):
         done = step + 1
@@ -94,10 +107,12 @@ def pretrain(
         if (done % settings.log_every == 0 or done == settings.steps) and run.world.is_main:
             report_progress(run, done, clock)
         validate_and_save(run, done)
+        log_curve_points(run, done, live)
         resume_now = run.implementation.resume_every and done % run.implementation.resume_every == 0
         if (resume_now or done in settings.save_steps) and done < settings.steps:
             save_resume_state(run, done, clock)
     clock.loop_seconds = time.perf_counter() - clock.start
+    live.close()
     if not run.world.is_main:  # rank 0 writes the results (the CLI's close_world waits for it)
         return {}
     return finish(run, clock, before_cleanup)
@@ -260,6 +275,25 @@ def train_on_step(run: Run, step: int, clock: Clock) -> None:
                length=length)  # fmt: skip
 
 
+def start_curves(run: Run) -> LiveCurves:
+    """On rank 0: curves/ from the log so far (a resumed run's), then DVCLive appending to it
+    when the implementation setting live_metrics is on (fem/live_metrics.py)."""
+    if not run.world.is_main:
+        return LiveCurves(run.out_dir / "curves", enabled=False)
+    write_curves(run.out_dir / "curves", log_curves(run.log, run.settings.steps))
+    return LiveCurves(run.out_dir / "curves", enabled=run.implementation.live_metrics)
+
+
+def log_curve_points(run: Run, done: int, live: LiveCurves) -> None:
+    """DVCLive: the points of step `done`, as write_curves will write them at the end; shown
+    (flushed) at the progress lines and validations."""
+    values = curve_points_at(run.log, done, run.settings.steps)
+    if values:
+        live.log(done, values)
+    if done % run.settings.log_every == 0 or "validation/loss" in values:
+        live.flush()
+
+
 def report_progress(run: Run, done: int, clock: Clock) -> None:
     """One progress line: mean loss since the last line, learning rate, step size, tokens/s, MFU, ETA."""
     settings, log = run.settings, run.log
@@ -349,6 +383,8 @@ def finish(run: Run, clock: Clock, before_cleanup: Callable[[], None] | None) ->
     fault_point("model")
     publish_folder(run.work / "checkpoints", run.out_dir / "checkpoints")  # links: resume/ keeps its copy
     fault_point("checkpoints")
+    write_curves(run.out_dir / "curves", log_curves(run.log, run.settings.steps))  # as with DVCLive or without
+    fault_point("curves")
     write_json_atomic(run.out_dir / "train_log.json", run.log)
     fault_point("train-log")
     metrics = run_metrics(run, clock, wall)

@@ -124,6 +124,7 @@ def comparison_flags(comparisons: list[tuple[str, str]]) -> str:
 PRETRAIN_IMPLEMENTATION_KEYS = {
     "pretrain_accumulation_steps": "accumulation_steps",
     "pretrain_resume_every": "resume_every",
+    "live_metrics": "live_metrics",
     "pretrain_bf16": "bf16",
     "pretrain_compile": "compile",
     "pretrain_attention": "attention",

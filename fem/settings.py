@@ -70,6 +70,7 @@ class PretrainImplementation:
     threads: int = 1  # CPU threads
     accumulation_steps: int = 1  # micro-batches per optimizer step (per process under torchrun)
     resume_every: int = 100  # steps between resumable training states (0: never)
+    live_metrics: bool = True  # DVCLive appends to curves/ while the run trains (fem/live_metrics.py)
     # The GPU fast path; each switch changes results by floating-point rounding only.
     bf16: bool = False  # bfloat16 autocast of the forward pass (weights, optimizer stay float32)
     compile: bool = False  # torch.compile the encoder

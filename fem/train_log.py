@@ -17,9 +17,11 @@ import math
 
 import numpy as np
 
+from fem.live_metrics import curve_point, curve_stride, curves_from_log, is_curve_point
 from fem.throughput import training_flops
 from fem.validation import unigram_baseline, validate, validation_targets
 
+CURVE_KEYS = ("loss", "lr", "grad_norm")  # the per-step keys drawn as training curves (fem/live_metrics.py)
 STEP_KEYS = ("step", "loss", "lr", "sequences", "rows", "predictions", "maskable", "grad_norm", "seconds", "length")
 
 
@@ -98,3 +100,24 @@ def validation_metrics(log: dict, train_blocks: np.ndarray, blocks: np.ndarray, 
         "validation_blocks": len(blocks),
         "validation_perplexity": math.exp(curve["loss"][-1]),
     }
+
+
+def log_curves(log: dict, total_steps: int) -> dict[str, list[tuple[int, float]]]:
+    """The curves of `log` for curves/ (fem/live_metrics.py): training loss, learning rate and
+    gradient norm at the curve points of a `total_steps`-step run, and the validation curve."""
+    validation = log["validation"]
+    return curves_from_log(
+        log["step"], {key: log[key] for key in CURVE_KEYS}, curve_stride(total_steps), total_steps,
+        {key: validation[key] for key in ("loss", "accuracy")}, validation["step"],
+    )  # fmt: skip
+
+
+def curve_points_at(log: dict, done: int, total_steps: int) -> dict[str, float]:
+    """The points log_curves has at step `done` ({"train/loss": ..., "validation/loss": ...}; {} if none)."""
+    stride, values = curve_stride(total_steps), {}
+    if is_curve_point(done, stride, total_steps):
+        values = {f"train/{key}": curve_point(log[key], done, stride, key) for key in CURVE_KEYS}
+    validation = log["validation"]
+    if validation["step"] and validation["step"][-1] == done:
+        values |= {f"validation/{key}": float(validation[key][-1]) for key in ("loss", "accuracy")}
+    return values

@@ -311,6 +311,17 @@ def snakemake(workdir: Path, *args: str, mirror: Path) -> str:
     return output
 
 
+def snakemake_report(workdir: Path, *targets: str, mirror: Path) -> dict[str, dict]:
+    """`snakemake --report report.html targets` in `workdir`: {file: {"caption", "mime_type",
+    "rule"}} of every file the page holds, read from the results it embeds."""
+    snakemake(workdir, "--report", "report.html", *targets, mirror=mirror)
+    page = (workdir / "report.html").read_text()
+    entry = re.compile(r'"(results/[^"]+)": \{"name": "[^"]*", "filename": "[^"]*", "labels": \{[^}]*\}, '
+                       r'"size": "[^"]*", "caption": "((?:[^"\\]|\\.)*)", "mime_type": "([^"]+)", '
+                       r'"job_properties": \{"rule": "(\w+)"')  # fmt: skip
+    return {m[1]: {"caption": m[2], "mime_type": m[3], "rule": m[4]} for m in entry.finditer(page)}
+
+
 def planned(output: str) -> dict[str, int]:
     """The 'Job stats' table of a dry run: {rule: count}."""
     if "Nothing to be done" in output:

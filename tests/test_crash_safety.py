@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 # 6 steps, checkpoints at 0 and 3, a resumable state every 2 steps
 RUN = pretrain_settings("fe", steps=6, save_steps=[0, 3], validate_every=2)
-FINISHING = ["final-state", "model", "checkpoints", "train-log", "metrics", "provenance"]
+FINISHING = ["final-state", "model", "checkpoints", "curves", "train-log", "metrics", "provenance"]
 TIMING = {"wall_seconds", "resumed_from_step", "tokens_per_second", "model_flops_utilisation", "masking_share"}
 
 
@@ -62,6 +62,9 @@ def assert_same_run(out: Path, reference: Path) -> None:
     for step in steps:
         a, b = weights(out / "checkpoints" / step), weights(reference / "checkpoints" / step)
         assert all(torch.equal(a[k], b[k]) for k in a)
+    curves = sorted(p.relative_to(out) for p in (out / "curves").rglob("*") if p.is_file())
+    assert curves == sorted(p.relative_to(reference) for p in (reference / "curves").rglob("*") if p.is_file())
+    assert all((out / f).read_bytes() == (reference / f).read_bytes() for f in curves)  # no step twice
     log, log_ref = (json.loads((d / "train_log.json").read_text()) for d in (out, reference))
     assert log["loss"] == log_ref["loss"] and log["validation"] == log_ref["validation"]
     metrics, metrics_ref = (json.loads((d / "metrics.json").read_text()) for d in (out, reference))

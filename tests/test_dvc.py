@@ -80,21 +80,26 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     work = copy_workflow(tmp_path / "repo", extra=(), micro=False)
     config = yaml.safe_load((ROOT / "tests" / "configs" / "micro.yaml").read_text())
     config["seeds"]["pretrain"] = [1, 2]
+    config["implementation"]["live_metrics"] = True  # DVCLive inside `dvc repro` and `dvc exp run`
     (work / "micro.yaml").write_text(yaml.safe_dump(config))
     bin_dir = Path(sys.executable).parent
     env = os.environ | {"FEM_HUB_MIRROR": str(mirror), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
                         "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
     dvc = [str(bin_dir / "dvc")]
+    (work / ".gitignore").write_text((ROOT / ".gitignore").read_text())  # as in a checkout: results/ etc.
     run(["git", "init", "-q"], work, env)
     run(dvc + ["init", "-q"], work, env)
     run([sys.executable, "-m", "fem", "dvc", "generate", "--configfile", "micro.yaml"], work, env)
     run(["git", "add", "-A"], work, env)
     run(["git", "commit", "-qm", "pipeline"], work, env)
 
-    run(dvc + ["repro", "table2", "table5"], work, env)
+    run(dvc + ["repro", "table2", "table5", "pretrain_curves"], work, env)
     assert (work / "results" / "table2.csv").is_file() and (work / "dvc.lock").is_file()
     assert (work / "results" / "table5.csv").is_file()
+    run(["git", "add", "dvc.lock"], work, env)
+    run(["git", "commit", "-qm", "baseline"], work, env)  # what `dvc plots diff` and the experiment compare with
+    check_dvc_plots(work, env, dvc)
     assert "didn't change, skipping" in run(dvc + ["repro", "table2", "table5"], work, env)
     assert "up to date" in run(dvc + ["status", "--with-deps", "table2", "table5"], work, env)
 
@@ -186,6 +191,68 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     assert (
         done.returncode != 0 and "results/scratch/pretrain/fe-s1/model/model.safetensors" in done.stdout + done.stderr
     )
+
+    check_dvc_experiment(work, env, dvc)
+
+
+def check_dvc_plots(work: Path, env: dict, dvc: list[str]) -> None:
+    """`dvc plots show` draws every declared plot of what was built (the curves of the runs of
+    Tables 2 and 5, Table 5's figures, the scratch curves figure), offline, and names each in
+    its page; the only files it misses are those of runs not built (Table 4's K = 2 runs)."""
+    declared = yaml.safe_load((work / "dvc.yaml").read_text())["plots"]
+    ids = [next(iter(plot)) if isinstance(plot, dict) else plot for plot in declared]
+    built = [i for i in ids if i.startswith("pretrain-scratch-")] + [
+        f"results/figures/{name}.png"
+        for name in ("variance_vs_hamming", "estimator_variance", "pretrain_curves_scratch")
+    ]
+    assert len(built) == 7 and set(built) <= set(ids)
+    shown = json.loads(stdout(dvc + ["plots", "show", "--json", *built], work, env))
+    missing = {error["source"].split("/")[3] for error in shown.get("errors", [])}
+    assert missing == {f"{s}-k2-s{seed}" for s in ("fe", "random_k") for seed in (1, 2)}, shown.get("errors")
+    assert set(shown["data"]) == set(built)
+    loss = shown["data"]["pretrain-scratch-training-loss"][0]["content"]["data"]["values"]
+    runs = {point["filename"].split("/")[0] for point in loss}  # DVC names each line by its file
+    assert runs == {f"{s}-s{seed}" for s in ("random", "random_k", "fe") for seed in (1, 2)}
+    assert {int(point["step"]) for point in loss} == set(range(1, 7))  # micro: 6 steps, a point each
+    run([sys.executable, "-m", "fem", "dvc", "plots-template"], work, env)
+    run(dvc + ["plots", "show", "-o", str(work.parent / "page"), *built], work, env)
+    page = (work.parent / "page" / "index.html").read_text()
+    assert "cdn.jsdelivr.net" not in page and "vegaEmbed" in page  # the libraries are in the page itself
+    for plot in built:
+        assert (f'id = "{plot}"' if not plot.endswith(".png") else plot.replace("/", "_")) in page, plot
+
+
+def check_dvc_experiment(work: Path, env: dict, dvc: list[str]) -> None:
+    """`dvc exp run -S` of one pre-training run reruns that stage only; `dvc exp show` lists it
+    beside the baseline with its metrics; `dvc plots diff` draws both."""
+    done = run(dvc + ["exp", "run", "-n", "lr5e-4", "-S", "micro.yaml:pretrain.learning_rate=5e-4",
+                      "pretrain-fe-s1"], work, env)  # fmt: skip
+    assert done.count("Running stage") == 1 and "Running stage 'pretrain-fe-s1'" in done, done
+    assert "'tokenize-bbc' didn't change, skipping" in done  # its inputs, unchanged, are not rebuilt
+    states = json.loads(stdout(dvc + ["exp", "show", "--json"], work, env))
+    metrics_file = "results/scratch/pretrain/fe-s1/metrics.json"
+    baseline = next(s for s in states if s["rev"] != "workspace")
+    experiment = next(e["revs"][0] for e in baseline["experiments"] if e["name"] == "lr5e-4")
+    loss = {name: state["data"]["metrics"][metrics_file]["data"]["validation_mlm_loss"]
+            for name, state in (("baseline", baseline), ("experiment", experiment))}  # fmt: skip
+    assert loss["baseline"] != loss["experiment"]
+    rate = {name: state["data"]["params"]["micro.yaml"]["data"]["pretrain"]["learning_rate"]
+            for name, state in (("baseline", baseline), ("experiment", experiment))}  # fmt: skip
+    assert rate == {"baseline": 1e-3, "experiment": 5e-4}
+    diff = json.loads(
+        stdout(dvc + ["plots", "diff", "HEAD", "--json", "--targets", "pretrain-scratch-validation-loss"], work, env)
+    )
+    points = diff["data"]["pretrain-scratch-validation-loss"][0]["content"]["data"]["values"]
+    final = {p["rev"]: float(p["loss"]) for p in points if p["filename"].startswith("fe-s1/") and p["step"] == "6"}
+    assert set(final) == {"HEAD", "workspace"} and final["HEAD"] != final["workspace"]
+    assert final["workspace"] == pytest.approx(loss["experiment"]) and final["HEAD"] == pytest.approx(loss["baseline"])
+
+
+def stdout(command: list[str], cwd: Path, env: dict) -> str:
+    """The standard output of `command` alone (DVC writes its warnings to stderr), asserting it succeeded."""
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{command}: {(done.stdout + done.stderr)[-3000:]}"
+    return done.stdout
 
 
 def test_a_partial_override_owns_only_the_keys_it_sets(tmp_path, mirror):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import change_config, copy_workflow, planned, snakemake
+from helpers import change_config, copy_workflow, planned, snakemake, snakemake_report
 
 from fem.config import check_config, load_yaml
 from fem.errors import ConfigError, DataError
@@ -200,11 +200,12 @@ def test_table6_builds_on_the_micro_config_and_its_audit_passes(tmp_path, mirror
     work = copy_workflow(tmp_path)
     micro = load_yaml(ROOT / "tests" / "configs" / "micro.yaml")["objectives"]
     runs, seeds = micro["runs"], 2
-    assert planned(snakemake(work, "-n", "results/table6.csv", mirror=mirror)) == {
+    targets = ["results/table6.csv", "results/figures/pretrain_curves_objectives.png"]
+    assert planned(snakemake(work, "-n", *targets, mirror=mirror)) == {
         "download_corpus": 1, "download_task": 1, "tokenize": 1, "coarse_vocab": 1, "entities": 1, "pretrain": len(runs) * seeds,
-        "finetune": len(runs) * len(micro["tasks"]) * seeds, "table6": 1}  # fmt: skip
+        "finetune": len(runs) * len(micro["tasks"]) * seeds, "table6": 1, "pretrain_curves": 1}  # fmt: skip
     start = time.perf_counter()
-    snakemake(work, "results/table6.csv", mirror=mirror)
+    snakemake(work, *targets, mirror=mirror)
     print(f"micro table6: {time.perf_counter() - start:.0f} s")
     table = pd.read_csv(work / "results" / "table6.csv").set_index("run")
     assert table.index.tolist() == runs
@@ -235,6 +236,12 @@ def test_table6_builds_on_the_micro_config_and_its_audit_passes(tmp_path, mirror
     )  # fmt: skip
     assert audit.returncode == 0, (audit.stdout + audit.stderr)[-3000:]
     assert "every number recomputed from its runs" in audit.stdout + audit.stderr
+    report = snakemake_report(work, *targets, mirror=mirror)  # Snakemake's HTML report of both
+    assert set(report) == {"results/table6.csv", "results/table6.md", targets[1]}
+    caption = (work / "results" / "table6.md").read_text().split("\n\n")[1][:60]  # the table's own caption ...
+    assert caption.startswith("Scale 'micro'") and report["results/table6.md"]["caption"].startswith(f"<p>{caption}")
+    assert report[targets[1]]["mime_type"] == "image/png" and report[targets[1]]["rule"] == "pretrain_curves"
+    assert "Table 6" in report[targets[1]]["caption"]  # ... and the figure's, with its title
     change_config(work, {"objectives": {"decay_schedule": {"start": 0.25}}})  # only the .decay runs read it
     assert planned(snakemake(work, "-n", "results/table6.csv", mirror=mirror)) == {
         "pretrain": seeds, "finetune": len(micro["tasks"]) * seeds, "table6": 1}  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import DEV_QA, TRAIN_QA, change_config, copy_workflow, planned, rows, snakemake
+from helpers import DEV_QA, TRAIN_QA, change_config, copy_workflow, planned, rows, snakemake, snakemake_report
 
 
 def replan(work: Path, mirror: Path, target: str, overrides: dict) -> dict[str, int]:
@@ -96,6 +96,9 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tm
     assert "Scale 'micro'" in markdown and "| stsb | pearson/spearman |" in markdown
     assert "'fe − random_k' isolates mask overlap alone" in markdown and "2/2^n = 0.5" in markdown
     assert "| fe | rows | 14 | 2 |" in markdown  # one pre-training step of fe: 14 rows, 2 sequences
+    report = snakemake_report(workdir, "results/table2.csv", mirror=mirror)
+    assert set(report) == {"results/table2.csv", "results/table2.md"}
+    assert report["results/table2.md"]["caption"].startswith("<p>Scale 'micro'")
     for run in ["pretrain/fe-s1", "pretrain/random-s1", "finetune/stsb/fe-s1-f1"]:
         assert (workdir / "results" / "scratch" / run / "provenance.json").is_file()
 
@@ -116,7 +119,7 @@ def test_pipeline_builds_table2_and_reruns_only_what_changed(workdir, mirror, tm
 
     # speed settings (the GPU fast path among them) do not rerun finished jobs; science settings do
     speed = {"pretrain_resume_every": 1, "pretrain_accumulation_steps": 2, "pretrain_attention": "eager",
-             "pretrain_fused_adamw": True, "pretrain_bf16": True}  # fmt: skip
+             "pretrain_fused_adamw": True, "pretrain_bf16": True, "live_metrics": True}  # fmt: skip
     assert replan(workdir, mirror, "results/table2.csv", {"implementation": speed}) == {}
     plan = replan(workdir, mirror, "results/table2.csv", {"pretrain": {"learning_rate": 5e-4}})
     assert plan == {"pretrain": 6, "finetune": 12, "finetune_squad": 6, "table2": 1}
@@ -146,6 +149,9 @@ def test_pipeline_builds_table5_and_its_figures_and_reruns_only_what_changed(tmp
     for figure in ["variance_vs_hamming.png", "estimator_variance.png"]:
         assert (work / "results" / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| init |" in (work / "results" / "table5.md").read_text()
+    report = snakemake_report(work, "results/table5.csv", mirror=mirror)
+    assert set(report) == {"results/table5.csv", "results/table5.md", "results/figures/variance_vs_hamming.png",
+                           "results/figures/estimator_variance.png"}  # fmt: skip
     assert (work / "results/scratch/variance/fe-s1/step-final/provenance.json").is_file()
     assert planned(snakemake(work, "-n", "results/table5.csv", mirror=mirror)) == {}
 
@@ -159,13 +165,18 @@ def test_pipeline_builds_table5_and_its_figures_and_reruns_only_what_changed(tmp
 @pytest.mark.slow
 def test_pipeline_builds_tables_1_3_and_4(tmp_path, mirror):
     work = copy_workflow(tmp_path)
-    targets = ["results/table1.csv", "results/table3.csv", "results/table4.csv"]
+    targets = [
+        "results/table1.csv",
+        "results/table3.csv",
+        "results/table4.csv",
+        "results/figures/pretrain_curves_scratch.png",
+    ]
     plan = planned(snakemake(work, "-n", *targets, mirror=mirror))
     # micro: continual bbc_news x [random, fe] x 2 seeds; efficiency step 3 of random/random_k/fe x 2 seeds;
     # Table 4 adds fe-k2 and its control random_k-k2 (K = 7 is fe, random_k) x 2 seeds, fine-tuned on sst2
     assert plan == {"download_corpus": 1, "download_task": 2, "task_text": 1, "tokenize": 2, "pretrain": 10,
                     "pretrain_continual": 4, "finetune": 14, "finetune_checkpoint": 6, "table1": 1, "table3": 1,
-                    "table4": 1}  # fmt: skip
+                    "table4": 1, "pretrain_curves": 1}  # fmt: skip
     snakemake(work, *targets, mirror=mirror)
 
     table1 = pd.read_csv(work / "results" / "table1.csv")
@@ -197,3 +208,15 @@ def test_pipeline_builds_tables_1_3_and_4(tmp_path, mirror):
     assert k2_control["segments"] == 2 and k2_control["strategy"] == "random_k"
     k2 = json.loads((work / "results/scratch/pretrain/fe-k2-s1/metrics.json").read_text())
     assert k2["segments"] == 2 and k2["sequences_per_step"] == 7 and k2["strategy"] == "fe"
+
+    # Snakemake's HTML report: each table as CSV and Markdown with its caption, each figure
+    report = snakemake_report(work, *targets, mirror=mirror)
+    tables = {f"results/table{n}.{kind}" for n in (1, 3, 4) for kind in ("csv", "md")}
+    figures = {"results/figures/efficiency.png", "results/figures/pretrain_curves_scratch.png"}
+    assert set(report) == tables | figures
+    for table in tables:
+        caption = (work / table.replace(".csv", ".md")).read_text().split("\n\n")[1][:60]
+        assert report[table]["caption"].startswith(f"<p>{caption}"), table  # the caption of the table's Markdown
+    assert all(report[f]["mime_type"] == "image/png" and report[f]["caption"] for f in figures)
+    curves = (work / "results/figures/pretrain_curves_scratch.png").read_bytes()
+    assert curves[:4] == b"\x89PNG"

@@ -145,7 +145,33 @@ def cmd_power(args: argparse.Namespace) -> None:
     print(format_power(power_table(args.table, args.difference, args.row, args.comparison), args.difference))
 
 
+def add_curves_figure(sub) -> None:
+    p = sub.add_parser("curves-figure", help="pre-training curves of a table's runs: validation and training loss")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--title", required=True)
+    p.add_argument("--labels", nargs="+", required=True, help="one label per train log (its strategy or objective)")
+    p.add_argument("--train-logs", nargs="+", required=True, help="train_log.json of the pre-training runs")
+    p.set_defaults(handler=cmd_curves_figure)
+
+
+def cmd_curves_figure(args: argparse.Namespace) -> None:
+    """The curves of runs with the same label drawn as one line, their mean and range (fem.figures)."""
+    import json
+
+    from fem.errors import ConfigError
+    from fem.figures import plot_pretrain_curves
+
+    if len(args.labels) != len(args.train_logs):
+        raise ConfigError(f"--labels has {len(args.labels)} values, --train-logs {len(args.train_logs)}: one each")
+    start, runs = time.perf_counter(), {}
+    for label, path in zip(args.labels, args.train_logs, strict=True):
+        runs.setdefault(label, []).append(json.loads(Path(path).read_text()))
+    plot_pretrain_curves(runs, args.title, args.out)
+    print(f"wrote {args.out}: {len(runs)} lines from {len(args.train_logs)} runs")
+    record_provenance(table_provenance_path(args.out), args, args.train_logs, [args.out], start)
+
+
 def add_table_commands(sub) -> None:
-    """The table commands and `fem power`, on the `fem` sub-parsers `sub`."""
-    for add in (add_score_table, add_table3, add_table4, add_table5, add_table6, add_power):
+    """The table commands, `fem curves-figure` and `fem power`, on the `fem` sub-parsers `sub`."""
+    for add in (add_score_table, add_table3, add_table4, add_table5, add_table6, add_curves_figure, add_power):
         add(sub)

@@ -9,7 +9,14 @@ sys.path.insert(0, workflow.basedir)  # the fem package of this checkout, even i
 
 from fem.config import TRAINED_TOKENIZER, check_config, tokenizer_source
 from fem.errors import ConfigError, DataSourceError
-from fem.objective_settings import coarse_vocab_settings, entities_settings, run_objective, run_strategy, table6_settings
+from fem.objective_settings import (
+    coarse_vocab_settings,
+    entities_settings,
+    pretrain_curves_settings,
+    run_objective,
+    run_strategy,
+    table6_settings,
+)
 from fem.provenance import job_environment
 from fem.registry import ENTITY_STRATEGIES, task_names
 from fem.rule_settings import (
@@ -138,7 +145,7 @@ CLI = ("cli", "cli_args", "cli_objectives")
 PRETRAIN_CODE = ("pretraining", "train_step", "tokenization", "distributed", "throughput", "masking", "registry",
                  "collation", "checkpointing", "modeling", "optimization", "settings", "validation", "train_log",
                  "augmented", "block_masking", "compute_matching", "errors", "fragment_masking", "mass", "lichee",
-                 "coarse_vocab", "objective_losses", "entities", "kgplm", *CLI)  # fmt: skip
+                 "coarse_vocab", "objective_losses", "entities", "kgplm", "live_metrics", *CLI)  # fmt: skip
 FINETUNE_CODE = ("finetuning/__init__", "finetuning/cli", "finetuning/harness", "finetuning/glue",
                  "finetuning/sweep", "checkpointing", "distributed", "metrics", "data", "registry", "modeling",
                  "optimization", "settings", "lichee", *CLI)  # fmt: skip
@@ -167,6 +174,7 @@ CODE = {
     "table4": ("tables/segments", *SCORE_TABLE_CODE),
     "table5": ("tables/variance", "figures", *TABLE_CODE),
     "table6": ("tables/objectives", *SCORE_TABLE_CODE),
+    "pretrain_curves": ("figures", "train_log", "live_metrics", "tables/cli", *CLI),
     "report": ("tables/report", *CLI),
 }
 

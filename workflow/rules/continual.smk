@@ -28,6 +28,7 @@ rule pretrain_continual:
     output:
         model=directory("results/continual/pretrain/{task}/{strategy}-s{seed}/model"),
         checkpoints=directory("results/continual/pretrain/{task}/{strategy}-s{seed}/checkpoints"),
+        curves=directory("results/continual/pretrain/{task}/{strategy}-s{seed}/curves"),  # for `dvc plots` (fem/live_metrics.py)
         metrics="results/continual/pretrain/{task}/{strategy}-s{seed}/metrics.json",
         train_log="results/continual/pretrain/{task}/{strategy}-s{seed}/train_log.json",
         provenance="results/continual/pretrain/{task}/{strategy}-s{seed}/provenance.json",

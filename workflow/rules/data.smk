@@ -51,7 +51,8 @@ rule data_overlap:
         code=fem_modules("data_overlap"),
     output:
         json="results/data/overlap.json",
-        md="results/data/overlap.md",
+        md=report("results/data/overlap.md", caption="../report/overlap.rst", category="Data",
+                  labels={"file": "dev-set overlap"}),
         provenance="results/data/overlap.provenance.json",
     log:
         "logs/data/overlap.log",

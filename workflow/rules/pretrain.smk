@@ -20,6 +20,7 @@ rule pretrain:
     output:
         model=directory("results/{setting}/pretrain/{strategy}-s{seed}/model"),
         checkpoints=directory("results/{setting}/pretrain/{strategy}-s{seed}/checkpoints"),
+        curves=directory("results/{setting}/pretrain/{strategy}-s{seed}/curves"),  # for `dvc plots` (fem/live_metrics.py)
         metrics="results/{setting}/pretrain/{strategy}-s{seed}/metrics.json",
         train_log="results/{setting}/pretrain/{strategy}-s{seed}/train_log.json",
         provenance="results/{setting}/pretrain/{strategy}-s{seed}/provenance.json",

@@ -10,6 +10,7 @@ localrules:
     table4,
     table5,
     table6,
+    pretrain_curves,
     report,
 
 
@@ -37,8 +38,10 @@ rule table2:
         ),
         code=fem_modules("table2"),
     output:
-        csv="results/table2.csv",
-        md="results/table2.md",
+        csv=report("results/table2.csv", caption="../report/table.rst", category="Tables", subcategory="Table 2",
+                   labels={"table": "Table 2", "file": "CSV"}),
+        md=report("results/table2.md", caption="../report/table.rst", category="Tables", subcategory="Table 2",
+                  labels={"table": "Table 2", "file": "Markdown"}),
         provenance="results/table2.provenance.json",
     log:
         "logs/tables/table2.log",
@@ -65,10 +68,14 @@ rule table5:
         ],
         code=fem_modules("table5"),
     output:
-        csv="results/table5.csv",
-        md="results/table5.md",
-        hamming_figure="results/figures/variance_vs_hamming.png",
-        estimator_figure="results/figures/estimator_variance.png",
+        csv=report("results/table5.csv", caption="../report/table.rst", category="Tables", subcategory="Table 5",
+                   labels={"table": "Table 5", "file": "CSV"}),
+        md=report("results/table5.md", caption="../report/table.rst", category="Tables", subcategory="Table 5",
+                  labels={"table": "Table 5", "file": "Markdown"}),
+        hamming_figure=report("results/figures/variance_vs_hamming.png", caption="../report/variance_vs_hamming.rst",
+                              category="Figures", labels={"figure": "variance vs Hamming distance (Table 5)"}),
+        estimator_figure=report("results/figures/estimator_variance.png", caption="../report/estimator_variance.rst",
+                                category="Figures", labels={"figure": "estimator variance (Table 5)"}),
         provenance="results/table5.provenance.json",
     log:
         "logs/tables/table5.log",
@@ -93,8 +100,10 @@ rule table1:
         ),
         code=fem_modules("table1"),
     output:
-        csv="results/table1.csv",
-        md="results/table1.md",
+        csv=report("results/table1.csv", caption="../report/table.rst", category="Tables", subcategory="Table 1",
+                   labels={"table": "Table 1", "file": "CSV"}),
+        md=report("results/table1.md", caption="../report/table.rst", category="Tables", subcategory="Table 1",
+                  labels={"table": "Table 1", "file": "Markdown"}),
         provenance="results/table1.provenance.json",
     log:
         "logs/tables/table1.log",
@@ -135,9 +144,12 @@ rule table3:
                                 strategy=TABLE3["strategies"], seed=TABLE3["pretrain_seeds"]),
         code=fem_modules("table3"),
     output:
-        csv="results/table3.csv",
-        md="results/table3.md",
-        figure="results/figures/efficiency.png",
+        csv=report("results/table3.csv", caption="../report/table.rst", category="Tables", subcategory="Table 3",
+                   labels={"table": "Table 3", "file": "CSV"}),
+        md=report("results/table3.md", caption="../report/table.rst", category="Tables", subcategory="Table 3",
+                  labels={"table": "Table 3", "file": "Markdown"}),
+        figure=report("results/figures/efficiency.png", caption="../report/efficiency.rst", category="Figures",
+                      labels={"figure": "efficiency (Table 3)"}),
         provenance="results/table3.provenance.json",
     log:
         "logs/tables/table3.log",
@@ -170,8 +182,10 @@ rule table4:
                                 strategy=TABLE4["strategies"], seed=TABLE4["pretrain_seeds"]),
         code=fem_modules("table4"),
     output:
-        csv="results/table4.csv",
-        md="results/table4.md",
+        csv=report("results/table4.csv", caption="../report/table.rst", category="Tables", subcategory="Table 4",
+                   labels={"table": "Table 4", "file": "CSV"}),
+        md=report("results/table4.md", caption="../report/table.rst", category="Tables", subcategory="Table 4",
+                  labels={"table": "Table 4", "file": "Markdown"}),
         provenance="results/table4.provenance.json",
     log:
         "logs/tables/table4.log",
@@ -205,8 +219,10 @@ rule table6:
         ),
         code=fem_modules("table6"),
     output:
-        csv="results/table6.csv",
-        md="results/table6.md",
+        csv=report("results/table6.csv", caption="../report/table.rst", category="Tables", subcategory="Table 6",
+                   labels={"table": "Table 6", "file": "CSV"}),
+        md=report("results/table6.md", caption="../report/table.rst", category="Tables", subcategory="Table 6",
+                  labels={"table": "Table 6", "file": "Markdown"}),
         provenance="results/table6.provenance.json",
     log:
         "logs/tables/table6.log",
@@ -227,11 +243,34 @@ rule table6:
         " --caption {params.caption:q} {input.metrics} 2>&1 | tee {log}"
 
 
+# The pre-training curves of a table's runs, one line per strategy (objective): mean and range
+# over seeds. scratch: the runs of Tables 2 and 3 (they share them); objectives: Table 6's.
+rule pretrain_curves:
+    wildcard_constraints:
+        setting="scratch|objectives",
+    input:
+        train_logs=lambda w: pretrain_curves_settings(config, w.setting)["train_logs"],
+        code=fem_modules("pretrain_curves"),
+    output:
+        figure=report("results/figures/pretrain_curves_{setting}.png", caption="../report/pretrain_curves.rst",
+                      category="Figures", labels={"figure": "pre-training curves ({setting})"}),
+        provenance="results/figures/pretrain_curves_{setting}.provenance.json",
+    log:
+        "logs/pretrain_curves/{setting}.log",
+    params:
+        labels=lambda w: pretrain_curves_settings(config, w.setting)["labels"],
+        title=lambda w: pretrain_curves_settings(config, w.setting)["title"],
+    shell:
+        "fem curves-figure --out {output.figure} --title {params.title:q} --labels {params.labels}"
+        " --train-logs {input.train_logs} 2>&1 | tee {log}"
+
+
 rule report:
     input:
         tables=expand("results/table{n}.md", n=[1, 2, 3, 4, 5, 6]),
         figures=["results/figures/efficiency.png", "results/figures/variance_vs_hamming.png",
-                 "results/figures/estimator_variance.png"],
+                 "results/figures/estimator_variance.png", "results/figures/pretrain_curves_scratch.png",
+                 "results/figures/pretrain_curves_objectives.png"],
         data_overlap="results/data/overlap.md",
         code=fem_modules("report"),
     output:
