@@ -55,7 +55,7 @@ from fem.collation import MaskingSpec, mask_ratio_at, mask_rows, masking_spec, s
 from fem.compute_matching import step_size
 from fem.distributed import World, data_parallel, rank_share, seed_rank_stream, sum_over_ranks
 from fem.errors import ConfigError
-from fem.live_metrics import LiveCurves, write_curves
+from fem.live_metrics import write_curves
 from fem.modeling import build_model, mlm_parts
 from fem.optimization import build_optimizer
 from fem.registry import combination_problem
@@ -64,10 +64,11 @@ from fem.throughput import mfu, peak_flops, training_flops
 from fem.tokenization import load_pretraining_blocks
 from fem.train_log import (
     append_step,
-    curve_points_at,
     log_curves,
+    log_live_points,
     new_log,
     record_validation,
+    start_live_curves,
     step_summary,
     validation_metrics,
 )
@@ -95,11 +96,12 @@ def pretrain(
     0, {} on the other ranks.
 
     The phases, in order: set_up (data, model, optimizer), start_or_resume, then per step
-    train_on_step -> report_progress -> validate_and_save -> log_curve_points -> save_resume_state,
+    train_on_step -> report_progress -> validate_and_save -> log_live_points -> save_resume_state,
     then finish."""
     run = set_up(data_dir, out_dir, settings, implementation or PretrainImplementation(), world or World())
     start_or_resume(run)
-    live = start_curves(run)
+    live = start_live_curves(run.out_dir / "curves", run.log, settings.steps, run.implementation.live_metrics,
+                             run.world.is_main)  # fmt: skip
     clock = Clock()
     for step in range(run.first_step, settings.steps):
         done = step + 1
@@ -107,7 +109,7 @@ def pretrain(
         if (done % settings.log_every == 0 or done == settings.steps) and run.world.is_main:
             report_progress(run, done, clock)
         validate_and_save(run, done)
-        log_curve_points(run, done, live)
+        log_live_points(live, run.log, done, settings.steps, settings.log_every)
         resume_now = run.implementation.resume_every and done % run.implementation.resume_every == 0
         if (resume_now or done in settings.save_steps) and done < settings.steps:
             save_resume_state(run, done, clock)
@@ -273,25 +275,6 @@ def train_on_step(run: Run, step: int, clock: Clock) -> None:
     append_step(run.log, step=step + 1, loss=loss, lr=lr, sequences=run.per_step, rows=run.step_rows,
                 predictions=step_predictions, maskable=maskable, grad_norm=grad_norm, seconds=step_seconds,
                length=length)  # fmt: skip
-
-
-def start_curves(run: Run) -> LiveCurves:
-    """On rank 0: curves/ from the log so far (a resumed run's), then DVCLive appending to it
-    when the implementation setting live_metrics is on (fem/live_metrics.py)."""
-    if not run.world.is_main:
-        return LiveCurves(run.out_dir / "curves", enabled=False)
-    write_curves(run.out_dir / "curves", log_curves(run.log, run.settings.steps))
-    return LiveCurves(run.out_dir / "curves", enabled=run.implementation.live_metrics)
-
-
-def log_curve_points(run: Run, done: int, live: LiveCurves) -> None:
-    """DVCLive: the points of step `done`, as write_curves will write them at the end; shown
-    (flushed) at the progress lines and validations."""
-    values = curve_points_at(run.log, done, run.settings.steps)
-    if values:
-        live.log(done, values)
-    if done % run.settings.log_every == 0 or "validation/loss" in values:
-        live.flush()
 
 
 def report_progress(run: Run, done: int, clock: Clock) -> None:

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from fem.live_metrics import curve_point, curve_stride, curves_from_log, is_curve_point
+from fem.live_metrics import LiveCurves, curve_point, curve_stride, curves_from_log, is_curve_point, write_curves
 from fem.throughput import training_flops
 from fem.validation import unigram_baseline, validate, validation_targets
 
@@ -121,3 +121,22 @@ def curve_points_at(log: dict, done: int, total_steps: int) -> dict[str, float]:
     if validation["step"] and validation["step"][-1] == done:
         values |= {f"validation/{key}": float(validation[key][-1]) for key in ("loss", "accuracy")}
     return values
+
+
+def start_live_curves(folder, log: dict, total_steps: int, enabled: bool, is_main: bool) -> LiveCurves:
+    """On the main process: `folder` (a run's curves/) written from `log` so far (a resumed run's),
+    then DVCLive appending to it when `enabled` (the implementation setting live_metrics)."""
+    if not is_main:
+        return LiveCurves(folder, enabled=False)
+    write_curves(folder, log_curves(log, total_steps))
+    return LiveCurves(folder, enabled=enabled)
+
+
+def log_live_points(live: LiveCurves, log: dict, done: int, total_steps: int, log_every: int) -> None:
+    """DVCLive: the points `log_curves` will have at step `done`; shown (flushed) at the progress
+    lines (every `log_every` steps) and the validations."""
+    values = curve_points_at(log, done, total_steps)
+    if values:
+        live.log(done, values)
+    if done % log_every == 0 or "validation/loss" in values:
+        live.flush()
