@@ -150,7 +150,7 @@ def test_dvc_repro_push_pull_and_audit_in_a_fresh_repository(tmp_path, mirror):
     shutil.rmtree(work / ".dvc" / "cache")
     shutil.rmtree(work / "results")
     shutil.rmtree(work / "data")
-    run(dvc + ["pull", "--with-deps", "table2", "table5"], work, env)  # only what was built
+    run(dvc + ["pull", "--with-deps", "table2", "table5", "pretrain_curves"], work, env)  # only what was built
     assert (work / "results" / "scratch" / "pretrain" / "fe-s1" / "model" / "model.safetensors").is_file()
     assert "up to date" in run(dvc + ["status", "--with-deps", "table2", "table5"], work, env)
     audit = [sys.executable, "-m", "fem", "audit", "results/table2.csv", "--verify", "--allow-dirty"]
