@@ -56,8 +56,8 @@ def curves_from_log(
     per-step values `per_step` (steps `steps`, 1-based) at every curve point, and the
     validation curves `evaluations` at `evaluation_steps` as they are."""
     curves = {}
+    points = [done for done in steps if is_curve_point(done, stride, total_steps)]  # the same for every key
     for key, values in per_step.items():
-        points = [done for done in steps if is_curve_point(done, stride, total_steps)]
         curves[f"train/{key}"] = [(done, curve_point(values, done, stride, key)) for done in points]
     for key, values in (evaluations or {}).items():
         curves[f"validation/{key}"] = [(int(s), float(v)) for s, v in zip(evaluation_steps, values, strict=True)]
