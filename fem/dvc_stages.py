@@ -14,8 +14,9 @@ rule, inputs, outputs, log and wildcards) and writes one DVC stage per job:
 
 and the top-level `plots` that `dvc plots show` draws: per group of pre-training runs (a
 setting, or a task's continual runs) their training loss, validation loss, gradient norm and
-learning rate against the step, one line per run (from each run's curves/, fem/live_metrics.py),
-and every figure (PNG) a job writes.
+learning rate against the step, per group of fine-tuning runs (a setting and task) their
+training loss, one line per run (from each run's curves/, fem/live_metrics.py), and every
+figure (PNG) a job writes.
 """
 
 from __future__ import annotations
@@ -171,32 +172,41 @@ def build_dvc_yaml(jobs: list[SnakemakeJob], configfiles: list[str], workdir: Pa
     return {"stages": stages, "plots": plots_of(jobs)}
 
 
-# The curves of a pre-training run's curves/ folder that dvc.yaml declares: (plot id, file, field, title)
-CURVE_PLOTS = (
-    ("training-loss", "train/loss", "loss", "training loss (nats per masked token)"),
-    ("validation-loss", "validation/loss", "loss", "validation MLM loss on the fixed masks (nats per masked token)"),
-    ("grad-norm", "train/grad_norm", "grad_norm", "gradient norm before clipping"),
-    ("learning-rate", "train/lr", "lr", "learning rate"),
-)
+# The curves of a run's curves/ folder that dvc.yaml declares, per kind of run: (plot id, file,
+# field, title). A fine-tuning run's dev metrics are one point at its last step: Table 1-4's
+# numbers, not curves; its learning rate is the same schedule for every run of a group.
+CURVE_PLOTS = {
+    "pretrain": (
+        ("training-loss", "train/loss", "loss", "training loss (nats per masked token)"),
+        ("validation-loss", "validation/loss", "loss", "validation MLM loss, fixed masks (nats per masked token)"),
+        ("grad-norm", "train/grad_norm", "grad_norm", "gradient norm before clipping"),
+        ("learning-rate", "train/lr", "lr", "learning rate"),
+    ),
+    "finetune": (("training-loss", "train/loss", "loss", "training loss (cross-entropy, or squared error for STS-B)"),),
+}
 
 
 def plots_of(jobs: list[SnakemakeJob]) -> list:
     """dvc.yaml's top-level plots for `jobs`: one plot per curve (CURVE_PLOTS) and group of
-    pre-training runs, every run of the group a line, then every PNG the jobs write."""
-    groups: dict[str, list[str]] = {}
+    runs, every run of the group a line, then every PNG the jobs write. A group: the
+    pre-training runs of a setting (or of a task's continual runs), or the fine-tuning runs of
+    a setting and task (Table 3's checkpoint fine-tunings: "scratch-efficiency-<task>")."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for job in jobs:
         for output in job.outputs:
             if output.endswith("/curves"):
-                run = Path(output).parent  # results/<setting>/pretrain/[<task>/]<run>
-                group = "-".join(p for p in run.parent.parts[1:] if p != "pretrain")
-                groups.setdefault(group, []).append(output)
+                run = Path(output).parent  # results/<setting>/(pretrain|finetune)/[<task>/]<run>
+                kind = "pretrain" if "pretrain" in run.parts else "finetune"
+                group = "-".join(p for p in run.parent.parts[1:] if p not in ("pretrain", "finetune"))
+                groups.setdefault((kind, group), []).append(output)
     plots: list = []
-    for group, folders in sorted(groups.items()):
-        for plot_id, curve, field_name, title in CURVE_PLOTS:
+    for (kind, group), folders in sorted(groups.items()):
+        for plot_id, curve, field_name, title in CURVE_PLOTS[kind]:
             files = {f"{folder}/plots/metrics/{curve}.tsv": field_name for folder in sorted(folders)}
-            plots.append({f"pretrain-{group}-{plot_id}": {
-                "title": f"Pre-training ({group}): {title}", "x": "step", "y": files,
-                "x_label": "pre-training step", "y_label": title,
+            what = "Pre-training" if kind == "pretrain" else "Fine-tuning"
+            plots.append({f"{kind}-{group}-{plot_id}": {
+                "title": f"{what} ({group}): {title}", "x": "step", "y": files,
+                "x_label": f"{what.lower()} step", "y_label": title,
             }})  # fmt: skip
     figures = sorted({o for job in jobs for o in job.outputs if o.endswith(".png")})
     return plots + figures

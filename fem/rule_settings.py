@@ -135,11 +135,13 @@ PRETRAIN_IMPLEMENTATION_KEYS = {
 
 
 def speed_flags(config: Mapping, rule: str) -> SpeedFlags:
-    """The speed flags of a rule's command: pre-training's implementation flags, or the
-    variance analysis' rows per vmap call."""
+    """The speed flags of a rule's command: pre-training's implementation flags, fine-tuning's
+    (DVCLive on or off), or the variance analysis' rows per vmap call."""
     implementation = config["implementation"]
     if rule == "variance":
         return SpeedFlags(str(implementation["variance_chunk_rows"]))
+    if rule in ("finetune", "finetune_squad", "finetune_checkpoint"):
+        return SpeedFlags(cli_flags({"live_metrics": implementation.get("live_metrics", True)}))
     chosen = {flag: implementation[key] for key, flag in PRETRAIN_IMPLEMENTATION_KEYS.items() if key in implementation}
     return SpeedFlags(cli_flags(chosen))
 

@@ -118,10 +118,11 @@ def test_learning_rate_sweep_keeps_the_best_dev_score_and_writes_each_metrics_js
     scores = {1e-4: 0.6, 3e-4: 0.8, 1e-3: 0.7}
     runs = []
 
-    def train(task, task_dir, checkpoint_dir, settings, threads, run_labels, world):
+    def train(task, task_dir, checkpoint_dir, settings, threads, run_labels, world, live):
         runs.append(settings.learning_rate)
         lr = settings.learning_rate
-        return RunOutputs({"score": scores[lr], "settings": {"learning_rate": lr}}, {"predictions.csv": f"lr {lr}\n"})
+        return RunOutputs({"score": scores[lr], "settings": {"learning_rate": lr}}, {"predictions.csv": f"lr {lr}\n"},
+                          {"train/lr": [(1, lr)]})  # fmt: skip
 
     written = []
     write_run = sweep.write_run
@@ -138,6 +139,8 @@ def test_learning_rate_sweep_keeps_the_best_dev_score_and_writes_each_metrics_js
     assert result["learning_rate"] == 3e-4
     assert result["learning_rate_sweep"] == {"0.0001": 0.6, "0.0003": 0.8, "0.001": 0.7}
     assert (tmp_path / "out" / "predictions.csv").read_text() == "lr 0.0003\n"
+    assert (tmp_path / "out" / "curves" / "plots" / "metrics" / "train" / "lr.tsv").read_text().split() == [
+        "step", "lr", "1", "0.0003"]  # the kept run's curves  # fmt: skip
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == result
     assert json.loads((tmp_path / "out" / "sweep" / "lr-0.001" / "metrics.json").read_text())["score"] == 0.7
     assert (tmp_path / "out" / "sweep" / "lr-0.001" / "predictions.csv").read_text() == "lr 0.001\n"

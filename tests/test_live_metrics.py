@@ -1,5 +1,6 @@
 """A run's curves/ folder (fem/live_metrics.py): DVCLive's layout, live while the run trains,
-the same files at the end with DVCLive on or off, and no step twice after a resume."""
+the same files at the end with DVCLive on or off, and no step twice after a resume; for
+pre-training and for fine-tuning runs."""
 
 import csv
 import filecmp
@@ -12,9 +13,13 @@ import pytest
 from helpers import cli_args, pretrain_settings
 
 from fem.checkpointing import FAULT_ENV
+from fem.finetuning.glue import train_glue
+from fem.finetuning.sweep import finetune
 from fem.live_metrics import LiveCurves, curve_point, curve_stride, curves_from_log, write_curves
+from fem.optimization import linear_schedule
 from fem.pretraining import pretrain
-from fem.settings import PretrainImplementation
+from fem.registry import get_task
+from fem.settings import FinetuneSettings, PretrainImplementation
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = pretrain_settings("fe", steps=6, validate_every=2, log_every=3)
@@ -93,3 +98,56 @@ def test_while_a_run_trains_its_curves_grow_only_with_dvclive_on(packed, tmp_pat
         assert json.loads((out / "curves" / "metrics.json").read_text())["step"] == 6  # flushed at the last step
     else:
         assert tsv_rows(metrics / "train" / "loss.tsv") == [] and validation == [0]  # headers only
+
+
+# --- fine-tuning runs (fem/finetuning/harness.py): the same folder, training loss and learning rate ---
+
+
+def finetuning_data(tmp_path: Path, mirror: Path) -> Path:
+    import datasets
+
+    loaded = datasets.load_dataset(str(mirror / "nyu-mll" / "glue"), "sst2")
+    data = datasets.DatasetDict({"train": loaded["train"].select(range(40)),
+                                 "validation": loaded["validation"].select(range(16))})  # fmt: skip
+    data.save_to_disk(str(tmp_path / "sst2"))
+    return tmp_path / "sst2"
+
+
+FINETUNE = FinetuneSettings(seed=1, max_train_examples=32, max_eval_examples=16, max_length=32, epochs=2,
+                            batch_size=8, learning_rate=1e-4, warmup_ratio=0.25, weight_decay=0.01)  # fmt: skip
+
+
+def test_a_finetuning_run_ends_with_the_same_curves_with_dvclive_on_and_off(tmp_path, mirror, checkpoint):
+    task_dir = finetuning_data(tmp_path, mirror)
+    runs = {}
+    for live in (True, False):
+        metrics = finetune(get_task("sst2"), task_dir, checkpoint, tmp_path / str(live), FINETUNE, live_metrics=live)
+        runs[live] = {k: v for k, v in metrics.items() if k != "wall_seconds"}
+    assert runs[True] == runs[False]
+    assert same_tree(tmp_path / "True" / "curves", tmp_path / "False" / "curves")
+    curves = tmp_path / "True" / "curves" / "plots" / "metrics"
+    losses = [float(r["loss"]) for r in tsv_rows(curves / "train" / "loss.tsv")]
+    assert [int(r["step"]) for r in tsv_rows(curves / "train" / "loss.tsv")] == list(range(1, 9))  # 2 epochs of 4
+    assert sum(losses[4:]) / 4 == pytest.approx(runs[True]["final_train_loss"])  # the last epoch's mean
+    rates = [float(r["lr"]) for r in tsv_rows(curves / "train" / "lr.tsv")]
+    assert rates == pytest.approx([1e-4 * linear_schedule(s, 2, 8) for s in range(8)])  # the rate each step ran with
+    accuracy = tsv_rows(curves / "validation" / "accuracy.tsv")
+    assert [(int(r["step"]), float(r["accuracy"])) for r in accuracy] == [(8, runs[True]["metrics"]["accuracy"])]
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_while_a_finetuning_run_trains_dvclive_appends_its_training_curves(tmp_path, mirror, checkpoint, live):
+    """train_glue writes no file: what the folder holds after it returns is what DVCLive wrote
+    while it trained, the same points the run's curves end with (off: nothing)."""
+    task_dir = finetuning_data(tmp_path, mirror)
+    folder = tmp_path / "curves"
+    live_curves = LiveCurves(folder, enabled=live)
+    outputs = train_glue(get_task("sst2"), task_dir, checkpoint, FINETUNE, live=live_curves)
+    if not live:
+        assert not folder.exists()
+        return
+    for name in ("train/loss", "train/lr"):
+        rows = tsv_rows(folder / "plots" / "metrics" / f"{name}.tsv")
+        key = name.split("/")[1]
+        assert [(int(r["step"]), float(r[key])) for r in rows] == outputs.curves[name]
+    assert json.loads((folder / "metrics.json").read_text())["step"] == 8  # flushed at the end of the last epoch

@@ -28,6 +28,8 @@ def add_finetune_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--label", action="append", default=[], help="key=value stored under 'run' in metrics.json")
         p.add_argument("--learning-rates", type=yaml_value, required=True, help="a list; several: best on dev")
+        live = "true or false: DVCLive appends to <out>/curves while the run trains (a speed setting)"
+        p.add_argument("--live-metrics", type=yaml_value, default=True, help=live)
         add_settings(p, settings_class, exclude=("learning_rate",))
         p.set_defaults(handler=cmd_finetune, settings_class=settings_class)
 
@@ -52,9 +54,12 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         raise ConfigError(f"task {args.task} is {'' if task.is_qa else 'not '}extractive QA: use `{right}`")
     if not isinstance(args.learning_rates, list) or not args.learning_rates:
         raise ConfigError(f"--learning-rates: {args.learning_rates!r}; expected a non-empty list such as [2e-5, 3e-5]")
+    if not isinstance(args.live_metrics, bool):
+        raise ConfigError(f"--live-metrics: {args.live_metrics!r}; expected true or false")
     settings = settings_from(args.settings_class, args, learning_rate=args.learning_rates[0])  # the sweep sets it
     sweep_learning_rates(task, args.task_dir, args.checkpoint, args.out, settings, args.learning_rates,
-                         threads=args.threads, run_labels=run_labels(args), world=world)  # fmt: skip
+                         threads=args.threads, run_labels=run_labels(args), world=world,
+                         live_metrics=args.live_metrics)  # fmt: skip
     if world.is_main:
         out = Path(args.out)
         outputs = [out / name for name in (squad.OUTPUTS if is_squad else glue.OUTPUTS)]

@@ -17,12 +17,21 @@ import torch
 
 from fem.data import task_label_names
 from fem.distributed import World
-from fem.finetuning.harness import RunOutputs, load_task_splits, run_result, run_scores, start_training, train_epochs
+from fem.finetuning.harness import (
+    RunOutputs,
+    load_task_splits,
+    run_curves,
+    run_result,
+    run_scores,
+    start_training,
+    train_epochs,
+)
+from fem.live_metrics import LiveCurves
 from fem.metrics import compute_metrics, constant_metrics, majority_label
 from fem.registry import Task
 from fem.settings import FinetuneSettings
 
-OUTPUTS = ("metrics.json", "predictions.csv")  # the files of a run (fem finetune declares them)
+OUTPUTS = ("metrics.json", "predictions.csv", "curves")  # the files of a run (fem finetune declares them)
 
 
 def encode(tokenizer, rows, task: Task, max_length: int) -> list[list[int]]:
@@ -68,9 +77,11 @@ def trivial_prediction(train_labels: np.ndarray, label_names: tuple[str, ...] | 
 
 
 def train_glue(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, settings: FinetuneSettings,
-               threads: int = 1, run_labels: dict | None = None, world: World | None = None) -> RunOutputs:  # fmt: skip
+               threads: int = 1, run_labels: dict | None = None, world: World | None = None,
+               live: LiveCurves | None = None) -> RunOutputs:  # fmt: skip
     """Fine-tune `checkpoint_dir` on `task` (data saved at `task_dir`) and score it on each of
-    the task's dev splits with the task's metrics (fem.registry); writes nothing.
+    the task's dev splits with the task's metrics (fem.registry); writes nothing but what `live`
+    (DVCLive, harness.train_epochs) appends while it trains.
 
     With one dev split the metrics are named as in the registry ("accuracy"); with several
     (MNLI) they get the split's suffix ("accuracy_matched", "accuracy_mismatched"). The score
@@ -113,7 +124,7 @@ def train_glue(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, set
         labels = train_labels[torch.from_numpy(rows).to(device)]
         return {"input_ids": ids.to(device), "attention_mask": attention.to(device), "labels": labels}
 
-    losses = train_epochs(training, batch_inputs)
+    losses = train_epochs(training, batch_inputs, live=live)
     constant, trivial_predictor = trivial_prediction(train_labels.cpu().numpy(), label_names)
     metrics, trivial_metrics, counts, predictions_csv = evaluate(
         training.model, tokenizer, task, devs, settings.max_length, label_names, constant
@@ -127,7 +138,7 @@ def train_glue(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, set
     }
     scores = run_scores(metrics, trivial_metrics, tuple(metrics), trivial_predictor)
     result = run_result(task, run_labels, scores, details, training, losses)
-    return RunOutputs(result, {"predictions.csv": predictions_csv})
+    return RunOutputs(result, {"predictions.csv": predictions_csv}, run_curves(training, losses, metrics))
 
 
 def evaluate(

@@ -17,38 +17,43 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fem.distributed import World, batch_share, data_parallel, seed_rank_stream
+from fem.live_metrics import LiveCurves, curve_point, curve_stride, curves_from_log, is_curve_point, write_curves
 from fem.metrics import task_score
 from fem.optimization import finetuning_optimizer, shared_step
 from fem.registry import Task
 from fem.settings import FinetuneSettings, SquadSettings
 
 SUBSAMPLE_SEED = 0  # the training subsample is the same for every strategy and seed
+CURVES = "curves"  # a run's folder of curves for `dvc plots`, beside its metrics.json
 
 
 @dataclass
 class RunOutputs:
     """One fine-tuning run, not yet written: `result` is the content of its metrics.json,
-    `files` its other output files ({file name: text}, e.g. predictions.csv)."""
+    `files` its other output files ({file name: text}, e.g. predictions.csv), `curves` its
+    curves for curves/ (run_curves)."""
 
     result: dict
     files: dict[str, str]
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 def write_run(out_dir: str | Path, outputs: RunOutputs, metrics: dict | None = None) -> None:
-    """Write a run's files and its metrics.json (`metrics`, default its own result) into
-    `out_dir`; each file once. Text is written as given (newline=""), so the CSV writer's
-    line ends are kept."""
+    """Write a run's files, its curves/ folder (DVCLive's layout, fem/live_metrics.py) and its
+    metrics.json (`metrics`, default its own result) into `out_dir`; each file once. Text is
+    written as given (newline=""), so the CSV writer's line ends are kept."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in outputs.files.items():
         (out_dir / name).write_text(text, newline="")
+    write_curves(out_dir / CURVES, outputs.curves)
     (out_dir / "metrics.json").write_text(json.dumps(outputs.result if metrics is None else metrics, indent=2) + "\n")
 
 
@@ -93,6 +98,7 @@ class Training:
     settings: FinetuneSettings | SquadSettings
     world: World
     started: float = 0.0  # time.perf_counter() when training began (train_epochs sets it)
+    learning_rates: list[float] = field(default_factory=list)  # the rate of each step (train_epochs)
 
 
 def start_training(
@@ -119,15 +125,21 @@ def start_training(
 
 
 def train_epochs(
-    training: Training, batch_inputs: Callable[[np.ndarray], dict[str, torch.Tensor]], log_every: int | None = None
+    training: Training,
+    batch_inputs: Callable[[np.ndarray], dict[str, torch.Tensor]],
+    log_every: int | None = None,
+    live: LiveCurves | None = None,
 ) -> list[float]:
     """settings.epochs passes over the training examples in a fresh random order each;
     `batch_inputs(rows)` gives the model's keyword arguments (tensors on training.device,
     the loss's targets included) for this rank's share of a batch (example indices, int64).
-    Prints the mean loss of each epoch, and every `log_every` steps (rank 0) the progress.
-    Returns this rank's loss of every step."""
+    Prints the mean loss of each epoch, and every `log_every` steps (rank 0) the progress;
+    `live` (DVCLive, rank 0) gets the training curves' points as they come (run_curves).
+    Records each step's learning rate in training.learning_rates. Returns this rank's loss
+    of every step."""
     settings, world = training.settings, training.world
     training.started = time.perf_counter()
+    stride = curve_stride(training.total_steps)
     losses: list[float] = []
     for epoch in range(settings.epochs):
         order = training.order_rng.permutation(training.examples)
@@ -135,8 +147,12 @@ def train_epochs(
             rows = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             rows, share = batch_share(rows, world)  # under torchrun: this rank's slice
             loss = training.trainer(**batch_inputs(rows)).loss
+            training.learning_rates.append(float(training.scheduler.get_last_lr()[0]))  # this step's rate
             losses.append(shared_step(training.model, loss, share, training.optimizer, training.scheduler))
             done = epoch * training.steps_per_epoch + step + 1
+            if live is not None and is_curve_point(done, stride, training.total_steps):
+                live.log(done, {"train/loss": curve_point(losses, done, stride, "loss"),
+                                "train/lr": training.learning_rates[-1]})  # fmt: skip
             if log_every and done % log_every == 0 and world.is_main:
                 elapsed = time.perf_counter() - training.started
                 print(
@@ -148,7 +164,22 @@ def train_epochs(
             f"epoch {epoch + 1}/{settings.epochs} mean loss {np.mean(losses[-training.steps_per_epoch :]):.4f}",
             flush=True,
         )
+        if live is not None:
+            live.flush()  # metrics.json and the DVC extension follow once per epoch
     return losses
+
+
+def run_curves(training: Training, losses: list[float], metrics: dict[str, float]) -> dict[str, list]:
+    """The curves of a finished run for its curves/ folder ({"group/name": [(step, value)]}):
+    training loss (mean over the steps of a point) and learning rate at the curve points of its
+    training.total_steps steps, and each dev metric of `metrics` as one validation point at the
+    last step. The same points DVCLive appended while it trained (train_epochs), so the files
+    end the same with it on or off."""
+    steps = list(range(1, len(losses) + 1))
+    per_step = {"loss": losses, "lr": training.learning_rates}
+    validation = {name: [value] for name, value in metrics.items()}
+    return curves_from_log(steps, per_step, curve_stride(training.total_steps), training.total_steps, validation,
+                           [len(losses)])  # fmt: skip
 
 
 def run_scores(

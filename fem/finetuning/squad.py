@@ -29,12 +29,21 @@ import numpy as np
 import torch
 
 from fem.distributed import World
-from fem.finetuning.harness import RunOutputs, load_task_splits, run_result, run_scores, start_training, train_epochs
+from fem.finetuning.harness import (
+    RunOutputs,
+    load_task_splits,
+    run_curves,
+    run_result,
+    run_scores,
+    start_training,
+    train_epochs,
+)
+from fem.live_metrics import LiveCurves
 from fem.metrics import squad_metrics, squad_trivial_metrics
 from fem.registry import Task
 from fem.settings import SquadSettings
 
-OUTPUTS = ("metrics.json", "predictions.json", "null_odds.json")  # the files of a run (fem finetune-squad)
+OUTPUTS = ("metrics.json", "predictions.json", "null_odds.json", "curves")  # the files of a run (fem finetune-squad)
 TOKENIZE_CHUNK = 1000  # examples per tokenizer call (bounds the memory of the fast tokenizer's encodings)
 LOG_EVERY = 500  # optimizer steps between progress lines inside an epoch
 FEATURE_KEYS = ("input_ids", "token_type_ids", "attention_mask")
@@ -180,9 +189,11 @@ def predict_logits(model, features: dict, pad_id: int, batch_size: int = 64) -> 
 
 
 def train_squad(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, settings: SquadSettings, threads: int = 1,
-                run_labels: dict | None = None, world: World | None = None) -> RunOutputs:  # fmt: skip
+                run_labels: dict | None = None, world: World | None = None,
+                live: LiveCurves | None = None) -> RunOutputs:  # fmt: skip
     """Fine-tune `checkpoint_dir` on SQuAD-format data saved at `task_dir` (splits "train" and
-    "validation") and score it on the validation split; writes nothing. Metrics are fractions
+    "validation") and score it on the validation split; writes nothing but what `live` (DVCLive,
+    harness.train_epochs) appends while it trains. Metrics are fractions
     in [0, 1]; the score is the mean of the task's metrics (fem.registry: exact_match, f1).
     Files: predictions.json ({question id: answer text}) and null_odds.json ({question id:
     null score - best span score; null when no span was valid})."""
@@ -226,7 +237,7 @@ def train_squad(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, se
         index = torch.from_numpy(rows).to(device)
         return batch | {"start_positions": start_positions[index], "end_positions": end_positions[index]}
 
-    losses = train_epochs(training, batch_inputs, log_every=LOG_EVERY)
+    losses = train_epochs(training, batch_inputs, log_every=LOG_EVERY, live=live)
     predictions, null_odds = answer_dev_questions(training.model, tokenizer, dev, dev_features, settings,
                                                   task.unanswerable)  # fmt: skip
     gold = {qid: answers["text"] for qid, answers in zip(list(dev["id"]), list(dev["answers"]), strict=True)}
@@ -248,7 +259,7 @@ def train_squad(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, se
     result = run_result(task, run_labels, scores, details, training, losses)
     files = {name: json.dumps(content, indent=2) + "\n" for name, content in
              (("predictions.json", predictions), ("null_odds.json", null_odds))}  # fmt: skip
-    return RunOutputs(result, files)
+    return RunOutputs(result, files, run_curves(training, losses, {name: metrics[name] for name in task.metrics}))
 
 
 def answer_dev_questions(

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from fem.distributed import World
 from fem.finetuning.glue import train_glue
-from fem.finetuning.harness import RunOutputs, write_run
+from fem.finetuning.harness import CURVES, RunOutputs, write_run
 from fem.finetuning.squad import train_squad
+from fem.live_metrics import LiveCurves, write_curves
 from fem.registry import Task
 from fem.settings import FinetuneSettings, SquadSettings
 
@@ -34,11 +35,15 @@ def finetune(
     threads: int = 1,
     run_labels: dict | None = None,
     world: World | None = None,
+    live_metrics: bool = True,
 ) -> dict:
     """One run at settings.learning_rate, no sweep: its files (glue.OUTPUTS or squad.OUTPUTS)
-    written into `out_dir` by rank 0; returns its metrics.json."""
+    written into `out_dir` by rank 0; returns its metrics.json. `live_metrics`: DVCLive
+    appends to out_dir/curves while it trains (a speed setting: the files end the same)."""
     world = world or World()
-    outputs = task_trainer(task)(task, task_dir, checkpoint_dir, settings, threads, run_labels, world)
+    live = start_live(out_dir, live_metrics and world.is_main)
+    outputs = task_trainer(task)(task, task_dir, checkpoint_dir, settings, threads, run_labels, world, live)
+    live.close()
     if world.is_main:  # every rank evaluated the same weights; rank 0 writes
         write_run(out_dir, outputs)
     return outputs.result
@@ -54,6 +59,7 @@ def sweep_learning_rates(
     threads: int = 1,
     run_labels: dict | None = None,
     world: World | None = None,
+    live_metrics: bool = True,
 ) -> dict:
     """Fine-tune `checkpoint_dir` on `task` (data at `task_dir`) once per rate of
     `learning_rates` (`settings` with its learning_rate replaced; SQuAD tasks with
@@ -64,7 +70,9 @@ def sweep_learning_rates(
     metrics.json once, with "learning_rate" (the chosen one) and "learning_rate_sweep"
     ({rate: dev score}) added; returns that metrics.json. With several rates every run's own
     files go to out_dir/sweep/lr-<rate>/ too (kept for audit; an earlier sweep's are removed).
-    Under torchrun every rank trains and evaluates; only rank 0 writes."""
+    Under torchrun every rank trains and evaluates; only rank 0 writes. `live_metrics`: DVCLive
+    appends the running rate's curves to out_dir/curves while it trains, each rate starting
+    them again; at the end the folder holds the kept run's (a speed setting: the same files)."""
     out_dir = Path(out_dir)
     world = world or World()
     train = task_trainer(task)
@@ -74,7 +82,9 @@ def sweep_learning_rates(
     runs: dict[float, RunOutputs] = {}
     for learning_rate in learning_rates:
         run_settings = replace(settings, learning_rate=learning_rate)
-        runs[learning_rate] = train(task, task_dir, checkpoint_dir, run_settings, threads, run_labels, world)
+        live = start_live(out_dir, live_metrics and world.is_main)
+        runs[learning_rate] = train(task, task_dir, checkpoint_dir, run_settings, threads, run_labels, world, live)
+        live.close()
         if several and world.is_main:
             write_run(out_dir / "sweep" / f"lr-{learning_rate:g}", runs[learning_rate])
     best = max(learning_rates, key=lambda lr: runs[lr].result["score"])  # the first of equal scores
@@ -88,3 +98,13 @@ def sweep_learning_rates(
     if world.is_main:
         write_run(out_dir, runs[best], result)
     return result
+
+
+def start_live(out_dir: str | Path, enabled: bool) -> LiveCurves:
+    """DVCLive on an emptied out_dir/curves when `enabled` (rank 0, implementation.live_metrics);
+    else nothing. A run that had written curves before (a killed job, the last rate of a sweep)
+    leaves no points behind: DVCLive appends."""
+    if not enabled:
+        return LiveCurves(Path(out_dir) / CURVES, enabled=False)
+    write_curves(Path(out_dir) / CURVES, {})
+    return LiveCurves(Path(out_dir) / CURVES, enabled=True)

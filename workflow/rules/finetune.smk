@@ -13,6 +13,7 @@ rule finetune:
     output:
         metrics="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
         predictions="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/predictions.csv",
+        curves=directory("results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/curves"),  # for `dvc plots` (fem/live_metrics.py)
         provenance="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/provenance.json",
     log:
         "logs/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}.log",
@@ -24,11 +25,13 @@ rule finetune:
     params:
         settings=lambda w: finetune_flags(config, w.task, w.setting),
         out=lambda w, output: os.path.dirname(output.metrics),
-        launch=launcher(config, "finetune"),  # a speed setting (SpeedFlags): not a param
+        # Speed settings (SpeedFlags): changing one reruns nothing.
+        launch=launcher(config, "finetune"),
+        speed=speed_flags(config, "finetune"),
     shell:
         "{params.launch} finetune --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoint}"
         " --out {params.out}"
-        " --seed {wildcards.ftseed} {params.settings} --threads {threads}"
+        " --seed {wildcards.ftseed} {params.settings} --threads {threads} {params.speed}"
         " --label setting={wildcards.setting} --label strategy={wildcards.strategy}"
         " --label pretrain_seed={wildcards.seed} --label finetune_seed={wildcards.ftseed}"
         " 2>&1 | tee {log}"
@@ -46,6 +49,7 @@ rule finetune_squad:
         metrics="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/metrics.json",
         predictions="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/predictions.json",
         null_odds="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/null_odds.json",
+        curves=directory("results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/curves"),  # for `dvc plots` (fem/live_metrics.py)
         provenance="results/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}/provenance.json",
     log:
         "logs/{setting}/finetune/{task}/{strategy}-s{seed}-f{ftseed}.log",
@@ -57,11 +61,13 @@ rule finetune_squad:
     params:
         settings=squad_flags(config),
         out=lambda w, output: os.path.dirname(output.metrics),
-        launch=launcher(config, "finetune_squad"),  # a speed setting (SpeedFlags): not a param
+        # Speed settings (SpeedFlags): changing one reruns nothing.
+        launch=launcher(config, "finetune_squad"),
+        speed=speed_flags(config, "finetune_squad"),
     shell:
         "{params.launch} finetune-squad --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoint}"
         " --out {params.out}"
-        " --seed {wildcards.ftseed} {params.settings} --threads {threads}"
+        " --seed {wildcards.ftseed} {params.settings} --threads {threads} {params.speed}"
         " --label setting={wildcards.setting} --label strategy={wildcards.strategy}"
         " --label pretrain_seed={wildcards.seed} --label finetune_seed={wildcards.ftseed}"
         " 2>&1 | tee {log}"
@@ -79,6 +85,7 @@ rule finetune_checkpoint:
     output:
         metrics="results/scratch/efficiency/{task}/{strategy}-s{seed}-step-{step}-f{ftseed}/metrics.json",
         predictions="results/scratch/efficiency/{task}/{strategy}-s{seed}-step-{step}-f{ftseed}/predictions.csv",
+        curves=directory("results/scratch/efficiency/{task}/{strategy}-s{seed}-step-{step}-f{ftseed}/curves"),  # for `dvc plots` (fem/live_metrics.py)
         provenance="results/scratch/efficiency/{task}/{strategy}-s{seed}-step-{step}-f{ftseed}/provenance.json",
     log:
         "logs/scratch/efficiency/{task}/{strategy}-s{seed}-step-{step}-f{ftseed}.log",
@@ -90,11 +97,13 @@ rule finetune_checkpoint:
     params:
         settings=lambda w: finetune_flags(config, w.task),
         out=lambda w, output: os.path.dirname(output.metrics),
-        launch=launcher(config, "finetune"),  # a speed setting (SpeedFlags): not a param
+        # Speed settings (SpeedFlags): changing one reruns nothing.
+        launch=launcher(config, "finetune"),
+        speed=speed_flags(config, "finetune_checkpoint"),
     shell:
         "{params.launch} finetune --task {wildcards.task} --task-dir {input.task} --checkpoint {input.checkpoints}/step-{wildcards.step}"
         " --out {params.out}"
-        " --seed {wildcards.ftseed} {params.settings} --threads {threads}"
+        " --seed {wildcards.ftseed} {params.settings} --threads {threads} {params.speed}"
         " --label setting=scratch --label strategy={wildcards.strategy} --label step={wildcards.step}"
         " --label pretrain_seed={wildcards.seed} --label finetune_seed={wildcards.ftseed}"
         " 2>&1 | tee {log}"
