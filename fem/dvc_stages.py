@@ -173,16 +173,26 @@ def build_dvc_yaml(jobs: list[SnakemakeJob], configfiles: list[str], workdir: Pa
 
 
 # The curves of a run's curves/ folder that dvc.yaml declares, per kind of run: (plot id, file,
-# field, title). A fine-tuning run's dev metrics are one point at its last step: Table 1-4's
-# numbers, not curves; its learning rate is the same schedule for every run of a group.
+# field, title, DVC template). A fine-tuning run's dev metrics are one point at its last step:
+# Table 1-4's numbers, not curves; its learning rate is the same schedule for every run of a
+# group. Training losses are noisy step to step: DVC's "smooth" template draws them with a
+# slider for LOESS smoothing.
 CURVE_PLOTS = {
     "pretrain": (
-        ("training-loss", "train/loss", "loss", "training loss (nats per masked token)"),
-        ("validation-loss", "validation/loss", "loss", "validation MLM loss, fixed masks (nats per masked token)"),
-        ("grad-norm", "train/grad_norm", "grad_norm", "gradient norm before clipping"),
-        ("learning-rate", "train/lr", "lr", "learning rate"),
+        ("training-loss", "train/loss", "loss", "training loss (nats per masked token)", "smooth"),
+        (
+            "validation-loss",
+            "validation/loss",
+            "loss",
+            "validation MLM loss, fixed masks (nats per masked token)",
+            "linear",
+        ),  # fmt: skip
+        ("grad-norm", "train/grad_norm", "grad_norm", "gradient norm before clipping", "linear"),
+        ("learning-rate", "train/lr", "lr", "learning rate", "linear"),
     ),
-    "finetune": (("training-loss", "train/loss", "loss", "training loss (cross-entropy, or squared error for STS-B)"),),
+    "finetune": (
+        ("training-loss", "train/loss", "loss", "training loss (cross-entropy, or squared error for STS-B)", "smooth"),
+    ),
 }
 
 
@@ -201,11 +211,11 @@ def plots_of(jobs: list[SnakemakeJob]) -> list:
                 groups.setdefault((kind, group), []).append(output)
     plots: list = []
     for (kind, group), folders in sorted(groups.items()):
-        for plot_id, curve, field_name, title in CURVE_PLOTS[kind]:
+        for plot_id, curve, field_name, title, template in CURVE_PLOTS[kind]:
             files = {f"{folder}/plots/metrics/{curve}.tsv": field_name for folder in sorted(folders)}
             what = "Pre-training" if kind == "pretrain" else "Fine-tuning"
             plots.append({f"{kind}-{group}-{plot_id}": {
-                "title": f"{what} ({group}): {title}", "x": "step", "y": files,
+                "title": f"{what} ({group}): {title}", "x": "step", "y": files, "template": template,
                 "x_label": f"{what.lower()} step", "y_label": title,
             }})  # fmt: skip
     figures = sorted({o for job in jobs for o in job.outputs if o.endswith(".png")})
