@@ -191,7 +191,13 @@ def test_a_lock_stays_while_jobs_of_the_killed_snakemake_still_run(tmp_path, mir
     wait_for_a_saved_pretrain_state(work, first)
     os.kill(first.pid, signal.SIGKILL)  # Snakemake only
     assert first.wait(timeout=60) == -signal.SIGKILL
-    refused = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    # Hold the orphaned job while the second run starts: on a loaded machine it could otherwise
+    # finish its steps before the second Snakemake has even read its lock. A stopped process runs.
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        refused = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     output = refused.stdout + refused.stderr
     assert refused.returncode != 0 and "LockException" in output, output[-2000:]
     assert re.search(r"jobs it started still run \(process ids \d+", output), output[-2000:]
