@@ -184,9 +184,9 @@ CURVE_PLOTS = {
             "validation-loss",
             "validation/loss",
             "loss",
-            "validation MLM loss, fixed masks (nats per masked token)",
+            "validation MLM loss, fixed masks (nats/masked token)",
             "linear",
-        ),  # fmt: skip
+        ),
         ("grad-norm", "train/grad_norm", "grad_norm", "gradient norm before clipping", "linear"),
         ("learning-rate", "train/lr", "lr", "learning rate", "linear"),
     ),

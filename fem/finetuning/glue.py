@@ -17,15 +17,7 @@ import torch
 
 from fem.data import task_label_names
 from fem.distributed import World
-from fem.finetuning.harness import (
-    RunOutputs,
-    load_task_splits,
-    run_curves,
-    run_result,
-    run_scores,
-    start_training,
-    train_epochs,
-)
+from fem.finetuning.harness import RunOutputs, load_task_splits, run_outputs, run_scores, start_training, train_epochs
 from fem.live_metrics import LiveCurves
 from fem.metrics import compute_metrics, constant_metrics, majority_label
 from fem.registry import Task
@@ -137,8 +129,7 @@ def train_glue(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, set
         "eval_splits": list(devs),
     }
     scores = run_scores(metrics, trivial_metrics, tuple(metrics), trivial_predictor)
-    result = run_result(task, run_labels, scores, details, training, losses)
-    return RunOutputs(result, {"predictions.csv": predictions_csv}, run_curves(training, losses, metrics))
+    return run_outputs(task, run_labels, scores, details, training, losses, {"predictions.csv": predictions_csv})
 
 
 def evaluate(

@@ -9,7 +9,7 @@ Under torchrun every rank trains its share of each batch (fem.distributed) and e
 same weights; only rank 0 writes files (the callers check `world.is_main`).
 
 A task module (glue.py, squad.py) calls, in order: load_task_splits, start_training,
-train_epochs, run_scores and run_result, and returns a RunOutputs; write_run writes it.
+train_epochs, run_scores and run_outputs, and returns its RunOutputs; write_run writes it.
 """
 
 from __future__ import annotations
@@ -196,6 +196,15 @@ def run_scores(
         "trivial_score": task_score(trivial_metrics, scored),
         "trivial_predictor": trivial_predictor,
     }
+
+
+def run_outputs(task: Task, run_labels: dict | None, scores: dict, details: dict, training: Training,
+                losses: list[float], files: dict[str, str]) -> RunOutputs:  # fmt: skip
+    """A finished run, not yet written: its metrics.json (run_result), its other `files`, and its
+    curves (run_curves) with the dev metrics that make up its score."""
+    scored = {name: scores["metrics"][name] for name in scores["metric_names"]}
+    return RunOutputs(run_result(task, run_labels, scores, details, training, losses), files,
+                      run_curves(training, losses, scored))  # fmt: skip
 
 
 def run_result(task: Task, run_labels: dict | None, scores: dict, details: dict, training: Training,

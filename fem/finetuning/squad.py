@@ -29,15 +29,7 @@ import numpy as np
 import torch
 
 from fem.distributed import World
-from fem.finetuning.harness import (
-    RunOutputs,
-    load_task_splits,
-    run_curves,
-    run_result,
-    run_scores,
-    start_training,
-    train_epochs,
-)
+from fem.finetuning.harness import RunOutputs, load_task_splits, run_outputs, run_scores, start_training, train_epochs
 from fem.live_metrics import LiveCurves
 from fem.metrics import squad_metrics, squad_trivial_metrics
 from fem.registry import Task
@@ -256,10 +248,9 @@ def train_squad(task: Task, task_dir: str | Path, checkpoint_dir: str | Path, se
         "eval_split": "validation",
     }
     scores = run_scores(metrics, trivial_metrics, task.metrics, trivial_predictor)
-    result = run_result(task, run_labels, scores, details, training, losses)
     files = {name: json.dumps(content, indent=2) + "\n" for name, content in
              (("predictions.json", predictions), ("null_odds.json", null_odds))}  # fmt: skip
-    return RunOutputs(result, files, run_curves(training, losses, {name: metrics[name] for name in task.metrics}))
+    return run_outputs(task, run_labels, scores, details, training, losses, files)
 
 
 def answer_dev_questions(

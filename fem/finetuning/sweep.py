@@ -104,7 +104,7 @@ def start_live(out_dir: str | Path, enabled: bool) -> LiveCurves:
     """DVCLive on an emptied out_dir/curves when `enabled` (rank 0, implementation.live_metrics);
     else nothing. A run that had written curves before (a killed job, the last rate of a sweep)
     leaves no points behind: DVCLive appends."""
-    if not enabled:
-        return LiveCurves(Path(out_dir) / CURVES, enabled=False)
-    write_curves(Path(out_dir) / CURVES, {})
-    return LiveCurves(Path(out_dir) / CURVES, enabled=True)
+    folder = Path(out_dir) / CURVES
+    if enabled:
+        write_curves(folder, {})
+    return LiveCurves(folder, enabled)
